@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Installs what building and testing WattStream needs on a Debian/Ubuntu machine,
+# and nothing that is already there. Sourced by scripts/demo.sh and scripts/test.sh.
+set -euo pipefail
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+APT_UPDATED=""
+
+apt_install() {
+  # apt_install PACKAGE...: installs the packages not yet installed.
+  local missing=()
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  if [ -z "$APT_UPDATED" ]; then
+    $SUDO apt-get update -qq
+    APT_UPDATED=1
+  fi
+  echo "setup: installing ${missing[*]}"
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+}
+
+ensure_rust() {
+  if [ -f "$HOME/.cargo/env" ]; then
+    # shellcheck disable=SC1091
+    . "$HOME/.cargo/env"
+  fi
+  if ! command -v cargo >/dev/null 2>&1; then
+    apt_install ca-certificates curl build-essential pkg-config
+    echo "setup: installing Rust (rustup, stable)"
+    curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal --default-toolchain stable
+    # shellcheck disable=SC1091
+    . "$HOME/.cargo/env"
+  fi
+  command -v cc >/dev/null 2>&1 || apt_install build-essential
+  cargo fmt --version >/dev/null 2>&1 || rustup component add rustfmt
+  cargo clippy --version >/dev/null 2>&1 || rustup component add clippy
+}
+
+ensure_python_crypto() {
+  command -v python3 >/dev/null 2>&1 || apt_install python3
+  if ! python3 -c "import cryptography" >/dev/null 2>&1; then
+    apt_install python3-cryptography
+    python3 -c "import cryptography" >/dev/null 2>&1 || python3 -m pip install --quiet cryptography
+  fi
+}

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Runs every check and test of the workspace: formatting, clippy with warnings as
+# errors, and the whole test suite. Installs what it needs first.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+# shellcheck source=scripts/setup.sh
+. scripts/setup.sh
+ensure_rust
+ensure_python_crypto
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== cargo test"
+cargo test --workspace --locked
