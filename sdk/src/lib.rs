@@ -35,6 +35,8 @@
 //! know (Wycheproof, property tests, the shared vectors); the processor's hot path
 //! uses `Fast`.
 
+#[cfg(feature = "client")]
+pub mod client;
 mod envelope;
 mod error;
 mod identity;

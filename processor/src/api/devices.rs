@@ -1,0 +1,209 @@
+//! The registry (admin: register, list, revoke) and the device queries (public:
+//! one device's registration, last reading and counts; its events, paginated).
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::json;
+use wattstream_sdk::{DeviceId, PublicKey};
+
+use super::{ApiError, AppState, read_body, require_admin};
+use crate::pipeline::unix_now;
+use crate::store::{NewDevice, Reads, RegisterOutcome};
+
+/// Largest admin request body.
+const ADMIN_BODY_MAX: usize = 16 * 1024;
+/// Longest owner string.
+const OWNER_MAX: usize = 256;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RegisterRequest {
+    public_key: String,
+    owner: Option<String>,
+}
+
+fn parse_id(text: &str) -> Result<DeviceId, ApiError> {
+    DeviceId::from_hex(text).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "malformed",
+            format!("`{text}` is not a device id (40 hex characters)"),
+        )
+    })
+}
+
+pub async fn register(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    require_admin(&state, &headers)?;
+    let bytes = read_body(&headers, body, ADMIN_BODY_MAX).await?;
+    let req: RegisterRequest = serde_json::from_slice(&bytes).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "malformed",
+            format!("bad registration request: {e}"),
+        )
+    })?;
+    let key = PublicKey::from_hex(req.public_key.trim())
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.code(), e.to_string()))?;
+    if req.owner.as_ref().is_some_and(|o| o.len() > OWNER_MAX) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "malformed",
+            format!("owner is longer than {OWNER_MAX}"),
+        ));
+    }
+    let id = key.device_id();
+    let outcome = state
+        .writer
+        .register(NewDevice {
+            device_id: id.to_string(),
+            public_key: key.to_hex(),
+            owner: req.owner.clone(),
+            at: unix_now() as i64,
+        })
+        .await
+        .map_err(ApiError::store)?;
+    let status = match outcome {
+        RegisterOutcome::Created => StatusCode::CREATED,
+        RegisterOutcome::AlreadyRegistered => StatusCode::OK,
+        RegisterOutcome::Revoked => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "revoked_device",
+                format!("device {id} was revoked; a revoked key cannot be registered again"),
+            ));
+        }
+    };
+    state.registry.registered(id, req.owner);
+    tracing::info!(device = %id, created = (status == StatusCode::CREATED), "device registered");
+    Ok((
+        status,
+        axum::Json(json!({"device_id": id.to_string(), "public_key": key.to_hex()})),
+    )
+        .into_response())
+}
+
+pub async fn list(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Result<Response, ApiError> {
+    require_admin(&state, &headers)?;
+    let devices = state
+        .reads
+        .with(Reads::all_devices)
+        .await
+        .map_err(ApiError::store)?;
+    Ok(axum::Json(json!({ "devices": devices })).into_response())
+}
+
+pub async fn revoke(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    require_admin(&state, &headers)?;
+    let id = parse_id(&id)?;
+    let found = state
+        .writer
+        .revoke(id.to_string(), unix_now() as i64)
+        .await
+        .map_err(ApiError::store)?;
+    if !found {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_device",
+            format!("device {id} is not registered"),
+        ));
+    }
+    state.registry.revoked(&id);
+    tracing::info!(device = %id, "device revoked");
+    Ok(axum::Json(json!({"device_id": id.to_string(), "status": "revoked"})).into_response())
+}
+
+pub async fn show(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let id = parse_id(&id)?.to_string();
+    let key = id.clone();
+    let (device, last) = state
+        .reads
+        .with(move |c| Ok((Reads::device(c, &key)?, Reads::last_event(c, &key)?)))
+        .await
+        .map_err(ApiError::store)?;
+    let Some(d) = device else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_device",
+            format!("device {id} is not registered"),
+        ));
+    };
+    Ok(axum::Json(json!({
+        "device_id": d.device_id,
+        "public_key": d.public_key,
+        "owner": d.owner,
+        "status": if d.revoked_at.is_some() { "revoked" } else { "active" },
+        "registered_at": d.registered_at,
+        "revoked_at": d.revoked_at,
+        "last_seen": d.last_seen,
+        "last_reading": last,
+        "counts": {"accepted": d.accepted, "duplicate": d.duplicate, "rejected": d.rejected},
+    }))
+    .into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventsQuery {
+    from: Option<i64>,
+    to: Option<i64>,
+    limit: Option<usize>,
+    /// The `next` cursor of the previous page.
+    after: Option<String>,
+}
+
+/// Most events in one page.
+const PAGE_MAX: usize = 1000;
+
+pub async fn events(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    query: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "malformed", e.body_text()))?;
+    let id = parse_id(&id)?.to_string();
+    let limit = q.limit.unwrap_or(100).clamp(1, PAGE_MAX);
+    let after = match q.after.as_deref() {
+        None => None,
+        Some(c) => Some(
+            c.split_once('.')
+                .and_then(|(t, i)| Some((t.parse::<i64>().ok()?, i.parse::<i64>().ok()?)))
+                .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "malformed", "bad `after` cursor"))?,
+        ),
+    };
+    let (from, to) = (q.from.unwrap_or(i64::MIN), q.to.unwrap_or(i64::MAX));
+    let key = id.clone();
+    let (known, rows) = state
+        .reads
+        .with(move |c| {
+            Ok((
+                Reads::device(c, &key)?.is_some(),
+                Reads::events(c, &key, from, to, after, limit)?,
+            ))
+        })
+        .await
+        .map_err(ApiError::store)?;
+    if !known {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_device",
+            format!("device {id} is not registered"),
+        ));
+    }
+    let next = (rows.len() == limit)
+        .then(|| rows.last().map(|r| format!("{}.{}", r.timestamp, r.id)))
+        .flatten();
+    Ok(axum::Json(json!({"device_id": id, "events": rows, "next": next})).into_response())
+}

@@ -1,0 +1,49 @@
+//! `POST /v1/events`: one envelope or an array of them, through the pipeline.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use super::{ApiError, AppState, read_body};
+use crate::pipeline::{IngestError, Ingested};
+
+/// The HTTP status for a single envelope's verdict.
+fn single_status(status: &str, reason: Option<&str>) -> StatusCode {
+    match (status, reason) {
+        ("accepted" | "duplicate", _) => StatusCode::OK,
+        (_, Some("unknown_device" | "revoked_device")) => StatusCode::FORBIDDEN,
+        _ => StatusCode::BAD_REQUEST,
+    }
+}
+
+pub async fn post_events(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
+    let limits = &state.pipeline.limits;
+    let bytes = match read_body(&headers, body, limits.max_body_bytes).await {
+        Ok(b) => b,
+        Err(e) => {
+            state.metrics.record_event("rejected", e.reason);
+            return e.into_response();
+        }
+    };
+    match state.pipeline.ingest(&bytes).await {
+        Ok(Ingested::Single(result)) => {
+            (single_status(result.status, result.reason), axum::Json(result)).into_response()
+        }
+        Ok(Ingested::Batch(results)) => axum::Json(json!({ "results": results })).into_response(),
+        Err(IngestError::Body(e)) => {
+            let (reason, status) = e.reason();
+            state.metrics.record_event("rejected", reason);
+            ApiError::new(
+                StatusCode::from_u16(status).expect("valid status"),
+                reason,
+                e.to_string(),
+            )
+            .into_response()
+        }
+        Err(IngestError::Store(e)) => ApiError::store(e).into_response(),
+    }
+}

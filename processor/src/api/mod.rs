@@ -1,0 +1,196 @@
+//! The HTTP API (DESIGN §3): routes, shared state, the JSON error shape, body
+//! limits, admin authentication and request metrics. Handlers live in
+//! `events.rs` (ingest) and `devices.rs` (registry and queries).
+
+mod devices;
+mod events;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use http_body_util::BodyExt;
+use serde_json::json;
+
+use crate::metrics::Metrics;
+use crate::pipeline::Pipeline;
+use crate::registry::Registry;
+use crate::store::{Reads, Writer};
+
+/// What every handler can reach.
+pub struct AppState {
+    pub pipeline: Pipeline,
+    pub reads: Reads,
+    pub writer: Writer,
+    pub registry: Arc<Registry>,
+    pub metrics: Arc<Metrics>,
+    pub admin_token: Option<String>,
+}
+
+type Shared = Arc<AppState>;
+
+/// An error answer: a 4xx/5xx status and `{"status":"rejected","reason":CODE,"detail":TEXT}`.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub reason: &'static str,
+    pub detail: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, reason: &'static str, detail: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            reason,
+            detail: detail.into(),
+        }
+    }
+
+    fn store(e: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %e, "store error");
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_unavailable",
+            e.to_string(),
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({"status": "rejected", "reason": self.reason, "detail": self.detail});
+        (self.status, axum::Json(body)).into_response()
+    }
+}
+
+/// Reads a request body, refusing (413) anything over `max` bytes before or while reading it.
+pub async fn read_body(headers: &HeaderMap, body: Body, max: usize) -> Result<axum::body::Bytes, ApiError> {
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!("body is larger than {max} bytes"),
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max as u64) {
+        return Err(too_large());
+    }
+    match http_body_util::Limited::new(body, max).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(too_large()),
+        Err(e) => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "malformed",
+            format!("could not read the body: {e}"),
+        )),
+    }
+}
+
+/// Constant-time comparison, so the token cannot be guessed byte by byte from timings.
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Checks `Authorization: Bearer TOKEN` against the admin token.
+pub fn require_admin(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(expected) = &state.admin_token else {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "admin_disabled",
+            "the admin API is disabled: the processor has no admin token configured",
+        ));
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match given {
+        Some(t) if same_secret(t.as_bytes(), expected.as_bytes()) => Ok(()),
+        Some(_) => Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "wrong admin token",
+        )),
+        None => Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing `Authorization: Bearer <admin token>`",
+        )),
+    }
+}
+
+async fn record_request(State(state): State<Shared>, req: Request, next: Next) -> Response {
+    let method = req.method().to_string();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".into());
+    let response = next.run(req).await;
+    state
+        .metrics
+        .record_request(&method, &route, response.status().as_u16());
+    response
+}
+
+async fn not_found(State(state): State<Shared>, req: Request) -> ApiError {
+    state
+        .metrics
+        .record_request(req.method().as_str(), "unmatched", 404);
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        format!("no route for {} {}", req.method(), req.uri().path()),
+    )
+}
+
+async fn method_not_allowed(req: Request) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("{} is not allowed on {}", req.method(), req.uri().path()),
+    )
+}
+
+async fn healthz(State(state): State<Shared>) -> Response {
+    match state
+        .reads
+        .with(|c| c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0)))
+        .await
+    {
+        Ok(_) => axum::Json(json!({"status": "ok", "devices": state.registry.len()})).into_response(),
+        Err(e) => ApiError::store(e).into_response(),
+    }
+}
+
+async fn metrics(State(state): State<Shared>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
+/// The whole API.
+pub fn router(state: Shared) -> Router {
+    Router::new()
+        .route("/v1/events", post(events::post_events))
+        .route("/v1/devices", post(devices::register).get(devices::list))
+        .route("/v1/devices/{id}", get(devices::show).delete(devices::revoke))
+        .route("/v1/devices/{id}/events", get(devices::events))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .method_not_allowed_fallback(method_not_allowed)
+        .route_layer(middleware::from_fn_with_state(state.clone(), record_request))
+        .fallback(not_found)
+        .with_state(state)
+}

@@ -1,0 +1,151 @@
+//! The processor's configuration: a TOML file whose every key has a default, so
+//! an empty file (or none) is a working local setup. Each key is documented in
+//! README under "Processor configuration".
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Everything `wattstream serve` can be told.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Directory holding the store (`wattstream.db`).
+    pub data_dir: PathBuf,
+    /// Bearer token for the admin API; admin endpoints are disabled without one.
+    pub admin_token: Option<String>,
+    /// Limits on untrusted input.
+    pub limits: Limits,
+    /// The embedded store.
+    pub store: StoreConfig,
+}
+
+/// Limits on what a client can send.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Largest request body, bytes.
+    pub max_body_bytes: usize,
+    /// Most envelopes in one batch.
+    pub max_batch: usize,
+    /// Deepest JSON nesting accepted in a body.
+    pub max_json_depth: usize,
+    /// How far in the future a reading's timestamp may be, seconds.
+    pub max_future_s: u64,
+}
+
+/// The SQLite store.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// Most events written in one group commit.
+    pub max_commit_events: usize,
+    /// Connections for queries (the writer has its own).
+    pub read_connections: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: "127.0.0.1:8080".parse().expect("valid address"),
+            data_dir: PathBuf::from("wattstream-data"),
+            admin_token: None,
+            limits: Limits::default(),
+            store: StoreConfig::default(),
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_body_bytes: 1 << 20,
+            max_batch: 1000,
+            max_json_depth: 32,
+            max_future_s: 300,
+        }
+    }
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            max_commit_events: 10_000,
+            read_connections: 4,
+        }
+    }
+}
+
+/// Why a configuration could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid config {path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+impl Config {
+    /// Reads a TOML file. Unknown keys and wrong types are errors that name the key.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text).map_err(|message| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            message,
+        })
+    }
+
+    /// Parses TOML text.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let config: Config = toml::from_str(text).map_err(|e| e.to_string().trim().to_string())?;
+        config.check()?;
+        Ok(config)
+    }
+
+    fn check(&self) -> Result<(), String> {
+        let l = &self.limits;
+        if l.max_body_bytes == 0 || l.max_batch == 0 || l.max_json_depth < 3 {
+            return Err("limits: max_body_bytes and max_batch must be > 0, max_json_depth >= 3".into());
+        }
+        if self.store.max_commit_events == 0 || self.store.read_connections == 0 {
+            return Err("store: max_commit_events and read_connections must be > 0".into());
+        }
+        if matches!(&self.admin_token, Some(t) if t.len() < 16) {
+            return Err("admin_token: must be at least 16 characters".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_config_is_all_defaults() {
+        let c = Config::parse("").unwrap();
+        assert_eq!(c.limits.max_body_bytes, 1 << 20);
+        assert_eq!(c.limits.max_batch, 1000);
+        assert!(c.admin_token.is_none());
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let e = Config::parse("[limits]\nmax_batch = \"many\"\n").unwrap_err();
+        assert!(e.contains("max_batch"), "{e}");
+        let e = Config::parse("listen_on = \"x\"\n").unwrap_err();
+        assert!(e.contains("listen_on"), "{e}");
+        let e = Config::parse("admin_token = \"short\"\n").unwrap_err();
+        assert!(e.contains("admin_token"), "{e}");
+    }
+}

@@ -1,0 +1,14 @@
+//! # wattstream-processor
+//!
+//! The W3bstream-style processor: it verifies every signed envelope, knows which
+//! devices are registered, and stores the stream durably in an embedded SQLite
+//! store. The ingest path is an explicit pipeline (see [`pipeline`]); the HTTP API
+//! is in [`api`]; [`server`] wires them together and handles shutdown.
+
+pub mod api;
+pub mod config;
+pub mod metrics;
+pub mod pipeline;
+pub mod registry;
+pub mod server;
+pub mod store;

@@ -1,0 +1,165 @@
+//! Counters and histograms for `GET /metrics`, in Prometheus text format. Kept
+//! small and dependency-free: a few mutex-guarded maps and fixed-bucket
+//! histograms, updated once per request or per commit, never per byte.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// A histogram with fixed upper bounds.
+struct Histogram {
+    bounds: &'static [f64],
+    counts: Vec<AtomicU64>,
+    sum_micros: AtomicU64,
+    total: AtomicU64,
+}
+
+impl Histogram {
+    fn new(bounds: &'static [f64]) -> Self {
+        Histogram {
+            bounds,
+            counts: bounds.iter().map(|_| AtomicU64::new(0)).collect(),
+            sum_micros: AtomicU64::new(0),
+            total: AtomicU64::new(0),
+        }
+    }
+
+    fn observe(&self, value: f64) {
+        for (b, c) in self.bounds.iter().zip(&self.counts) {
+            if value <= *b {
+                c.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.sum_micros.fetch_add((value * 1e6) as u64, Ordering::Relaxed);
+        self.total.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn render(&self, out: &mut String, name: &str, help: &str) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        for (b, c) in self.bounds.iter().zip(&self.counts) {
+            let _ = writeln!(out, "{name}_bucket{{le=\"{b}\"}} {}", c.load(Ordering::Relaxed));
+        }
+        let total = self.total.load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {total}");
+        let _ = writeln!(
+            out,
+            "{name}_sum {}",
+            self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6
+        );
+        let _ = writeln!(out, "{name}_count {total}");
+    }
+}
+
+/// All the processor's metrics.
+pub struct Metrics {
+    events: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
+    requests: Mutex<BTreeMap<(String, String, u16), u64>>,
+    commit_events: Histogram,
+    commit_seconds: Histogram,
+    commit_failures: AtomicU64,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            events: Mutex::default(),
+            requests: Mutex::default(),
+            commit_events: Histogram::new(&[1.0, 2.0, 5.0, 10.0, 50.0, 100.0, 500.0, 1000.0, 5000.0]),
+            commit_seconds: Histogram::new(&[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0]),
+            commit_failures: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Metrics {
+    /// One envelope's outcome: status `accepted`/`duplicate`/`rejected`, and the
+    /// rejection reason (empty otherwise).
+    pub fn record_event(&self, status: &'static str, reason: &'static str) {
+        *self
+            .events
+            .lock()
+            .expect("metrics lock")
+            .entry((status, reason))
+            .or_default() += 1;
+    }
+
+    /// One HTTP request.
+    pub fn record_request(&self, method: &str, route: &str, status: u16) {
+        *self
+            .requests
+            .lock()
+            .expect("metrics lock")
+            .entry((method.to_string(), route.to_string(), status))
+            .or_default() += 1;
+    }
+
+    /// One group commit of `events` events that took `took`.
+    pub fn record_commit(&self, events: usize, took: Duration) {
+        self.commit_events.observe(events as f64);
+        self.commit_seconds.observe(took.as_secs_f64());
+    }
+
+    /// A group commit that failed and was rolled back.
+    pub fn record_commit_failure(&self) {
+        self.commit_failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        out.push_str(
+            "# HELP wattstream_events_total Envelopes processed, by outcome and rejection reason.\n",
+        );
+        out.push_str("# TYPE wattstream_events_total counter\n");
+        for ((status, reason), n) in self.events.lock().expect("metrics lock").iter() {
+            let _ = writeln!(
+                out,
+                "wattstream_events_total{{status=\"{status}\",reason=\"{reason}\"}} {n}"
+            );
+        }
+        out.push_str("# HELP wattstream_http_requests_total HTTP requests, by method, route and status.\n");
+        out.push_str("# TYPE wattstream_http_requests_total counter\n");
+        for ((method, route, status), n) in self.requests.lock().expect("metrics lock").iter() {
+            let _ = writeln!(
+                out,
+                "wattstream_http_requests_total{{method=\"{method}\",route=\"{route}\",status=\"{status}\"}} {n}"
+            );
+        }
+        self.commit_events.render(
+            &mut out,
+            "wattstream_commit_batch_events",
+            "Events per group commit.",
+        );
+        self.commit_seconds.render(
+            &mut out,
+            "wattstream_commit_seconds",
+            "Group commit latency, seconds.",
+        );
+        let _ = writeln!(
+            out,
+            "# HELP wattstream_commit_failures_total Group commits rolled back.\n# TYPE wattstream_commit_failures_total counter\nwattstream_commit_failures_total {}",
+            self.commit_failures.load(Ordering::Relaxed)
+        );
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counts_and_buckets() {
+        let m = Metrics::default();
+        m.record_event("rejected", "bad_signature");
+        m.record_event("rejected", "bad_signature");
+        m.record_commit(7, Duration::from_millis(3));
+        let text = m.render();
+        assert!(text.contains("wattstream_events_total{status=\"rejected\",reason=\"bad_signature\"} 2"));
+        assert!(text.contains("wattstream_commit_batch_events_bucket{le=\"5\"} 0"));
+        assert!(text.contains("wattstream_commit_batch_events_bucket{le=\"10\"} 1"));
+        assert!(text.contains("wattstream_commit_seconds_count 1"));
+    }
+}

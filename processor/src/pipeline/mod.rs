@@ -1,0 +1,161 @@
+//! The ingest pipeline, one stage per module, in the order an envelope meets them:
+//!
+//! 1. [`body`]: size (enforced while reading the request), nesting depth, batch
+//!    split.
+//! 2. [`admit`]: parse, registration, timestamp bounds, signature (fast path).
+//! 3. applets: the place where user WASM applets will run over each admitted
+//!    event (their own issue); today admitted events go straight to commit.
+//! 4. commit: the store's group-commit writer stores each admitted event once
+//!    (duplicates by device and seq, or timestamp) and answers only after the
+//!    transaction is durable.
+//!
+//! The answer keeps the request's order: one result per envelope.
+
+pub mod admit;
+pub mod body;
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+
+use crate::config::Limits;
+use crate::metrics::Metrics;
+use crate::registry::Registry;
+use crate::store::{Committed, StoreError, Writer};
+use admit::Rejection;
+use body::{Body, BodyError};
+
+/// The verdict on one envelope.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ItemResult {
+    /// Position in the batch (absent for a single envelope).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub index: Option<usize>,
+    /// `accepted`, `duplicate` or `rejected`.
+    pub status: &'static str,
+    /// Stable rejection code.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<&'static str>,
+    /// Human-readable detail of a rejection.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    /// The signer's device id, when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device_id: Option<String>,
+    /// The stored event's id, when accepted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub event_id: Option<i64>,
+}
+
+impl ItemResult {
+    fn rejected(r: Rejection) -> Self {
+        ItemResult {
+            index: None,
+            status: "rejected",
+            reason: Some(r.reason),
+            detail: Some(r.detail),
+            device_id: r.device_id,
+            event_id: None,
+        }
+    }
+}
+
+/// What a request body came to.
+#[derive(Debug)]
+pub enum Ingested {
+    Single(ItemResult),
+    Batch(Vec<ItemResult>),
+}
+
+/// Why a request as a whole failed.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error(transparent)]
+    Body(#[from] BodyError),
+    #[error("store unavailable: {0}")]
+    Store(#[from] StoreError),
+}
+
+/// The ingest pipeline and what it needs.
+pub struct Pipeline {
+    pub registry: Arc<Registry>,
+    pub writer: Writer,
+    pub limits: Limits,
+    pub metrics: Arc<Metrics>,
+}
+
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+impl Pipeline {
+    /// Runs a whole request body through every stage.
+    pub async fn ingest(&self, bytes: &[u8]) -> Result<Ingested, IngestError> {
+        let body = body::split(bytes, self.limits.max_json_depth, self.limits.max_batch)?;
+        let now = unix_now();
+        let items: Vec<&[u8]> = match &body {
+            Body::Single(b) => vec![*b],
+            Body::Batch(items) => items.iter().map(|r| r.get().as_bytes()).collect(),
+        };
+
+        // Stage 2: admit every envelope.
+        let mut results: Vec<Option<ItemResult>> = Vec::with_capacity(items.len());
+        let mut admitted = Vec::with_capacity(items.len());
+        let mut slots = Vec::with_capacity(items.len());
+        for (i, item) in items.iter().enumerate() {
+            match admit::admit(item, now, self.limits.max_future_s, Some(&self.registry)) {
+                Ok(event) => {
+                    slots.push(i);
+                    admitted.push(event);
+                    results.push(None);
+                }
+                Err(r) => {
+                    self.metrics.record_event("rejected", r.reason);
+                    if let (true, Some(id)) = (r.counts_against_device(), &r.device_id) {
+                        self.writer.count_rejected(id.clone());
+                    }
+                    results.push(Some(ItemResult::rejected(r)));
+                }
+            }
+        }
+
+        // Stage 3 (applets) goes here.
+
+        // Stage 4: commit.
+        let device_ids: Vec<String> = admitted.iter().map(|e| e.device_id.clone()).collect();
+        let committed = self.writer.insert_events(admitted).await?;
+        for ((slot, outcome), device_id) in slots.into_iter().zip(committed).zip(device_ids) {
+            let (status, event_id) = match outcome {
+                Committed::Accepted(id) => ("accepted", Some(id)),
+                Committed::Duplicate => ("duplicate", None),
+            };
+            self.metrics.record_event(status, "");
+            results[slot] = Some(ItemResult {
+                index: None,
+                status,
+                reason: None,
+                detail: None,
+                device_id: Some(device_id),
+                event_id,
+            });
+        }
+        let mut results: Vec<ItemResult> = results
+            .into_iter()
+            .map(|r| r.expect("every slot is answered"))
+            .collect();
+        Ok(match body {
+            Body::Single(_) => Ingested::Single(results.pop().expect("one result")),
+            Body::Batch(_) => {
+                for (i, r) in results.iter_mut().enumerate() {
+                    r.index = Some(i);
+                }
+                Ingested::Batch(results)
+            }
+        })
+    }
+}

@@ -1,0 +1,65 @@
+//! Starting and stopping the processor: open the store, load the registry, serve
+//! HTTP until SIGTERM or Ctrl-C, then stop accepting, let in-flight requests and
+//! their commits finish, and close the store.
+
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+
+use crate::api::{AppState, router};
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::pipeline::Pipeline;
+use crate::registry::Registry;
+use crate::store::{self, Reads};
+
+/// Runs the server until a shutdown signal. `on_listen` gets the bound address
+/// (useful with port 0).
+pub async fn serve(config: Config, on_listen: impl FnOnce(std::net::SocketAddr)) -> anyhow::Result<()> {
+    let metrics = Arc::new(Metrics::default());
+    let (writer, reads, writer_thread) = store::open(&config.data_dir, &config.store, metrics.clone())?;
+    let rows = reads.with(Reads::all_devices).await?;
+    let registry = Arc::new(Registry::from_rows(&rows));
+    if config.admin_token.is_none() {
+        tracing::warn!("no admin token configured: the admin API (register, revoke) is disabled");
+    }
+    let state = Arc::new(AppState {
+        pipeline: Pipeline {
+            registry: registry.clone(),
+            writer: writer.clone(),
+            limits: config.limits.clone(),
+            metrics: metrics.clone(),
+        },
+        reads,
+        writer,
+        registry,
+        metrics,
+        admin_token: config.admin_token.clone(),
+    });
+    let listener = TcpListener::bind(config.listen).await?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, data_dir = %config.data_dir.display(), devices = rows.len(), "wattstream listening");
+    on_listen(addr);
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    tracing::info!("stopped accepting; waiting for the store writer to finish");
+    // Every handler has finished, so the last writer handle is gone with the
+    // router; the writer drains what is queued, commits and exits.
+    tokio::task::spawn_blocking(move || writer_thread.join())
+        .await?
+        .map_err(|_| anyhow::anyhow!("store writer panicked"))?;
+    tracing::info!("shut down cleanly");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    let mut term =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term.recv() => {},
+    }
+    tracing::info!("shutdown signal received");
+}

@@ -1,0 +1,197 @@
+//! An async HTTP client for the processor's API (DESIGN §3), behind the `client`
+//! feature so the core of the sdk stays free of tokio. TLS is rustls with the
+//! `ring` provider; no OpenSSL.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use thiserror::Error;
+
+/// Why a call to the processor failed.
+#[derive(Debug, Error)]
+pub enum ClientError {
+    /// The request did not complete (connection refused, timeout, TLS...).
+    #[error("request to {url} failed: {source}")]
+    Transport {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    /// The processor answered with an error status.
+    #[error("{url} answered {status}: {body}")]
+    Status { url: String, status: u16, body: String },
+    /// The answer was not the JSON expected.
+    #[error("{url} answered with unexpected JSON: {reason}")]
+    BadAnswer { url: String, reason: String },
+}
+
+impl ClientError {
+    /// The HTTP status, when the processor answered.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ClientError::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+/// The processor's verdict on one envelope of a batch.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventResult {
+    /// Position in the batch.
+    #[serde(default)]
+    pub index: usize,
+    /// `accepted`, `duplicate` or `rejected`.
+    pub status: String,
+    /// Stable rejection code, when rejected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Human-readable detail, when rejected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    /// The signer's device id, when the envelope could be parsed that far.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_id: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct BatchAnswer {
+    results: Vec<EventResult>,
+}
+
+/// A client for one processor.
+#[derive(Clone)]
+pub struct ProcessorClient {
+    http: reqwest::Client,
+    base: String,
+    token: Option<String>,
+}
+
+impl ProcessorClient {
+    /// `base` is the processor's URL (`http://host:port`); `token` the admin bearer
+    /// token, needed only for admin calls.
+    pub fn new(base: &str, token: Option<String>, timeout: Duration) -> Result<Self, ClientError> {
+        // Installing twice is harmless; the first provider stays.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout.min(Duration::from_secs(10)))
+            .build()
+            .map_err(|source| ClientError::Transport {
+                url: base.to_string(),
+                source,
+            })?;
+        Ok(ProcessorClient {
+            http,
+            base: base.trim_end_matches('/').to_string(),
+            token,
+        })
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    async fn send(&self, req: reqwest::RequestBuilder, url: &str) -> Result<(u16, String), ClientError> {
+        let req = match &self.token {
+            Some(t) => req.bearer_auth(t),
+            None => req,
+        };
+        let resp = req.send().await.map_err(|source| ClientError::Transport {
+            url: url.to_string(),
+            source,
+        })?;
+        let status = resp.status().as_u16();
+        let body = resp.text().await.map_err(|source| ClientError::Transport {
+            url: url.to_string(),
+            source,
+        })?;
+        Ok((status, body))
+    }
+
+    async fn json(&self, req: reqwest::RequestBuilder, url: &str) -> Result<Value, ClientError> {
+        let (status, body) = self.send(req, url).await?;
+        if !(200..300).contains(&status) {
+            return Err(ClientError::Status {
+                url: url.to_string(),
+                status,
+                body,
+            });
+        }
+        serde_json::from_str(&body).map_err(|e| ClientError::BadAnswer {
+            url: url.to_string(),
+            reason: e.to_string(),
+        })
+    }
+
+    /// Posts envelope bodies as one batch (a JSON array of the bodies, byte for
+    /// byte) and returns the per-envelope results in order.
+    pub async fn post_events(&self, bodies: &[String]) -> Result<Vec<EventResult>, ClientError> {
+        let url = self.url("/v1/events");
+        let mut batch = String::with_capacity(bodies.iter().map(|b| b.len() + 1).sum::<usize>() + 2);
+        batch.push('[');
+        for (i, b) in bodies.iter().enumerate() {
+            if i > 0 {
+                batch.push(',');
+            }
+            batch.push_str(b);
+        }
+        batch.push(']');
+        let req = self
+            .http
+            .post(&url)
+            .header("content-type", "application/json")
+            .body(batch);
+        let (status, body) = self.send(req, &url).await?;
+        if status != 200 {
+            return Err(ClientError::Status { url, status, body });
+        }
+        let answer: BatchAnswer = serde_json::from_str(&body).map_err(|e| ClientError::BadAnswer {
+            url: url.clone(),
+            reason: e.to_string(),
+        })?;
+        if answer.results.len() != bodies.len() {
+            return Err(ClientError::BadAnswer {
+                url,
+                reason: format!("{} results for {} envelopes", answer.results.len(), bodies.len()),
+            });
+        }
+        Ok(answer.results)
+    }
+
+    /// Registers a device by its public key (admin).
+    pub async fn register_device(
+        &self,
+        public_key_hex: &str,
+        owner: Option<&str>,
+    ) -> Result<Value, ClientError> {
+        let url = self.url("/v1/devices");
+        let body = serde_json::json!({ "public_key": public_key_hex, "owner": owner });
+        self.json(self.http.post(&url).json(&body), &url).await
+    }
+
+    /// Lists registered devices (admin).
+    pub async fn list_devices(&self) -> Result<Value, ClientError> {
+        let url = self.url("/v1/devices");
+        self.json(self.http.get(&url), &url).await
+    }
+
+    /// Revokes a device (admin).
+    pub async fn revoke_device(&self, device_id: &str) -> Result<Value, ClientError> {
+        let url = self.url(&format!("/v1/devices/{device_id}"));
+        self.json(self.http.delete(&url), &url).await
+    }
+
+    /// A device's registration, last reading and counts.
+    pub async fn device(&self, device_id: &str) -> Result<Value, ClientError> {
+        let url = self.url(&format!("/v1/devices/{device_id}"));
+        self.json(self.http.get(&url), &url).await
+    }
+
+    /// Any GET on the API, as JSON.
+    pub async fn get_json(&self, path: &str) -> Result<Value, ClientError> {
+        let url = self.url(path);
+        self.json(self.http.get(&url), &url).await
+    }
+}
