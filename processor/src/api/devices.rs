@@ -7,13 +7,13 @@ use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use wattstream_sdk::{DeviceId, PublicKey};
 
 use super::{ApiError, AppState, read_body, require_admin};
 use crate::pipeline::unix_now;
-use crate::store::{NewDevice, Reads, RegisterOutcome};
+use crate::store::{EventRow, NewDevice, Reads, RegisterOutcome};
 
 /// Largest admin request body.
 const ADMIN_BODY_MAX: usize = 16 * 1024;
@@ -140,18 +140,55 @@ pub async fn show(State(state): State<Arc<AppState>>, Path(id): Path<String>) ->
             format!("device {id} is not registered"),
         ));
     };
-    Ok(axum::Json(json!({
-        "device_id": d.device_id,
-        "public_key": d.public_key,
-        "owner": d.owner,
-        "status": if d.revoked_at.is_some() { "revoked" } else { "active" },
-        "registered_at": d.registered_at,
-        "revoked_at": d.revoked_at,
-        "last_seen": d.last_seen,
-        "last_reading": last,
-        "counts": {"accepted": d.accepted, "duplicate": d.duplicate, "rejected": d.rejected},
-    }))
+    Ok(axum::Json(DeviceView {
+        status: if d.revoked_at.is_some() {
+            "revoked"
+        } else {
+            "active"
+        },
+        counts: Counts {
+            accepted: d.accepted,
+            duplicate: d.duplicate,
+            rejected: d.rejected,
+        },
+        last_reading: last,
+        device_id: d.device_id,
+        public_key: d.public_key,
+        owner: d.owner,
+        registered_at: d.registered_at,
+        revoked_at: d.revoked_at,
+        last_seen: d.last_seen,
+    })
     .into_response())
+}
+
+#[derive(Serialize)]
+struct Counts {
+    accepted: i64,
+    duplicate: i64,
+    rejected: i64,
+}
+
+/// `GET /v1/devices/{id}`.
+#[derive(Serialize)]
+struct DeviceView {
+    device_id: String,
+    public_key: String,
+    owner: Option<String>,
+    status: &'static str,
+    registered_at: i64,
+    revoked_at: Option<i64>,
+    last_seen: Option<i64>,
+    last_reading: Option<EventRow>,
+    counts: Counts,
+}
+
+/// `GET /v1/devices/{id}/events`.
+#[derive(Serialize)]
+struct EventsPage {
+    device_id: String,
+    events: Vec<EventRow>,
+    next: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -205,5 +242,12 @@ pub async fn events(
     let next = (rows.len() == limit)
         .then(|| rows.last().map(|r| format!("{}.{}", r.timestamp, r.id)))
         .flatten();
-    Ok(axum::Json(json!({"device_id": id, "events": rows, "next": next})).into_response())
+    // Serialised straight from the rows (not through `json!`), which keeps each
+    // event's `data` byte for byte.
+    Ok(axum::Json(EventsPage {
+        device_id: id,
+        events: rows,
+        next,
+    })
+    .into_response())
 }

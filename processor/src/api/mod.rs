@@ -68,8 +68,18 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// Reads a request body, refusing (413) anything over `max` bytes before or while reading it.
-pub async fn read_body(headers: &HeaderMap, body: Body, max: usize) -> Result<axum::body::Bytes, ApiError> {
+/// How much of an oversized body is read and thrown away before answering 413,
+/// so that an ordinary client gets the answer rather than a broken pipe. Bodies
+/// declared larger than this are refused without reading.
+const DRAIN_MAX: usize = 32 << 20;
+
+/// Reads a request body, refusing (413) anything over `max` bytes. Memory use is
+/// bounded by `max`: the excess is discarded as it arrives.
+pub async fn read_body(
+    headers: &HeaderMap,
+    mut body: Body,
+    max: usize,
+) -> Result<axum::body::Bytes, ApiError> {
     let too_large = || {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -81,18 +91,33 @@ pub async fn read_body(headers: &HeaderMap, body: Body, max: usize) -> Result<ax
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > max as u64) {
+    if declared.is_some_and(|n| n > DRAIN_MAX as u64) {
         return Err(too_large());
     }
-    match http_body_util::Limited::new(body, max).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(too_large()),
-        Err(e) => Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "malformed",
-            format!("could not read the body: {e}"),
-        )),
+    let mut buf = Vec::with_capacity(declared.map_or(4096, |n| n.min(max as u64) as usize));
+    let mut total = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "malformed",
+                format!("could not read the body: {e}"),
+            )
+        })?;
+        if let Some(data) = frame.data_ref() {
+            total += data.len();
+            if total > DRAIN_MAX {
+                break;
+            }
+            if total <= max {
+                buf.extend_from_slice(data);
+            }
+        }
     }
+    if total > max {
+        return Err(too_large());
+    }
+    Ok(buf.into())
 }
 
 /// Constant-time comparison, so the token cannot be guessed byte by byte from timings.

@@ -30,8 +30,9 @@ pub struct EventRow {
     pub seq: Option<i64>,
     pub timestamp: i64,
     pub sensor_reading: f64,
-    /// The signed `data` object, as JSON.
-    pub data: serde_json::Value,
+    /// The signed `data` object, byte for byte as the device sent it, so a
+    /// client can check the signature again.
+    pub data: Box<serde_json::value::RawValue>,
     pub signature: String,
     pub received_at: i64,
 }
@@ -68,7 +69,9 @@ fn event_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<EventRow> {
         seq: r.get(1)?,
         timestamp: r.get(2)?,
         sensor_reading: r.get(3)?,
-        data: serde_json::from_str(&data).unwrap_or(serde_json::Value::String(data)),
+        data: serde_json::value::RawValue::from_string(data).map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(4, rusqlite::types::Type::Text, Box::new(e))
+        })?,
         signature: hex::encode(sig),
         received_at: r.get(6)?,
     })

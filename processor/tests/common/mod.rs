@@ -1,0 +1,148 @@
+//! A real `wattstream serve` process for the integration tests: started on port
+//! 0 in a data directory, its address read from stdout, killed on drop.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+
+pub const TOKEN: &str = "test-admin-token-0123456789";
+
+pub struct Server {
+    pub child: Child,
+    pub url: String,
+    pub data_dir: PathBuf,
+}
+
+impl Server {
+    pub fn start(data_dir: &Path) -> Server {
+        Self::start_with(data_dir, &["--admin-token", TOKEN])
+    }
+
+    pub fn start_with(data_dir: &Path, extra: &[&str]) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_wattstream"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .args(extra)
+            .env_remove("WATTSTREAM_ADMIN_TOKEN")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("wattstream starts");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let url = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_string();
+        Server {
+            child,
+            url,
+            data_dir: data_dir.to_path_buf(),
+        }
+    }
+
+    /// SIGKILL, as a power cut would.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+pub fn client() -> reqwest::Client {
+    // reqwest is built without a default TLS provider; building a client needs one.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+/// POST raw bytes; returns (status, JSON answer).
+pub async fn post(url: &str, body: impl Into<reqwest::Body>) -> (u16, Value) {
+    let resp = client()
+        .post(url)
+        .body(body)
+        .send()
+        .await
+        .expect("request completes");
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap();
+    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+}
+
+pub async fn get(url: &str) -> (u16, Value) {
+    let resp = client().get(url).send().await.expect("request completes");
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap();
+    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+}
+
+pub async fn admin(method: reqwest::Method, url: &str, token: &str, body: Option<Value>) -> (u16, Value) {
+    let mut req = client().request(method, url).bearer_auth(token);
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let resp = req.send().await.expect("request completes");
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap();
+    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+}
+
+pub async fn register(server: &Server, public_key: &str) -> String {
+    let (status, answer) = admin(
+        reqwest::Method::POST,
+        &format!("{}/v1/devices", server.url),
+        TOKEN,
+        Some(serde_json::json!({ "public_key": public_key })),
+    )
+    .await;
+    assert!(status == 201 || status == 200, "{status} {answer}");
+    answer["device_id"].as_str().unwrap().to_string()
+}
+
+/// Every stored event of a device, following the pagination cursor.
+pub async fn all_events(server: &Server, device_id: &str) -> Vec<Value> {
+    let mut out = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let mut url = format!("{}/v1/devices/{device_id}/events?limit=200", server.url);
+        if let Some(a) = &after {
+            url.push_str(&format!("&after={a}"));
+        }
+        let (status, page) = get(&url).await;
+        assert_eq!(status, 200, "{page}");
+        out.extend(page["events"].as_array().unwrap().iter().cloned());
+        match page["next"].as_str() {
+            Some(n) => after = Some(n.to_string()),
+            None => return out,
+        }
+    }
+}
+
+pub fn vectors_dir() -> PathBuf {
+    std::env::var_os("WATTSTREAM_VECTORS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/vectors"))
+}
+
+pub fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
