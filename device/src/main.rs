@@ -1,12 +1,12 @@
-//! `power-meter`: the WattStream meter binary. This file is the command-line edge;
-//! provisioning lives in `provision.rs`.
-
-mod provision;
+//! `power-meter`: the WattStream meter binary. This file is the command-line
+//! edge; the daemon is `daemon.rs`, provisioning `provision.rs`.
 
 use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
+use wattstream_device::config::MeterConfig;
+use wattstream_device::{daemon, provision};
 
 #[derive(Parser)]
 #[command(name = "power-meter", version, about = "WattStream smart energy meter")]
@@ -36,6 +36,60 @@ enum Command {
         #[arg(long)]
         key: PathBuf,
     },
+    /// Run the meter daemon.
+    Run(RunArgs),
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// TOML configuration (every key optional; see README).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Emulate the INA219 instead of opening the I2C bus.
+    #[arg(long)]
+    sim: bool,
+    /// Processor URL (overrides `processor`).
+    #[arg(long)]
+    processor: Option<String>,
+    /// Device key (overrides `key`).
+    #[arg(long)]
+    key: Option<PathBuf>,
+    /// Data directory (overrides `data_dir`).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Window length in seconds (overrides `window_s`).
+    #[arg(long)]
+    window: Option<u64>,
+    /// Sampling period in milliseconds (overrides `sample_ms`).
+    #[arg(long)]
+    sample_ms: Option<u64>,
+}
+
+impl RunArgs {
+    fn config(self) -> Result<(MeterConfig, bool)> {
+        let mut cfg = match &self.config {
+            Some(path) => MeterConfig::load(path)?,
+            None => MeterConfig::default(),
+        };
+        if let Some(p) = self.processor {
+            cfg.processor = p;
+        }
+        if let Some(k) = self.key {
+            cfg.key = k;
+        }
+        if let Some(d) = self.data_dir {
+            cfg.data_dir = d;
+        }
+        if let Some(w) = self.window {
+            cfg.window_s = w;
+        }
+        if let Some(s) = self.sample_ms {
+            cfg.sample_ms = s;
+        }
+        cfg.check()
+            .map_err(|e| anyhow::anyhow!("invalid settings: {e}"))?;
+        Ok((cfg, self.sim))
+    }
 }
 
 fn main() {
@@ -57,5 +111,9 @@ fn run(cli: Cli) -> Result<()> {
         Command::Keygen { key, force } => provision::keygen(&key, force, &mut out),
         Command::Id { key } => provision::id(&key, &mut out),
         Command::Sign { key } => provision::sign(&key, &mut std::io::stdin().lock(), &mut out),
+        Command::Run(args) => {
+            let (cfg, sim) = args.config()?;
+            daemon::run(cfg, sim)
+        }
     }
 }

@@ -160,6 +160,27 @@ impl ProcessorClient {
         Ok(answer.results)
     }
 
+    /// Posts one envelope. The processor's verdict comes back as `Ok` whether it
+    /// accepted or rejected it (HTTP 200 or a 4xx with a JSON verdict); other
+    /// failures are errors.
+    pub async fn post_event(&self, body: &str) -> Result<EventResult, ClientError> {
+        let url = self.url("/v1/events");
+        let req = self
+            .http
+            .post(&url)
+            .header("content-type", "application/json")
+            .body(body.to_string());
+        let (status, text) = self.send(req, &url).await?;
+        match serde_json::from_str::<EventResult>(&text) {
+            Ok(result) if status == 200 || (400..500).contains(&status) => Ok(result),
+            _ => Err(ClientError::Status {
+                url,
+                status,
+                body: text,
+            }),
+        }
+    }
+
     /// Registers a device by its public key (admin).
     pub async fn register_device(
         &self,

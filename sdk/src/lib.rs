@@ -43,6 +43,7 @@ mod identity;
 mod keyfile;
 mod reading;
 mod signature;
+pub mod state;
 mod verify;
 
 pub use envelope::{Envelope, envelope_body};

@@ -1,0 +1,207 @@
+//! Sending the outbox to the processor: oldest first, in batches, each entry
+//! removed only once the processor has it (`accepted` or `duplicate`). Network
+//! failures and 5xx answers back off exponentially with jitter; a rejected entry
+//! goes to the dead-letter file, except `unknown_device`, which waits for the
+//! device to be registered and is retried.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{Notify, watch};
+use wattstream_sdk::client::{ClientError, EventResult, ProcessorClient};
+use wattstream_sdk::state::{LinkState, LinkStatus};
+
+use crate::outbox::{Entry, Outbox};
+use crate::sensor::load::Rng;
+
+/// Backoff with full jitter between `min` and a cap that doubles per failure.
+pub struct Backoff {
+    min: Duration,
+    max: Duration,
+    current: Duration,
+    rng: Rng,
+}
+
+impl Backoff {
+    pub fn new(min: Duration, max: Duration, seed: u64) -> Self {
+        Backoff {
+            min,
+            max,
+            current: min,
+            rng: Rng::new(seed),
+        }
+    }
+
+    /// The next delay: uniform in [min, cap], then the cap doubles.
+    pub fn next_delay(&mut self) -> Duration {
+        let span = self.current.saturating_sub(self.min).as_secs_f64();
+        let delay = self.min + Duration::from_secs_f64(span * self.rng.unit());
+        self.current = (self.current * 2).min(self.max);
+        delay
+    }
+
+    pub fn reset(&mut self) {
+        self.current = self.min;
+    }
+}
+
+/// What the uplink shares with the rest of the daemon.
+pub struct Uplink {
+    pub client: ProcessorClient,
+    pub outbox: Arc<Mutex<Outbox>>,
+    pub link: Arc<Mutex<LinkState>>,
+    pub wake: Arc<Notify>,
+    pub batch: usize,
+}
+
+fn now_s() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// The result of one attempt.
+enum Attempt {
+    /// Nothing to send.
+    Idle,
+    /// Sent; `retry_later` when some entries were kept for a later try.
+    Sent { retry_later: bool },
+    /// Could not reach the processor (or it failed); back off.
+    Failed,
+}
+
+impl Uplink {
+    fn record(&self, status: LinkStatus, text: String) {
+        let mut link = self.link.lock().expect("link lock");
+        link.status = status;
+        link.last_send_at = Some(now_s());
+        link.last_send = Some(text);
+    }
+
+    fn apply(&self, entries: &[Entry], results: &[EventResult]) -> anyhow::Result<bool> {
+        let mut outbox = self.outbox.lock().expect("outbox lock");
+        let mut delivered = Vec::new();
+        let mut retry_later = false;
+        for (entry, result) in entries.iter().zip(results) {
+            match (result.status.as_str(), result.reason.as_deref()) {
+                ("accepted" | "duplicate", _) => delivered.push(entry.seq),
+                (_, Some("unknown_device")) => retry_later = true,
+                (_, reason) => outbox.dead_letter(
+                    entry,
+                    reason.unwrap_or("rejected"),
+                    result.detail.as_deref().unwrap_or(""),
+                )?,
+            }
+        }
+        outbox.remove(&delivered)?;
+        if retry_later {
+            tracing::warn!(
+                "the processor does not know this device yet: register it; windows are kept and retried"
+            );
+        }
+        Ok(retry_later)
+    }
+
+    /// Sends one batch from the outbox.
+    async fn attempt(&self) -> anyhow::Result<Attempt> {
+        let entries = self.outbox.lock().expect("outbox lock").peek(self.batch)?;
+        if entries.is_empty() {
+            return Ok(Attempt::Idle);
+        }
+        let bodies: Vec<String> = entries.iter().map(|e| e.body.clone()).collect();
+        let results = match self.client.post_events(&bodies).await {
+            Ok(results) => results,
+            Err(e) if e.status().is_some_and(|s| (400..500).contains(&s)) => {
+                // The request as a whole was refused: send one by one so each
+                // entry gets its own verdict.
+                let mut results = Vec::with_capacity(entries.len());
+                for body in &bodies {
+                    match self.client.post_event(body).await {
+                        Ok(r) => results.push(r),
+                        Err(e) => {
+                            self.record(LinkStatus::Offline, e.to_string());
+                            return Ok(Attempt::Failed);
+                        }
+                    }
+                }
+                results
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "send failed");
+                self.record(LinkStatus::Offline, short_error(&e));
+                return Ok(Attempt::Failed);
+            }
+        };
+        let accepted = results.iter().filter(|r| r.status == "accepted").count();
+        let retry_later = self.apply(&entries, &results)?;
+        self.record(LinkStatus::Online, format!("ok ({accepted} accepted)"));
+        Ok(Attempt::Sent { retry_later })
+    }
+
+    /// Runs until `stop` turns true; then returns (the outbox keeps the rest).
+    pub async fn run(self, mut backoff: Backoff, mut stop: watch::Receiver<bool>) {
+        loop {
+            if *stop.borrow() {
+                return;
+            }
+            let delay = match self.attempt().await {
+                Ok(Attempt::Sent { retry_later: false }) => {
+                    backoff.reset();
+                    continue;
+                }
+                Ok(Attempt::Sent { retry_later: true }) | Ok(Attempt::Failed) => Some(backoff.next_delay()),
+                Ok(Attempt::Idle) => None,
+                Err(e) => {
+                    tracing::error!(error = %e, "outbox error");
+                    Some(backoff.next_delay())
+                }
+            };
+            tokio::select! {
+                _ = self.wake.notified(), if delay.is_none() => {}
+                _ = tokio::time::sleep(delay.unwrap_or_default()), if delay.is_some() => {}
+                _ = stop.changed() => return,
+            }
+        }
+    }
+
+    /// One last send at shutdown, bounded in time.
+    pub async fn flush(&self, within: Duration) {
+        let _ = tokio::time::timeout(within, async {
+            while let Ok(Attempt::Sent { retry_later: false }) = self.attempt().await {}
+        })
+        .await;
+    }
+}
+
+fn short_error(e: &ClientError) -> String {
+    match e {
+        ClientError::Transport { source, .. } if source.is_connect() => "processor unreachable".into(),
+        ClientError::Transport { source, .. } if source.is_timeout() => "processor timed out".into(),
+        ClientError::Status { status, .. } => format!("processor answered {status}"),
+        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_with_jitter_up_to_the_cap() {
+        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(2), 3);
+        let delays: Vec<Duration> = (0..10).map(|_| b.next_delay()).collect();
+        assert_eq!(delays[0], Duration::from_millis(100));
+        assert!(
+            delays
+                .iter()
+                .all(|d| *d >= Duration::from_millis(100) && *d <= Duration::from_secs(2))
+        );
+        assert!(
+            delays[6..].iter().any(|d| *d > Duration::from_millis(400)),
+            "{delays:?}"
+        );
+        b.reset();
+        assert_eq!(b.next_delay(), Duration::from_millis(100));
+    }
+}

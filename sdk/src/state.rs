@@ -1,0 +1,198 @@
+//! The meter's state file: what `power-meter` knows right now, written about once
+//! a second for the screen (`power-meter-display`) and anyone else to read. It
+//! lives in the sdk because both sides need the same type.
+//!
+//! Format: one JSON object (see [`MeterState`]; README shows an example). It is
+//! written to a temporary file in the same directory and renamed over the old
+//! one, so a reader never sees half a file.
+
+use std::io::Write;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+/// Version of the state format; readers refuse a newer major version.
+pub const STATE_VERSION: u32 = 1;
+
+/// Whether the meter can reach its processor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LinkStatus {
+    /// The last send succeeded.
+    Online,
+    /// The last send failed; windows wait in the outbox.
+    Offline,
+    /// Nothing sent yet.
+    #[default]
+    Unknown,
+}
+
+/// What the meter made of the processor's rewards proof.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ProofStatus {
+    /// The proof checks against the pinned processor key.
+    Verified,
+    /// No proof to check (no sealed epoch yet, or no processor key pinned).
+    Unverified,
+    /// A proof was given and it does not check.
+    Mismatch,
+    /// Rewards not fetched yet.
+    #[default]
+    Unknown,
+}
+
+/// The uplink.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct LinkState {
+    pub status: LinkStatus,
+    /// Windows waiting to be sent.
+    pub outbox_depth: u64,
+    /// Unix seconds of the last send attempt.
+    pub last_send_at: Option<u64>,
+    /// `ok (N accepted)` or the error of the last attempt.
+    pub last_send: Option<String>,
+    /// Windows dropped because the outbox was full.
+    pub dropped: u64,
+    /// Windows the processor rejected (in the dead-letter file).
+    pub dead_lettered: u64,
+}
+
+/// Rewards as the processor last reported them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct RewardsState {
+    /// Token balance.
+    pub balance: Option<f64>,
+    /// Tokens per hour over the last hour, as computed by the processor.
+    pub rate_per_h: Option<f64>,
+    pub proof: ProofStatus,
+    /// Unix seconds of the last successful fetch.
+    pub updated_at: Option<u64>,
+}
+
+/// The sensor's health.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct SensorState {
+    /// Failed bus reads (each retry counts).
+    pub errors: u64,
+    /// Samples given up on after all retries.
+    pub missed: u64,
+    /// Whether the bus is the emulated one (`--sim`).
+    pub simulated: bool,
+}
+
+/// The whole state file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MeterState {
+    pub version: u32,
+    /// Unix seconds when written.
+    pub time: u64,
+    pub device_id: String,
+    /// Power of the latest sample, watts.
+    pub power_w: Option<f64>,
+    /// Average power of the latest window, watts.
+    pub window_w: Option<f64>,
+    /// Window length, seconds.
+    pub window_s: u64,
+    /// Energy since midnight UTC, watt-hours.
+    pub energy_today_wh: f64,
+    /// Window averages of the last 10 minutes, oldest first, watts.
+    pub history_w: Vec<f64>,
+    #[serde(default)]
+    pub link: LinkState,
+    #[serde(default)]
+    pub rewards: RewardsState,
+    #[serde(default)]
+    pub sensor: SensorState,
+}
+
+/// Why a state file could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("state file {0}: {1}")]
+    Io(String, #[source] std::io::Error),
+    #[error("state file {0} is not valid: {1}")]
+    Invalid(String, String),
+}
+
+impl MeterState {
+    /// Writes atomically: temporary file, then rename.
+    pub fn write(&self, path: &Path) -> Result<(), StateError> {
+        let name = path.display().to_string();
+        let dir = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let tmp = dir.join(format!(
+            ".{}.tmp",
+            path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()
+        ));
+        let io = |e| StateError::Io(name.clone(), e);
+        let mut file = std::fs::File::create(&tmp).map_err(io)?;
+        serde_json::to_writer(&mut file, self)
+            .map_err(|e| StateError::Invalid(name.clone(), e.to_string()))?;
+        file.write_all(b"\n").map_err(io)?;
+        drop(file);
+        std::fs::rename(&tmp, path).map_err(io)
+    }
+
+    /// Reads and checks a state file.
+    pub fn read(path: &Path) -> Result<Self, StateError> {
+        let name = path.display().to_string();
+        let bytes = std::fs::read(path).map_err(|e| StateError::Io(name.clone(), e))?;
+        Self::parse(&bytes).map_err(|e| StateError::Invalid(name, e))
+    }
+
+    /// Parses and checks state bytes.
+    pub fn parse(bytes: &[u8]) -> Result<Self, String> {
+        let state: MeterState = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+        if state.version > STATE_VERSION {
+            return Err(format!(
+                "version {} is newer than this reader ({STATE_VERSION})",
+                state.version
+            ));
+        }
+        Ok(state)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_through_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        let s = MeterState {
+            version: STATE_VERSION,
+            time: 1,
+            device_id: "ab".into(),
+            power_w: Some(4.2),
+            window_w: None,
+            window_s: 5,
+            energy_today_wh: 1.5,
+            history_w: vec![1.0, 2.0],
+            link: LinkState {
+                status: LinkStatus::Offline,
+                outbox_depth: 12,
+                ..Default::default()
+            },
+            rewards: RewardsState::default(),
+            sensor: SensorState::default(),
+        };
+        s.write(&path).unwrap();
+        assert_eq!(MeterState::read(&path).unwrap(), s);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains("\"status\":\"offline\""));
+    }
+
+    #[test]
+    fn garbage_and_future_versions_are_errors() {
+        assert!(MeterState::parse(b"{").is_err());
+        assert!(MeterState::parse(br#"{"version":9,"time":1,"device_id":"x","power_w":null,"window_w":null,"window_s":5,"energy_today_wh":0,"history_w":[]}"#).unwrap_err().contains("newer"));
+    }
+}
