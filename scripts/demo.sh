@@ -14,7 +14,7 @@ DATA_DIR="${DATA_DIR:-demo-data}"
 DURATION="${DURATION:-30}"
 mkdir -p "$DATA_DIR"
 echo "== building (release)"
-cargo build --release --locked -q -p wattstream-device -p wattstream-processor
+cargo build --release --locked -q -p wattstream-device -p wattstream-processor -p wattstream-display
 BIN=target/release
 TOKEN_FILE="$DATA_DIR/admin-token"
 [ -f "$TOKEN_FILE" ] || (umask 077 && head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$TOKEN_FILE")
@@ -70,4 +70,6 @@ import json, sys
 e = json.load(sys.stdin)['events'][0]
 print(json.dumps({'data': e['data'], 'signature': e['signature'], 'public_key': '$PK'}, separators=(',', ':')))" \
   | python3 device/tests/verify_envelope.py >/dev/null && echo "   signature verified"
+"$BIN/power-meter-display" render --state "$DATA_DIR/meter/state.json" --out "$DATA_DIR/screen.png" --scale 2
+echo "== the meter's screen: $DATA_DIR/screen.png"
 echo "== done: processor store in $DATA_DIR/processor, meter outbox and state in $DATA_DIR/meter"

@@ -14,11 +14,11 @@ use anyhow::{Context, Result, anyhow};
 use embedded_hal::i2c::I2c;
 use tokio::sync::{Notify, mpsc, watch};
 use wattstream_sdk::client::ProcessorClient;
+use wattstream_sdk::notify;
 use wattstream_sdk::state::{LinkState, MeterState, RewardsState, STATE_VERSION, SensorState};
 use wattstream_sdk::{DeviceKey, load_key};
 
 use crate::config::MeterConfig;
-use crate::notify;
 use crate::outbox::Outbox;
 use crate::sensor::emulator::EmulatedIna219;
 use crate::sensor::load::{LoadModel, NoisyLoad};

@@ -7,7 +7,6 @@
 
 pub mod config;
 pub mod daemon;
-pub mod notify;
 pub mod outbox;
 pub mod provision;
 pub mod sensor;

@@ -41,6 +41,8 @@ mod envelope;
 mod error;
 mod identity;
 mod keyfile;
+#[cfg(feature = "systemd")]
+pub mod notify;
 mod reading;
 mod signature;
 pub mod state;

@@ -1,7 +1,8 @@
-//! systemd integration through `sd_notify`: READY once sampling works, STATUS
-//! lines for `systemctl status`, WATCHDOG pings from the sampling loop (so a hung
-//! I2C bus stops the pings and systemd restarts the service), STOPPING at exit.
-//! Outside systemd (no `NOTIFY_SOCKET`) every call is a no-op.
+//! systemd integration through `sd_notify` for the meter and the screen (feature
+//! `systemd`): READY once the service works, STATUS lines for `systemctl status`,
+//! WATCHDOG pings from the loop that must stay alive (so a hung bus stops the
+//! pings and systemd restarts the service), STOPPING at exit. Outside systemd
+//! (no `NOTIFY_SOCKET`) every call is a no-op.
 
 use std::time::{Duration, Instant};
 
