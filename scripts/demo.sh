@@ -9,6 +9,7 @@ cd "$(dirname "$0")/.."
 . scripts/setup.sh
 ensure_rust
 ensure_python_crypto
+build_applets
 
 DATA_DIR="${DATA_DIR:-demo-data}"
 DURATION="${DURATION:-30}"

@@ -46,3 +46,18 @@ ensure_python_crypto() {
     python3 -c "import cryptography" >/dev/null 2>&1 || python3 -m pip install --quiet cryptography
   fi
 }
+
+ensure_applet_toolchain() {
+  # wasm32 for the example applets: the rustup target where the user has it,
+  # otherwise Debian's rustc-web with its std sources (DESIGN §7).
+  if command -v rustup >/dev/null 2>&1 && rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown; then
+    return 0
+  fi
+  apt_install rustc-web cargo-web rust-web-src lld-22
+}
+
+build_applets() {
+  ensure_applet_toolchain
+  echo "== building the example applets (wasm32)"
+  applets/build.sh >/dev/null
+}

@@ -7,9 +7,11 @@ cd "$(dirname "$0")/.."
 . scripts/setup.sh
 ensure_rust
 ensure_python_crypto
+build_applets
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
+cargo fmt --all --manifest-path applets/Cargo.toml -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo test"

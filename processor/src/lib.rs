@@ -6,6 +6,7 @@
 //! is in [`api`]; [`server`] wires them together and handles shutdown.
 
 pub mod api;
+pub mod applets;
 pub mod config;
 pub mod metrics;
 pub mod pipeline;

@@ -49,6 +49,43 @@ enum Command {
         #[command(subcommand)]
         command: DeviceCommand,
     },
+    /// Work with applets.
+    Applet {
+        #[command(subcommand)]
+        command: AppletCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AppletCommand {
+    /// Run one applet on one event, in memory, and show what it did.
+    Run {
+        /// The applet (.wasm).
+        #[arg(long)]
+        wasm: PathBuf,
+        /// The event payload (for meter events: the envelope JSON).
+        #[arg(long)]
+        event: PathBuf,
+        #[arg(long, default_value = "DATA")]
+        event_type: String,
+        #[arg(long, default_value = "start")]
+        handler: String,
+        /// Environment variables, KEY=VALUE (repeatable).
+        #[arg(long = "env", value_parser = parse_env)]
+        env: Vec<(String, String)>,
+        /// Deadline of the call, milliseconds.
+        #[arg(long, default_value_t = 100)]
+        deadline_ms: u64,
+        /// Print the outcome as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn parse_env(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("expected KEY=VALUE, got {s:?}"))
 }
 
 #[derive(Args)]
@@ -152,6 +189,7 @@ fn run(cli: Cli) -> Result<i32> {
             }
         }
         Command::Device { command } => runtime()?.block_on(device(command)).map(|_| 0),
+        Command::Applet { command } => applet(command),
     }
 }
 
@@ -172,4 +210,108 @@ async fn device(command: DeviceCommand) -> Result<()> {
     };
     println!("{}", serde_json::to_string_pretty(&answer)?);
     Ok(())
+}
+
+fn applet(command: AppletCommand) -> Result<i32> {
+    use wattstream_processor::applets::runner::{LocalRun, run_local};
+    use wattstream_processor::applets::state::AppletLimits;
+    match command {
+        AppletCommand::Run {
+            wasm,
+            event,
+            event_type,
+            handler,
+            env,
+            deadline_ms,
+            json,
+        } => {
+            let bytes = std::fs::read(&wasm).with_context(|| format!("cannot read {}", wasm.display()))?;
+            let payload =
+                std::fs::read(&event).with_context(|| format!("cannot read {}", event.display()))?;
+            let limits = AppletLimits {
+                deadline_ms,
+                ..AppletLimits::default()
+            };
+            let (hash, handlers, outcome) = run_local(LocalRun {
+                wasm: &bytes,
+                payload,
+                event_type: event_type.clone(),
+                handler: handler.clone(),
+                env,
+                limits,
+            })?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&outcome)?);
+            } else {
+                print_outcome(&hash, &handlers, &handler, &event_type, &outcome);
+            }
+            Ok(if outcome.ok() { 0 } else { 1 })
+        }
+    }
+}
+
+fn print_outcome(
+    hash: &str,
+    handlers: &[String],
+    handler: &str,
+    event_type: &str,
+    o: &wattstream_processor::applets::runtime::RunOutcome,
+) {
+    let handlers: Vec<&str> = handlers
+        .iter()
+        .map(String::as_str)
+        .filter(|h| *h != "alloc")
+        .collect();
+    println!("applet   sha256 {hash}");
+    println!("handlers {}", handlers.join(", "));
+    println!("ran      {handler} on a {event_type} event");
+    match (o.code, &o.error) {
+        (Some(0), _) => println!("result   0 (accepted; effects committed)"),
+        (Some(c), _) => println!("result   {c} (rejected; database changes rolled back, no credits)"),
+        (None, Some(e)) => println!("result   failed: {e}"),
+        (None, None) => println!("result   failed"),
+    }
+    println!("time     {} µs", o.duration.as_micros());
+    println!(
+        "logs     {}",
+        if o.effects.logs.is_empty() { "(none)" } else { "" }
+    );
+    for l in &o.effects.logs {
+        println!("  [{}] {}", l.level, l.message);
+    }
+    if o.effects.dropped_log_bytes > 0 {
+        println!(
+            "  ({} log bytes over the limit were dropped)",
+            o.effects.dropped_log_bytes
+        );
+    }
+    println!(
+        "sql      {}",
+        if o.effects.sql.is_empty() { "(none)" } else { "" }
+    );
+    for (stmt, n) in &o.effects.sql {
+        println!("  {stmt}  -- {n} row(s)");
+    }
+    println!(
+        "credits  {}",
+        if o.effects.credits.is_empty() {
+            "(none)"
+        } else {
+            ""
+        }
+    );
+    for c in &o.effects.credits {
+        println!(
+            "  {} +{} units ({:.6} tokens)",
+            c.address,
+            c.amount,
+            c.amount as f64 / 1e18
+        );
+    }
+    for m in &o.effects.metrics {
+        println!("metrics  {m}");
+    }
+    if let Some(r) = &o.effects.response {
+        println!("response {r}");
+    }
 }

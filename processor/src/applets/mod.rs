@@ -1,0 +1,16 @@
+//! User applets: WebAssembly modules with the W3bstream v1 ABI, run by wasmtime
+//! for each event.
+//!
+//! - [`runtime`]: engine, module cache, limits, one fresh instance per call.
+//! - [`abi`]: the host functions.
+//! - [`db`]: a project's database (its KV store and the applets' SQL tables).
+//! - [`evm`]: the ledger calls behind `ws_send_tx` and `ws_call_contract`.
+//! - [`state`]: what one call sees and produces.
+//! - [`runner`]: one applet on one event, in memory (`wattstream applet run`).
+
+pub mod abi;
+pub mod db;
+pub mod evm;
+pub mod runner;
+pub mod runtime;
+pub mod state;

@@ -1,0 +1,84 @@
+//! One applet on one event, in memory: what `wattstream applet run` does so that
+//! applet authors can test without a server. The project database is an
+//! in-memory SQLite, the ledger starts empty. When the event is a meter envelope
+//! whose signature verifies, the reserved `WS_*` keys describe its device as
+//! registered and active (owner `local`), as a server would after its checks;
+//! `--env` overrides any key.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use wattstream_sdk::{Envelope, VerifyPath};
+
+use super::db::ProjectDb;
+use super::evm::LEDGER_TOKEN;
+use super::runtime::{RunOutcome, Runtime};
+use super::state::{AppletLimits, EventInput};
+
+/// The reserved keys for a verified device.
+pub fn device_env(
+    device_id: &str,
+    owner: Option<&str>,
+    status: &str,
+    event_id: i64,
+) -> HashMap<String, String> {
+    HashMap::from([
+        ("WS_VERIFIED".to_string(), "true".to_string()),
+        ("WS_DEVICE_ID".to_string(), device_id.to_string()),
+        ("WS_DEVICE_ADDRESS".to_string(), format!("0x{device_id}")),
+        ("WS_DEVICE_OWNER".to_string(), owner.unwrap_or("").to_string()),
+        ("WS_DEVICE_STATUS".to_string(), status.to_string()),
+        ("WS_EVENT_ID".to_string(), event_id.to_string()),
+    ])
+}
+
+/// A local run's request.
+pub struct LocalRun<'a> {
+    pub wasm: &'a [u8],
+    pub payload: Vec<u8>,
+    pub event_type: String,
+    pub handler: String,
+    pub env: Vec<(String, String)>,
+    pub limits: AppletLimits,
+}
+
+/// Runs it; returns the applet's hash, its handlers and the outcome.
+pub fn run_local(req: LocalRun<'_>) -> anyhow::Result<(String, Vec<String>, RunOutcome)> {
+    let runtime = Runtime::new(None)?;
+    let applet = runtime.compile(req.wasm)?;
+    if !applet.handlers.contains(&req.handler) {
+        anyhow::bail!(
+            "the applet has no handler `{}`; it exports {}",
+            req.handler,
+            applet
+                .handlers
+                .iter()
+                .filter(|h| *h != "alloc")
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    let mut env = HashMap::new();
+    let mut time_ns = 0;
+    if let Ok(envelope) = Envelope::parse(req.payload.trim_ascii()) {
+        time_ns = envelope.reading().timestamp.saturating_mul(1_000_000_000);
+        if envelope.verify(VerifyPath::Fast).is_ok() {
+            env = device_env(&envelope.device_id().to_string(), Some("local"), "active", 1);
+        }
+    }
+    env.extend(req.env);
+    let db = ProjectDb::open(None, req.limits.sql_limit())?;
+    let event = EventInput {
+        rid: 1,
+        payload: req.payload,
+        event_type: req.event_type,
+        env,
+        token: LEDGER_TOKEN.to_string(),
+        balances: Arc::new(|_| 0),
+        seed: 1,
+        time_ns,
+    };
+    let (outcome, _db) = runtime.run(&applet, &req.handler, event, db, &req.limits);
+    Ok((applet.hash, applet.handlers, outcome))
+}

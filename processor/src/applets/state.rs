@@ -1,0 +1,153 @@
+//! What one applet call sees and what it leaves behind: the event it runs on, the
+//! project database, limits, and the effects it produced (logs, ledger credits,
+//! metrics, a response). Effects other than database writes are collected here
+//! and applied by the caller only when the handler returns 0.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use wasmtime::{StoreLimits, StoreLimitsBuilder};
+
+use super::db::ProjectDb;
+
+/// Limits for one call, configurable per applet.
+#[derive(Debug, Clone, serde::Deserialize, serde::Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AppletLimits {
+    /// Wall-clock deadline of one handler call.
+    pub deadline_ms: u64,
+    /// Largest linear memory.
+    pub memory_bytes: usize,
+    /// Most tables and table elements.
+    pub tables: usize,
+    pub table_elements: usize,
+    /// Log bytes one call may write (more is dropped and counted).
+    pub log_bytes: usize,
+    /// Deadline of one SQL statement.
+    pub sql_ms: u64,
+}
+
+impl Default for AppletLimits {
+    fn default() -> Self {
+        AppletLimits {
+            deadline_ms: 100,
+            memory_bytes: 64 << 20,
+            tables: 4,
+            table_elements: 100_000,
+            log_bytes: 64 << 10,
+            sql_ms: 100,
+        }
+    }
+}
+
+impl AppletLimits {
+    pub fn store_limits(&self) -> StoreLimits {
+        StoreLimitsBuilder::new()
+            .memory_size(self.memory_bytes)
+            .table_elements(self.table_elements)
+            .tables(self.tables)
+            .memories(1)
+            .instances(1)
+            .trap_on_grow_failure(true)
+            .build()
+    }
+
+    pub fn sql_limit(&self) -> Duration {
+        Duration::from_millis(self.sql_ms)
+    }
+}
+
+/// Reads an address's ledger balance.
+pub type BalanceLookup = Arc<dyn Fn(&[u8; 20]) -> u128 + Send + Sync>;
+
+/// The event an applet runs on.
+#[derive(Clone)]
+pub struct EventInput {
+    /// Resource id handed to the handler.
+    pub rid: i32,
+    /// What `ws_get_data` returns.
+    pub payload: Vec<u8>,
+    /// What `ws_get_event_type` returns.
+    pub event_type: String,
+    /// Project environment plus the reserved `WS_*` keys of this event.
+    pub env: HashMap<String, String>,
+    /// The token address that settles on the ledger.
+    pub token: String,
+    /// Current ledger balances, for `balanceOf`.
+    pub balances: BalanceLookup,
+    /// Seed for WASI `random_get` and time for `clock_time_get` (deterministic,
+    /// so a replay computes the same).
+    pub seed: u64,
+    pub time_ns: u64,
+}
+
+/// One log line.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct LogLine {
+    pub level: &'static str,
+    pub message: String,
+}
+
+/// One ledger credit from a `mint`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Credit {
+    /// `0x` + 40 hex.
+    pub address: String,
+    /// Token units (18 decimals).
+    pub amount: u128,
+}
+
+/// What a call produced.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct Effects {
+    pub logs: Vec<LogLine>,
+    pub dropped_log_bytes: usize,
+    pub credits: Vec<Credit>,
+    pub metrics: Vec<serde_json::Value>,
+    pub response: Option<String>,
+    /// `(statement, rows changed)` for every executed statement.
+    pub sql: Vec<(String, usize)>,
+}
+
+/// The store's data for one call.
+pub struct HostState {
+    pub limits: StoreLimits,
+    pub applet_limits: AppletLimits,
+    pub event: EventInput,
+    pub db: ProjectDb,
+    pub effects: Effects,
+    pub log_bytes: usize,
+    pub rng: u64,
+}
+
+impl HostState {
+    pub fn log(&mut self, level: &'static str, message: &[u8]) {
+        const LINE_MAX: usize = 4096;
+        let budget = self.applet_limits.log_bytes.saturating_sub(self.log_bytes);
+        let take = message.len().min(LINE_MAX).min(budget);
+        self.effects.dropped_log_bytes += message.len() - take;
+        if take == 0 {
+            return;
+        }
+        self.log_bytes += take;
+        self.effects.logs.push(LogLine {
+            level,
+            message: String::from_utf8_lossy(&message[..take]).into_owned(),
+        });
+    }
+
+    pub fn balance(&self, address: &[u8; 20]) -> u128 {
+        let pending: u128 = self
+            .effects
+            .credits
+            .iter()
+            .filter(|c| {
+                c.address
+                    .eq_ignore_ascii_case(&format!("0x{}", hex::encode(address)))
+            })
+            .map(|c| c.amount)
+            .sum();
+        (self.event.balances)(address).saturating_add(pending)
+    }
+}
