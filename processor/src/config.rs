@@ -21,6 +21,24 @@ pub struct Config {
     pub limits: Limits,
     /// The embedded store.
     pub store: StoreConfig,
+    /// Applets.
+    pub applets: AppletsConfig,
+}
+
+/// Applets.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AppletsConfig {
+    /// The project whose applets run over events from `POST /v1/events`.
+    pub default_project: String,
+}
+
+impl Default for AppletsConfig {
+    fn default() -> Self {
+        AppletsConfig {
+            default_project: "default".into(),
+        }
+    }
 }
 
 /// Limits on what a client can send.
@@ -55,6 +73,7 @@ impl Default for Config {
             admin_token: None,
             limits: Limits::default(),
             store: StoreConfig::default(),
+            applets: AppletsConfig::default(),
         }
     }
 }

@@ -56,8 +56,65 @@ enum Command {
     },
 }
 
+#[derive(Args)]
+struct ProjectArgs {
+    #[command(flatten)]
+    remote: Remote,
+    /// The project.
+    #[arg(long, default_value = "default")]
+    project: String,
+}
+
 #[derive(Subcommand)]
 enum AppletCommand {
+    /// Deploy (or replace) an applet on a running processor.
+    Deploy {
+        #[command(flatten)]
+        target: ProjectArgs,
+        /// The applet's name in the project.
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        wasm: PathBuf,
+        /// The event type this applet handles.
+        #[arg(long, default_value = "DATA")]
+        event_type: String,
+        /// The exported handler to call.
+        #[arg(long, default_value = "start")]
+        handler: String,
+        /// Deadline per call, milliseconds.
+        #[arg(long)]
+        deadline_ms: Option<u64>,
+        /// Memory cap, MiB.
+        #[arg(long)]
+        memory_mb: Option<usize>,
+    },
+    /// List a project's applets.
+    List {
+        #[command(flatten)]
+        target: ProjectArgs,
+    },
+    /// Remove an applet.
+    Remove {
+        #[command(flatten)]
+        target: ProjectArgs,
+        #[arg(long)]
+        name: String,
+    },
+    /// Show a project's latest applet log lines.
+    Logs {
+        #[command(flatten)]
+        target: ProjectArgs,
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+    /// Set project environment variables (KEY=VALUE; KEY= removes).
+    Env {
+        #[command(flatten)]
+        target: ProjectArgs,
+        #[arg(value_parser = parse_env)]
+        vars: Vec<(String, String)>,
+    },
     /// Run one applet on one event, in memory, and show what it did.
     Run {
         /// The applet (.wasm).
@@ -215,7 +272,84 @@ async fn device(command: DeviceCommand) -> Result<()> {
 fn applet(command: AppletCommand) -> Result<i32> {
     use wattstream_processor::applets::runner::{LocalRun, run_local};
     use wattstream_processor::applets::state::AppletLimits;
+    let client = |r: &Remote| ProcessorClient::new(&r.server, Some(r.token.clone()), Duration::from_secs(60));
+    let remote =
+        |f: std::pin::Pin<Box<dyn std::future::Future<Output = Result<serde_json::Value>>>>| -> Result<i32> {
+            let answer = runtime()?.block_on(f)?;
+            println!("{}", serde_json::to_string_pretty(&answer)?);
+            Ok(0)
+        };
     match command {
+        AppletCommand::Deploy {
+            target,
+            name,
+            wasm,
+            event_type,
+            handler,
+            deadline_ms,
+            memory_mb,
+        } => {
+            let bytes = std::fs::read(&wasm).with_context(|| format!("cannot read {}", wasm.display()))?;
+            let mut path = format!(
+                "/v1/projects/{}/applets/{name}?event_type={event_type}&handler={handler}",
+                target.project
+            );
+            if let Some(d) = deadline_ms {
+                path.push_str(&format!("&deadline_ms={d}"));
+            }
+            if let Some(m) = memory_mb {
+                path.push_str(&format!("&memory_mb={m}"));
+            }
+            let c = client(&target.remote)?;
+            remote(Box::pin(async move { Ok(c.post_bytes(&path, bytes).await?) }))
+        }
+        AppletCommand::List { target } => {
+            let c = client(&target.remote)?;
+            remote(Box::pin(async move {
+                Ok(c.get_json(&format!("/v1/projects/{}/applets", target.project))
+                    .await?)
+            }))
+        }
+        AppletCommand::Remove { target, name } => {
+            let c = client(&target.remote)?;
+            remote(Box::pin(async move {
+                Ok(
+                    c.delete(&format!("/v1/projects/{}/applets/{name}", target.project))
+                        .await?,
+                )
+            }))
+        }
+        AppletCommand::Logs { target, limit } => {
+            let c = client(&target.remote)?;
+            remote(Box::pin(async move {
+                Ok(
+                    c.get_json(&format!("/v1/projects/{}/logs?limit={limit}", target.project))
+                        .await?,
+                )
+            }))
+        }
+        AppletCommand::Env { target, vars } => {
+            let body: serde_json::Map<String, serde_json::Value> = vars
+                .into_iter()
+                .map(|(k, v)| {
+                    (
+                        k,
+                        if v.is_empty() {
+                            serde_json::Value::Null
+                        } else {
+                            v.into()
+                        },
+                    )
+                })
+                .collect();
+            let c = client(&target.remote)?;
+            remote(Box::pin(async move {
+                Ok(
+                    c.put_json(&format!("/v1/projects/{}/env", target.project), &body.into())
+                        .await?,
+                )
+            }))
+        }
         AppletCommand::Run {
             wasm,
             event,

@@ -59,6 +59,11 @@ pub struct Metrics {
     commit_events: Histogram,
     commit_seconds: Histogram,
     commit_failures: AtomicU64,
+    /// (project, applet, outcome) -> calls.
+    applet_calls: Mutex<BTreeMap<(String, String, &'static str), u64>>,
+    applet_seconds: Histogram,
+    /// (project, applet, key) -> sum of the numbers applets submitted.
+    applet_metrics: Mutex<BTreeMap<(String, String, String), f64>>,
 }
 
 impl Default for Metrics {
@@ -69,6 +74,9 @@ impl Default for Metrics {
             commit_events: Histogram::new(&[1.0, 2.0, 5.0, 10.0, 50.0, 100.0, 500.0, 1000.0, 5000.0]),
             commit_seconds: Histogram::new(&[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0]),
             commit_failures: AtomicU64::new(0),
+            applet_calls: Mutex::default(),
+            applet_seconds: Histogram::new(&[0.00001, 0.00005, 0.0001, 0.0005, 0.001, 0.005, 0.01, 0.1, 1.0]),
+            applet_metrics: Mutex::default(),
         }
     }
 }
@@ -104,6 +112,32 @@ impl Metrics {
     /// A group commit that failed and was rolled back.
     pub fn record_commit_failure(&self) {
         self.commit_failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// One applet call.
+    pub fn record_applet(&self, project: &str, applet: &str, ok: bool, took: Duration) {
+        let outcome = if ok { "ok" } else { "failed" };
+        *self
+            .applet_calls
+            .lock()
+            .expect("metrics lock")
+            .entry((project.to_string(), applet.to_string(), outcome))
+            .or_default() += 1;
+        self.applet_seconds.observe(took.as_secs_f64());
+    }
+
+    /// What an applet passed to `ws_submit_metrics`: numeric fields are summed.
+    pub fn record_applet_metrics(&self, project: &str, applet: &str, object: &serde_json::Value) {
+        let Some(map) = object.as_object() else { return };
+        let mut m = self.applet_metrics.lock().expect("metrics lock");
+        for (k, v) in map.iter().take(32) {
+            let valid =
+                !k.is_empty() && k.len() <= 64 && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+            if let (true, Some(x)) = (valid, v.as_f64()) {
+                *m.entry((project.to_string(), applet.to_string(), k.clone()))
+                    .or_default() += x;
+            }
+        }
     }
 
     /// The Prometheus text exposition.
@@ -142,6 +176,29 @@ impl Metrics {
             "# HELP wattstream_commit_failures_total Group commits rolled back.\n# TYPE wattstream_commit_failures_total counter\nwattstream_commit_failures_total {}",
             self.commit_failures.load(Ordering::Relaxed)
         );
+        out.push_str("# HELP wattstream_applet_calls_total Applet calls by project, applet and outcome.\n");
+        out.push_str("# TYPE wattstream_applet_calls_total counter\n");
+        for ((p, a, o), n) in self.applet_calls.lock().expect("metrics lock").iter() {
+            let _ = writeln!(
+                out,
+                "wattstream_applet_calls_total{{project=\"{p}\",applet=\"{a}\",outcome=\"{o}\"}} {n}"
+            );
+        }
+        self.applet_seconds.render(
+            &mut out,
+            "wattstream_applet_call_seconds",
+            "Applet call duration, seconds.",
+        );
+        out.push_str(
+            "# HELP wattstream_applet_metric Sums of the numbers applets submitted with ws_submit_metrics.\n",
+        );
+        out.push_str("# TYPE wattstream_applet_metric counter\n");
+        for ((p, a, k), v) in self.applet_metrics.lock().expect("metrics lock").iter() {
+            let _ = writeln!(
+                out,
+                "wattstream_applet_metric{{project=\"{p}\",applet=\"{a}\",name=\"{k}\"}} {v}"
+            );
+        }
         out
     }
 }

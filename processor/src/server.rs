@@ -7,6 +7,8 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 
 use crate::api::{AppState, router};
+use crate::applets::projects::Projects;
+use crate::applets::worker::Worker;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::pipeline::Pipeline;
@@ -23,18 +25,32 @@ pub async fn serve(config: Config, on_listen: impl FnOnce(std::net::SocketAddr))
     if config.admin_token.is_none() {
         tracing::warn!("no admin token configured: the admin API (register, revoke) is disabled");
     }
+    let projects = {
+        let (db, dir) = (store::db_path(&config.data_dir), config.data_dir.clone());
+        Arc::new(tokio::task::spawn_blocking(move || Projects::open(&db, &dir)).await??)
+    };
+    let worker = Worker::start(
+        projects.clone(),
+        reads.clone(),
+        config.applets.default_project.clone(),
+        metrics.clone(),
+    );
     let state = Arc::new(AppState {
         pipeline: Pipeline {
             registry: registry.clone(),
             writer: writer.clone(),
             limits: config.limits.clone(),
             metrics: metrics.clone(),
+            applets: Some(worker.waker.clone()),
         },
         reads,
         writer,
         registry,
         metrics,
         admin_token: config.admin_token.clone(),
+        projects,
+        applets: worker.waker.clone(),
+        default_project: config.applets.default_project.clone(),
     });
     let listener = TcpListener::bind(config.listen).await?;
     let addr = listener.local_addr()?;
@@ -43,7 +59,8 @@ pub async fn serve(config: Config, on_listen: impl FnOnce(std::net::SocketAddr))
     axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown_signal())
         .await?;
-    tracing::info!("stopped accepting; waiting for the store writer to finish");
+    tracing::info!("stopped accepting; finishing the applet batch in progress and the store writer");
+    tokio::task::spawn_blocking(move || worker.stop()).await?;
     // Every handler has finished, so the last writer handle is gone with the
     // router; the writer drains what is queued, commits and exits.
     tokio::task::spawn_blocking(move || writer_thread.join())

@@ -5,7 +5,6 @@
 //! applet the same runtime serves a normal event.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use wattstream_processor::applets::db::ProjectDb;
 use wattstream_processor::applets::evm::LEDGER_TOKEN;
@@ -65,7 +64,6 @@ fn event(payload: &str) -> EventInput {
         event_type: "DATA".into(),
         env: HashMap::from([("GREETING".to_string(), "hello".to_string())]),
         token: LEDGER_TOKEN.into(),
-        balances: Arc::new(|_| 1000),
         seed: 42,
         time_ns: 0,
     }
@@ -306,8 +304,8 @@ fn mint_credits_the_ledger_and_balance_of_reads_it() {
     let body = format!(
         "(drop (call $send_tx (i32.const 0) (i32.const 16) (i32.const {}) (i32.const 0) (i32.const 4)))
          (drop (call $call (i32.const 0) (i32.const 1024) (i32.const {}) (i32.const 8) (i32.const 12)))
-         ;; the balance word's last byte: 1000 + 500 = 1500 = 0x05dc; 0 when it is.
-         (i32.ne (i32.load8_u (i32.add (i32.load (i32.const 8)) (i32.const 31))) (i32.const 0xdc))",
+         ;; the balance word's last byte: 500 = 0x01f4 (this call's mint); 0 when it is.
+         (i32.ne (i32.load8_u (i32.add (i32.load (i32.const 8)) (i32.const 31))) (i32.const 0xf4))",
         mint.len(),
         balance.len()
     );

@@ -210,6 +210,29 @@ impl ProcessorClient {
         self.json(self.http.get(&url), &url).await
     }
 
+    /// An admin call with a raw body (for example a wasm module), answered with JSON.
+    pub async fn post_bytes(&self, path: &str, body: Vec<u8>) -> Result<Value, ClientError> {
+        let url = self.url(path);
+        let req = self
+            .http
+            .post(&url)
+            .header("content-type", "application/octet-stream")
+            .body(body);
+        self.json(req, &url).await
+    }
+
+    /// A PUT with a JSON body.
+    pub async fn put_json(&self, path: &str, body: &Value) -> Result<Value, ClientError> {
+        let url = self.url(path);
+        self.json(self.http.put(&url).json(body), &url).await
+    }
+
+    /// A DELETE, answered with JSON.
+    pub async fn delete(&self, path: &str) -> Result<Value, ClientError> {
+        let url = self.url(path);
+        self.json(self.http.delete(&url), &url).await
+    }
+
     /// Any GET on the API, as JSON.
     pub async fn get_json(&self, path: &str) -> Result<Value, ClientError> {
         let url = self.url(path);

@@ -4,6 +4,7 @@
 
 mod devices;
 mod events;
+mod projects;
 
 use std::sync::Arc;
 
@@ -30,6 +31,11 @@ pub struct AppState {
     pub registry: Arc<Registry>,
     pub metrics: Arc<Metrics>,
     pub admin_token: Option<String>,
+    pub projects: Arc<crate::applets::projects::Projects>,
+    /// Wakes the applet worker.
+    pub applets: crate::applets::worker::Waker,
+    /// The project whose applets run over `POST /v1/events`.
+    pub default_project: String,
 }
 
 type Shared = Arc<AppState>;
@@ -212,6 +218,23 @@ pub fn router(state: Shared) -> Router {
         .route("/v1/devices", post(devices::register).get(devices::list))
         .route("/v1/devices/{id}", get(devices::show).delete(devices::revoke))
         .route("/v1/devices/{id}/events", get(devices::events))
+        .route("/v1/devices/{id}/rewards", get(projects::rewards))
+        .route("/v1/projects/{project}/applets", get(projects::list))
+        .route(
+            "/v1/projects/{project}/applets/{name}",
+            post(projects::deploy).delete(projects::remove),
+        )
+        .route(
+            "/v1/projects/{project}/env",
+            axum::routing::put(projects::set_env),
+        )
+        .route("/v1/projects/{project}/publishers", post(projects::new_publisher))
+        .route("/v1/projects/{project}/logs", get(projects::logs))
+        .route("/v1/projects/{project}/failures", get(projects::failures))
+        .route(
+            "/srv-applet-mgr/v0/event/{project}",
+            post(projects::w3bstream_event),
+        )
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .method_not_allowed_fallback(method_not_allowed)

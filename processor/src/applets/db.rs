@@ -117,7 +117,20 @@ impl ProjectDb {
             None => Connection::open_in_memory()?,
         };
         conn.busy_timeout(Duration::from_secs(5))?;
-        conn.execute_batch("CREATE TABLE IF NOT EXISTS _ws_kv (key BLOB PRIMARY KEY, value BLOB NOT NULL);")?;
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS _ws_kv (key BLOB PRIMARY KEY, value BLOB NOT NULL);
+             CREATE TABLE IF NOT EXISTS _ws_cursor (id INTEGER PRIMARY KEY CHECK (id = 1), last_event_id INTEGER NOT NULL);
+             CREATE TABLE IF NOT EXISTS _ws_credits (
+                 event_id INTEGER NOT NULL, applet TEXT NOT NULL, idx INTEGER NOT NULL,
+                 applet_hash TEXT NOT NULL, address TEXT NOT NULL, amount TEXT NOT NULL, timestamp INTEGER NOT NULL,
+                 PRIMARY KEY (event_id, applet, idx));
+             CREATE INDEX IF NOT EXISTS _ws_credits_address ON _ws_credits(address);
+             CREATE TABLE IF NOT EXISTS _ws_logs (
+                 id INTEGER PRIMARY KEY, event_id INTEGER, applet TEXT NOT NULL, level TEXT NOT NULL,
+                 message TEXT NOT NULL, at INTEGER NOT NULL);
+             CREATE TABLE IF NOT EXISTS _ws_failures (
+                 event_id INTEGER NOT NULL, applet TEXT NOT NULL, code INTEGER, error TEXT, at INTEGER NOT NULL);",
+        )?;
         Ok(ProjectDb {
             conn,
             statement_limit,
@@ -129,18 +142,36 @@ impl ProjectDb {
         &self.conn
     }
 
-    pub fn begin(&self) -> Result<(), DbError> {
-        self.conn.execute_batch("BEGIN IMMEDIATE")?;
+    /// Opens a savepoint for one applet call (a transaction when none is open).
+    pub fn savepoint(&self) -> Result<(), DbError> {
+        self.conn.execute_batch("SAVEPOINT applet_call")?;
         Ok(())
     }
 
-    pub fn commit(&self) -> Result<(), DbError> {
-        self.conn.execute_batch("COMMIT")?;
+    /// Keeps the call's writes.
+    pub fn release(&self) -> Result<(), DbError> {
+        self.conn.execute_batch("RELEASE applet_call")?;
         Ok(())
     }
 
-    pub fn rollback(&self) {
-        let _ = self.conn.execute_batch("ROLLBACK");
+    /// Drops the call's writes.
+    pub fn rollback_call(&self) {
+        let _ = self
+            .conn
+            .execute_batch("ROLLBACK TO applet_call; RELEASE applet_call");
+    }
+
+    /// The ledger balance of `address` (`0x…`) from this project's credits.
+    pub fn balance(&self, address: &str) -> Result<u128, DbError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT amount FROM _ws_credits WHERE address = ?1")?;
+        let amounts = stmt.query_map([address.to_ascii_lowercase()], |r| r.get::<_, String>(0))?;
+        let mut total = 0u128;
+        for a in amounts {
+            total = total.saturating_add(a?.parse().unwrap_or(0));
+        }
+        Ok(total)
     }
 
     pub fn kv_get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, DbError> {

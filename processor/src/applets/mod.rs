@@ -6,11 +6,15 @@
 //! - [`db`]: a project's database (its KV store and the applets' SQL tables).
 //! - [`evm`]: the ledger calls behind `ws_send_tx` and `ws_call_contract`.
 //! - [`state`]: what one call sees and produces.
+//! - [`projects`]: deployed applets, strategies, environments, publishers.
+//! - [`worker`]: runs the default project's applets over the stored stream.
 //! - [`runner`]: one applet on one event, in memory (`wattstream applet run`).
 
 pub mod abi;
 pub mod db;
 pub mod evm;
+pub mod projects;
 pub mod runner;
 pub mod runtime;
 pub mod state;
+pub mod worker;

@@ -6,8 +6,6 @@
 //! `--env` overrides any key.
 
 use std::collections::HashMap;
-use std::sync::Arc;
-
 use wattstream_sdk::{Envelope, VerifyPath};
 
 use super::db::ProjectDb;
@@ -75,7 +73,6 @@ pub fn run_local(req: LocalRun<'_>) -> anyhow::Result<(String, Vec<String>, RunO
         event_type: req.event_type,
         env,
         token: LEDGER_TOKEN.to_string(),
-        balances: Arc::new(|_| 0),
         seed: 1,
         time_ns,
     };

@@ -203,8 +203,9 @@ impl Runtime {
     }
 
     /// Runs `handler` of `applet` on one event. The database work of the call is
-    /// one transaction: committed when the handler returns 0, rolled back
-    /// otherwise. The database comes back with the outcome.
+    /// one savepoint: kept when the handler returns 0, rolled back otherwise
+    /// (inside the caller's transaction when one is open, its own otherwise).
+    /// The database comes back with the outcome.
     pub fn run(
         &self,
         applet: &Applet,
@@ -231,7 +232,7 @@ impl Runtime {
         let ticks = limits.deadline_ms.div_ceil(TICK.as_millis() as u64).max(1) + 1;
         store.set_epoch_deadline(ticks);
         store.epoch_deadline_trap();
-        let began = store.data().db.begin();
+        let began = store.data().db.savepoint();
         let result = began
             .map_err(|e| wasmtime::Error::msg(e.to_string()))
             .and_then(|()| {
@@ -246,8 +247,8 @@ impl Runtime {
         };
         let mut state = store.into_data();
         if code == Some(0) {
-            if let Err(e) = state.db.commit() {
-                state.db.rollback();
+            if let Err(e) = state.db.release() {
+                state.db.rollback_call();
                 return (
                     RunOutcome {
                         code,
@@ -259,7 +260,7 @@ impl Runtime {
                 );
             }
         } else {
-            state.db.rollback();
+            state.db.rollback_call();
             let logs = std::mem::take(&mut state.effects.logs);
             state.effects = Effects {
                 logs,

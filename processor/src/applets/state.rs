@@ -4,7 +4,6 @@
 //! and applied by the caller only when the handler returns 0.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use wasmtime::{StoreLimits, StoreLimitsBuilder};
@@ -58,9 +57,6 @@ impl AppletLimits {
     }
 }
 
-/// Reads an address's ledger balance.
-pub type BalanceLookup = Arc<dyn Fn(&[u8; 20]) -> u128 + Send + Sync>;
-
 /// The event an applet runs on.
 #[derive(Clone)]
 pub struct EventInput {
@@ -74,8 +70,6 @@ pub struct EventInput {
     pub env: HashMap<String, String>,
     /// The token address that settles on the ledger.
     pub token: String,
-    /// Current ledger balances, for `balanceOf`.
-    pub balances: BalanceLookup,
     /// Seed for WASI `random_get` and time for `clock_time_get` (deterministic,
     /// so a replay computes the same).
     pub seed: u64,
@@ -137,17 +131,17 @@ impl HostState {
         });
     }
 
+    /// The ledger balance of `address`: the project's credits so far plus the
+    /// ones this call has made.
     pub fn balance(&self, address: &[u8; 20]) -> u128 {
+        let address = format!("0x{}", hex::encode(address));
         let pending: u128 = self
             .effects
             .credits
             .iter()
-            .filter(|c| {
-                c.address
-                    .eq_ignore_ascii_case(&format!("0x{}", hex::encode(address)))
-            })
+            .filter(|c| c.address.eq_ignore_ascii_case(&address))
             .map(|c| c.amount)
             .sum();
-        (self.event.balances)(address).saturating_add(pending)
+        self.db.balance(&address).unwrap_or(0).saturating_add(pending)
     }
 }

@@ -3,11 +3,14 @@
 //! 1. [`body`]: size (enforced while reading the request), nesting depth, batch
 //!    split.
 //! 2. [`admit`]: parse, registration, timestamp bounds, signature (fast path).
-//! 3. applets: the place where user WASM applets will run over each admitted
-//!    event (their own issue); today admitted events go straight to commit.
-//! 4. commit: the store's group-commit writer stores each admitted event once
+//! 3. commit: the store's group-commit writer stores each admitted event once
 //!    (duplicates by device and seq, or timestamp) and answers only after the
 //!    transaction is durable.
+//! 4. applets: the applet worker (`applets::worker`) runs the default project's
+//!    applets over each newly stored event, after the acknowledgement; the ingest
+//!    path only wakes it. Running them after the commit means a duplicate never
+//!    reaches an applet and a crash never loses an applet run (the worker keeps
+//!    its own cursor).
 //!
 //! The answer keeps the request's order: one result per envelope.
 
@@ -83,6 +86,8 @@ pub struct Pipeline {
     pub writer: Writer,
     pub limits: Limits,
     pub metrics: Arc<Metrics>,
+    /// Woken after a commit that stored new events (stage 3 runs on it).
+    pub applets: Option<crate::applets::worker::Waker>,
 }
 
 /// Seconds since the Unix epoch.
@@ -124,11 +129,16 @@ impl Pipeline {
             }
         }
 
-        // Stage 3 (applets) goes here.
-
         // Stage 4: commit.
         let device_ids: Vec<String> = admitted.iter().map(|e| e.device_id.clone()).collect();
         let committed = self.writer.insert_events(admitted).await?;
+        // Stage 3: applets run over what was stored (once per event, never on a
+        // duplicate), on the applet worker, which this wakes.
+        if let Some(waker) = &self.applets
+            && committed.iter().any(|c| matches!(c, Committed::Accepted(_)))
+        {
+            waker.wake();
+        }
         for ((slot, outcome), device_id) in slots.into_iter().zip(committed).zip(device_ids) {
             let (status, event_id) = match outcome {
                 Committed::Accepted(id) => ("accepted", Some(id)),

@@ -35,6 +35,30 @@ const MIGRATIONS: &[&str] = &[
     ) STRICT;
     CREATE UNIQUE INDEX events_dedup ON events(device_id, dedup_key);
     CREATE INDEX events_device_time ON events(device_id, timestamp, id);",
+    // 2: applets, their strategies and project environments.
+    "CREATE TABLE applets (
+        project    TEXT NOT NULL,
+        name       TEXT NOT NULL,
+        hash       TEXT NOT NULL,
+        wasm       BLOB NOT NULL,
+        event_type TEXT NOT NULL,
+        handler    TEXT NOT NULL,
+        limits     TEXT NOT NULL,
+        position   INTEGER NOT NULL,
+        created_at INTEGER NOT NULL,
+        PRIMARY KEY (project, name)
+    ) STRICT;
+    CREATE TABLE project_env (
+        project TEXT NOT NULL,
+        key     TEXT NOT NULL,
+        value   TEXT NOT NULL,
+        PRIMARY KEY (project, key)
+    ) STRICT;
+    CREATE TABLE publishers (
+        project    TEXT NOT NULL,
+        token_hash TEXT NOT NULL PRIMARY KEY,
+        created_at INTEGER NOT NULL
+    ) STRICT;",
 ];
 
 /// Settings every connection gets: WAL so readers never block the writer,

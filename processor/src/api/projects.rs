@@ -1,0 +1,385 @@
+//! Projects and applets over HTTP (admin): deploy, list, remove, environment,
+//! publisher tokens, logs and failures; a device's rewards (public); and the
+//! W3bstream v1 compatible event endpoint (publisher token).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use rusqlite::params;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use wattstream_sdk::DeviceId;
+
+use super::{ApiError, AppState, read_body, require_admin};
+use crate::applets::db::ProjectDb;
+use crate::applets::evm::LEDGER_TOKEN;
+use crate::applets::projects::{Project, ProjectError};
+use crate::applets::state::{AppletLimits, EventInput};
+
+/// Largest applet module.
+const WASM_MAX: usize = 16 << 20;
+
+fn project_error(e: ProjectError) -> ApiError {
+    match e {
+        ProjectError::Applet(e) => ApiError::new(StatusCode::BAD_REQUEST, "invalid_applet", e.to_string()),
+        ProjectError::Invalid(e) => ApiError::new(StatusCode::BAD_REQUEST, "malformed", e),
+        other => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_unavailable",
+            other.to_string(),
+        ),
+    }
+}
+
+fn task_error(e: tokio::task::JoinError) -> ApiError {
+    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeployQuery {
+    event_type: Option<String>,
+    handler: Option<String>,
+    deadline_ms: Option<u64>,
+    memory_mb: Option<usize>,
+}
+
+pub async fn deploy(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path((project, name)): Path<(String, String)>,
+    query: Result<Query<DeployQuery>, axum::extract::rejection::QueryRejection>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    require_admin(&state, &headers)?;
+    let Query(q) = query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "malformed", e.body_text()))?;
+    let wasm = read_body(&headers, body, WASM_MAX).await?;
+    let defaults = AppletLimits::default();
+    let limits = AppletLimits {
+        deadline_ms: q.deadline_ms.unwrap_or(defaults.deadline_ms),
+        memory_bytes: q
+            .memory_mb
+            .map_or(defaults.memory_bytes, |m| m.saturating_mul(1 << 20)),
+        ..defaults
+    };
+    let projects = state.projects.clone();
+    let info = tokio::task::spawn_blocking(move || {
+        projects.deploy(
+            &project,
+            &name,
+            &wasm,
+            q.event_type.as_deref().unwrap_or("DATA"),
+            q.handler.as_deref().unwrap_or("start"),
+            limits,
+        )
+    })
+    .await
+    .map_err(task_error)?
+    .map_err(project_error)?;
+    tracing::info!(applet = %info.name, hash = %info.hash, "applet deployed");
+    state.applets.wake();
+    Ok((StatusCode::CREATED, axum::Json(info)).into_response())
+}
+
+pub async fn list(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(project): Path<String>,
+) -> Result<Response, ApiError> {
+    require_admin(&state, &headers)?;
+    Ok(axum::Json(json!({ "project": project, "applets": state.projects.list(&project) })).into_response())
+}
+
+pub async fn remove(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path((project, name)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    require_admin(&state, &headers)?;
+    let projects = state.projects.clone();
+    let (p, n) = (project.clone(), name.clone());
+    let found = tokio::task::spawn_blocking(move || projects.remove(&p, &n))
+        .await
+        .map_err(task_error)?
+        .map_err(project_error)?;
+    if !found {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no applet {name} in {project}"),
+        ));
+    }
+    Ok(axum::Json(json!({"project": project, "applet": name, "status": "removed"})).into_response())
+}
+
+pub async fn set_env(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(project): Path<String>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    require_admin(&state, &headers)?;
+    let bytes = read_body(&headers, body, 64 << 10).await?;
+    let vars: HashMap<String, Option<String>> = serde_json::from_slice(&bytes).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "malformed",
+            format!("expected {{\"KEY\": \"value\" or null}}: {e}"),
+        )
+    })?;
+    let projects = state.projects.clone();
+    let p = project.clone();
+    tokio::task::spawn_blocking(move || projects.set_env(&p, &vars))
+        .await
+        .map_err(task_error)?
+        .map_err(project_error)?;
+    Ok(axum::Json(json!({"project": project, "status": "updated"})).into_response())
+}
+
+pub async fn new_publisher(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(project): Path<String>,
+) -> Result<Response, ApiError> {
+    require_admin(&state, &headers)?;
+    let projects = state.projects.clone();
+    let p = project.clone();
+    let token = tokio::task::spawn_blocking(move || projects.new_publisher(&p))
+        .await
+        .map_err(task_error)?
+        .map_err(project_error)?;
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(json!({"project": project, "token": token})),
+    )
+        .into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitQuery {
+    limit: Option<i64>,
+}
+
+/// Runs a read on a project's database.
+async fn with_project_db<T: Send + 'static>(
+    project: Arc<Project>,
+    f: impl FnOnce(&ProjectDb) -> rusqlite::Result<T> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(move || {
+        let guard = project.db.lock().expect("project db lock");
+        let db = guard.as_ref().expect("the project database is in place");
+        f(db)
+    })
+    .await
+    .map_err(task_error)?
+    .map_err(|e| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_unavailable",
+            e.to_string(),
+        )
+    })
+}
+
+fn project_or_404(state: &AppState, name: &str) -> Result<Arc<Project>, ApiError> {
+    state
+        .projects
+        .get(name)
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no project {name}")))
+}
+
+fn rows_json(c: &rusqlite::Connection, sql: &str, limit: i64) -> rusqlite::Result<Vec<Value>> {
+    let mut stmt = c.prepare(sql)?;
+    let names: Vec<String> = stmt.column_names().map(str::to_string).collect();
+    let rows = stmt.query_map([limit], |r| {
+        let mut obj = serde_json::Map::new();
+        for (i, n) in names.iter().enumerate() {
+            let v = match r.get_ref(i)? {
+                rusqlite::types::ValueRef::Integer(x) => json!(x),
+                rusqlite::types::ValueRef::Real(x) => json!(x),
+                rusqlite::types::ValueRef::Text(t) => json!(String::from_utf8_lossy(t)),
+                _ => Value::Null,
+            };
+            obj.insert(n.clone(), v);
+        }
+        Ok(Value::Object(obj))
+    })?;
+    rows.collect()
+}
+
+pub async fn logs(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(project): Path<String>,
+    Query(q): Query<LimitQuery>,
+) -> Result<Response, ApiError> {
+    require_admin(&state, &headers)?;
+    let p = project_or_404(&state, &project)?;
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let logs = with_project_db(p, move |db| {
+        rows_json(
+            db.conn(),
+            "SELECT * FROM (SELECT id, event_id, applet, level, message, at FROM _ws_logs ORDER BY id DESC LIMIT ?1) ORDER BY id",
+            limit,
+        )
+    })
+    .await?;
+    Ok(axum::Json(json!({ "project": project, "logs": logs })).into_response())
+}
+
+pub async fn failures(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(project): Path<String>,
+    Query(q): Query<LimitQuery>,
+) -> Result<Response, ApiError> {
+    require_admin(&state, &headers)?;
+    let p = project_or_404(&state, &project)?;
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let failures = with_project_db(p, move |db| {
+        rows_json(
+            db.conn(),
+            "SELECT event_id, applet, code, error, at FROM _ws_failures ORDER BY rowid DESC LIMIT ?1",
+            limit,
+        )
+    })
+    .await?;
+    Ok(axum::Json(json!({ "project": project, "failures": failures })).into_response())
+}
+
+/// Token units per token.
+const TOKEN: f64 = 1e18;
+
+/// `GET /v1/devices/{id}/rewards`: the device's balance and its rate over the
+/// last hour of readings, from the default project's ledger credits.
+pub async fn rewards(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let id = DeviceId::from_hex(&id)
+        .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "malformed", "not a device id"))?;
+    let Some(project) = state.projects.get(&state.default_project) else {
+        return Ok(axum::Json(json!({"device_id": id.to_string(), "balance": 0.0, "balance_units": "0", "rate_per_h": 0.0, "latest_epoch": null, "proof": null})).into_response());
+    };
+    let address = id.address();
+    let (total, last_hour) = with_project_db(project, move |db| {
+        let mut stmt = db
+            .conn()
+            .prepare("SELECT amount, timestamp FROM _ws_credits WHERE address = ?1")?;
+        let rows: Vec<(String, i64)> = stmt
+            .query_map(params![address], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<_, _>>()?;
+        let newest = rows.iter().map(|r| r.1).max().unwrap_or(0);
+        let sum = |since: i64| {
+            rows.iter()
+                .filter(|r| r.1 > since)
+                .map(|r| r.0.parse::<u128>().unwrap_or(0))
+                .sum::<u128>()
+        };
+        Ok((sum(i64::MIN), sum(newest - 3600)))
+    })
+    .await?;
+    Ok(axum::Json(json!({
+        "device_id": id.to_string(),
+        "balance": total as f64 / TOKEN,
+        "balance_units": total.to_string(),
+        "rate_per_h": last_hour as f64 / TOKEN,
+        "latest_epoch": null,
+        "proof": null,
+    }))
+    .into_response())
+}
+
+#[derive(Deserialize)]
+pub struct W3bQuery {
+    #[serde(rename = "eventType")]
+    event_type: Option<String>,
+}
+
+/// `POST /srv-applet-mgr/v0/event/{project}?eventType=..`: W3bstream v1's event
+/// endpoint. The raw body goes to the project's applets for that event type, at
+/// once; the answer lists each applet's result.
+pub async fn w3bstream_event(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(project): Path<String>,
+    Query(q): Query<W3bQuery>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("")
+        .to_string();
+    let projects = state.projects.clone();
+    let (p, t) = (project.clone(), token);
+    let allowed = tokio::task::spawn_blocking(move || projects.publisher_ok(&p, &t))
+        .await
+        .map_err(task_error)?;
+    if !allowed {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing or wrong publisher token",
+        ));
+    }
+    let payload = read_body(&headers, body, state.pipeline.limits.max_body_bytes)
+        .await?
+        .to_vec();
+    let event_type = q.event_type.unwrap_or_else(|| "DEFAULT".into());
+    let Some(p) = state.projects.get(&project) else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no project {project}"),
+        ));
+    };
+    let projects = state.projects.clone();
+    let et = event_type.clone();
+    let results = tokio::task::spawn_blocking(move || {
+        let mut guard = p.db.lock().expect("project db lock");
+        let mut db = guard.take().expect("the project database is in place");
+        let mut results = Vec::new();
+        for applet in p.chain(&et) {
+            let input = EventInput {
+                rid: 1,
+                payload: payload.clone(),
+                event_type: et.clone(),
+                env: p.env.clone(),
+                token: p
+                    .env
+                    .get("TOKEN_CONTRACT")
+                    .cloned()
+                    .unwrap_or_else(|| LEDGER_TOKEN.into()),
+                seed: 0,
+                time_ns: 0,
+            };
+            let (o, back) = projects
+                .runtime
+                .run(&applet.applet, &applet.handler, input, db, &applet.limits);
+            db = back;
+            results.push(json!({
+                "appletName": applet.name,
+                "handler": applet.handler,
+                "returnValue": o.effects.response,
+                "returnCode": o.code.unwrap_or(-1),
+                "error": o.error,
+                "credits": o.effects.credits.len(),
+            }));
+        }
+        *guard = Some(db);
+        results
+    })
+    .await
+    .map_err(task_error)?;
+    Ok(
+        axum::Json(json!({"projectName": project, "eventType": event_type, "results": results}))
+            .into_response(),
+    )
+}

@@ -1,0 +1,339 @@
+//! Projects on a server: each holds deployed applets (each with one strategy:
+//! an event type and a handler, run in deployment order), environment variables,
+//! publisher tokens, and its own database file (`DATA_DIR/projects/NAME.db`).
+//! Definitions live in the main store so they survive restarts; compiled applets
+//! live in memory and in the runtime's on-disk cache.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use super::db::ProjectDb;
+use super::runtime::{Applet, AppletError, Runtime};
+use super::state::AppletLimits;
+
+/// Why a project operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ProjectError {
+    #[error(transparent)]
+    Applet(#[from] AppletError),
+    #[error("store: {0}")]
+    Store(#[from] rusqlite::Error),
+    #[error("project database: {0}")]
+    Db(#[from] super::db::DbError),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// A deployed applet.
+pub struct Deployed {
+    pub name: String,
+    pub hash: String,
+    pub event_type: String,
+    pub handler: String,
+    pub limits: AppletLimits,
+    pub applet: Applet,
+}
+
+/// What the API lists about an applet.
+#[derive(Debug, Serialize)]
+pub struct AppletInfo {
+    pub name: String,
+    pub hash: String,
+    pub event_type: String,
+    pub handler: String,
+    pub handlers: Vec<String>,
+    pub limits: AppletLimits,
+}
+
+/// One project in memory.
+pub struct Project {
+    pub name: String,
+    pub applets: Vec<Deployed>,
+    pub env: HashMap<String, String>,
+    pub db: Mutex<Option<ProjectDb>>,
+}
+
+impl Project {
+    /// The applets that handle `event_type`, in order.
+    pub fn chain(&self, event_type: &str) -> impl Iterator<Item = &Deployed> {
+        self.applets.iter().filter(move |a| a.event_type == event_type)
+    }
+}
+
+/// A valid project or applet name: 1–64 of `[A-Za-z0-9_-]`.
+pub fn valid_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// All projects, and the runtime that runs their applets.
+pub struct Projects {
+    pub runtime: Runtime,
+    db_path: PathBuf,
+    dir: PathBuf,
+    projects: RwLock<HashMap<String, Arc<Project>>>,
+    sql_limit: Duration,
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+impl Projects {
+    /// Loads every project from the store at `db_path`; project databases live in `data_dir/projects`.
+    pub fn open(db_path: &Path, data_dir: &Path) -> Result<Self, ProjectError> {
+        let runtime = Runtime::new(Some(&data_dir.join("applet-cache")))
+            .map_err(|e| ProjectError::Invalid(e.to_string()))?;
+        let dir = data_dir.join("projects");
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| ProjectError::Invalid(format!("{}: {e}", dir.display())))?;
+        let projects = Projects {
+            runtime,
+            db_path: db_path.to_path_buf(),
+            dir,
+            projects: RwLock::default(),
+            sql_limit: AppletLimits::default().sql_limit(),
+        };
+        let conn = projects.conn()?;
+        let names: Vec<String> = conn
+            .prepare("SELECT DISTINCT project FROM applets UNION SELECT DISTINCT project FROM project_env")?
+            .query_map([], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        for name in names {
+            projects.reload(&name)?;
+        }
+        Ok(projects)
+    }
+
+    fn conn(&self) -> Result<Connection, ProjectError> {
+        let c = Connection::open(&self.db_path)?;
+        c.busy_timeout(Duration::from_secs(10))?;
+        Ok(c)
+    }
+
+    /// A project, if it exists.
+    pub fn get(&self, name: &str) -> Option<Arc<Project>> {
+        self.projects.read().expect("projects lock").get(name).cloned()
+    }
+
+    /// Rebuilds a project from the store (after any change).
+    fn reload(&self, name: &str) -> Result<(), ProjectError> {
+        let conn = self.conn()?;
+        let mut stmt = conn.prepare(
+            "SELECT name, hash, wasm, event_type, handler, limits FROM applets WHERE project = ?1 ORDER BY position",
+        )?;
+        let rows: Vec<(String, String, Vec<u8>, String, String, String)> = stmt
+            .query_map([name], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
+            })?
+            .collect::<Result<_, _>>()?;
+        let mut applets = Vec::new();
+        for (applet_name, hash, wasm, event_type, handler, limits) in rows {
+            applets.push(Deployed {
+                applet: self.runtime.compile(&wasm)?,
+                name: applet_name,
+                hash,
+                event_type,
+                handler,
+                limits: serde_json::from_str(&limits).unwrap_or_default(),
+            });
+        }
+        let env: HashMap<String, String> = conn
+            .prepare("SELECT key, value FROM project_env WHERE project = ?1")?
+            .query_map([name], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<_, _>>()?;
+        // Keep the open project database across reloads.
+        let old_db = self.get(name).and_then(|p| p.db.lock().expect("db lock").take());
+        let db = match old_db {
+            Some(db) => db,
+            None => ProjectDb::open(Some(&self.dir.join(format!("{name}.db"))), self.sql_limit)?,
+        };
+        let project = Arc::new(Project {
+            name: name.to_string(),
+            applets,
+            env,
+            db: Mutex::new(Some(db)),
+        });
+        self.projects
+            .write()
+            .expect("projects lock")
+            .insert(name.to_string(), project);
+        Ok(())
+    }
+
+    /// Deploys (or replaces) an applet; returns what was deployed.
+    pub fn deploy(
+        &self,
+        project: &str,
+        name: &str,
+        wasm: &[u8],
+        event_type: &str,
+        handler: &str,
+        limits: AppletLimits,
+    ) -> Result<AppletInfo, ProjectError> {
+        if !valid_name(project) || !valid_name(name) {
+            return Err(ProjectError::Invalid(
+                "project and applet names are 1-64 of [A-Za-z0-9_-]".into(),
+            ));
+        }
+        if limits.memory_bytes > super::runtime::MEMORY_CEILING
+            || limits.deadline_ms == 0
+            || limits.deadline_ms > 10_000
+        {
+            return Err(ProjectError::Invalid(
+                "limits: memory up to 256 MiB, deadline 1..=10000 ms".into(),
+            ));
+        }
+        let applet = self.runtime.compile(wasm)?;
+        if !applet.handlers.iter().any(|h| h == handler) || handler == "alloc" {
+            return Err(ProjectError::Invalid(format!(
+                "the applet has no handler `{handler}`; it exports {}",
+                applet.handlers.join(", ")
+            )));
+        }
+        let hash = hex::encode(Sha256::digest(wasm));
+        let conn = self.conn()?;
+        let position: i64 = conn
+            .query_row(
+                "SELECT position FROM applets WHERE project = ?1 AND name = ?2",
+                params![project, name],
+                |r| r.get(0),
+            )
+            .optional()?
+            .unwrap_or(
+                conn.query_row("SELECT COALESCE(MAX(position), 0) + 1 FROM applets", [], |r| {
+                    r.get(0)
+                })?,
+            );
+        conn.execute(
+            "INSERT INTO applets (project, name, hash, wasm, event_type, handler, limits, position, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+             ON CONFLICT(project, name) DO UPDATE SET hash = excluded.hash, wasm = excluded.wasm,
+               event_type = excluded.event_type, handler = excluded.handler, limits = excluded.limits",
+            params![
+                project,
+                name,
+                hash,
+                wasm,
+                event_type,
+                handler,
+                serde_json::to_string(&limits).expect("limits serialise"),
+                position,
+                now()
+            ],
+        )?;
+        self.reload(project)?;
+        Ok(AppletInfo {
+            name: name.to_string(),
+            hash,
+            event_type: event_type.to_string(),
+            handler: handler.to_string(),
+            handlers: applet.handlers,
+            limits,
+        })
+    }
+
+    /// Removes an applet; `false` when there was none.
+    pub fn remove(&self, project: &str, name: &str) -> Result<bool, ProjectError> {
+        let n = self.conn()?.execute(
+            "DELETE FROM applets WHERE project = ?1 AND name = ?2",
+            params![project, name],
+        )?;
+        if n > 0 {
+            self.reload(project)?;
+        }
+        Ok(n > 0)
+    }
+
+    /// The applets of a project.
+    pub fn list(&self, project: &str) -> Vec<AppletInfo> {
+        self.get(project)
+            .map(|p| {
+                p.applets
+                    .iter()
+                    .map(|a| AppletInfo {
+                        name: a.name.clone(),
+                        hash: a.hash.clone(),
+                        event_type: a.event_type.clone(),
+                        handler: a.handler.clone(),
+                        handlers: a.applet.handlers.clone(),
+                        limits: a.limits.clone(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Sets (or with `None`, removes) project environment variables.
+    pub fn set_env(&self, project: &str, vars: &HashMap<String, Option<String>>) -> Result<(), ProjectError> {
+        if !valid_name(project) {
+            return Err(ProjectError::Invalid("bad project name".into()));
+        }
+        if vars
+            .keys()
+            .any(|k| k.starts_with("WS_") || k.is_empty() || k.len() > 256)
+        {
+            return Err(ProjectError::Invalid(
+                "keys starting with WS_ are reserved for the processor".into(),
+            ));
+        }
+        let mut conn = self.conn()?;
+        let tx = conn.transaction()?;
+        for (k, v) in vars {
+            match v {
+                Some(v) => tx.execute(
+                    "INSERT INTO project_env (project, key, value) VALUES (?1, ?2, ?3)
+                     ON CONFLICT(project, key) DO UPDATE SET value = excluded.value",
+                    params![project, k, v],
+                )?,
+                None => tx.execute(
+                    "DELETE FROM project_env WHERE project = ?1 AND key = ?2",
+                    params![project, k],
+                )?,
+            };
+        }
+        tx.commit()?;
+        self.reload(project)
+    }
+
+    /// Creates a publisher token for the W3bstream-compatible endpoint.
+    pub fn new_publisher(&self, project: &str) -> Result<String, ProjectError> {
+        let mut bytes = [0u8; 24];
+        getrandom::fill(&mut bytes).map_err(|e| ProjectError::Invalid(format!("no random source: {e}")))?;
+        let token = format!("wsp_{}", hex::encode(bytes));
+        self.conn()?.execute(
+            "INSERT INTO publishers (project, token_hash, created_at) VALUES (?1, ?2, ?3)",
+            params![project, hex::encode(Sha256::digest(token.as_bytes())), now()],
+        )?;
+        Ok(token)
+    }
+
+    /// Whether `token` publishes to `project`.
+    pub fn publisher_ok(&self, project: &str, token: &str) -> bool {
+        let hash = hex::encode(Sha256::digest(token.as_bytes()));
+        self.conn()
+            .ok()
+            .and_then(|c| {
+                c.query_row(
+                    "SELECT 1 FROM publishers WHERE project = ?1 AND token_hash = ?2",
+                    params![project, hash],
+                    |_| Ok(()),
+                )
+                .optional()
+                .ok()
+                .flatten()
+            })
+            .is_some()
+    }
+}

@@ -1,0 +1,324 @@
+//! Runs the default project's applets over the stored event stream, in event-id
+//! order, on its own thread. Only committed, non-duplicate events reach applets,
+//! so a replayed reading never runs twice. Each batch of events is one
+//! transaction in the project database: the applets' own writes (a savepoint per
+//! call, rolled back when the call fails), their logs, failures and ledger
+//! credits, and the cursor that says which event was processed last. A crash
+//! re-runs the unfinished batch from the same state, so effects happen once.
+//!
+//! For each event the applets whose strategy matches its type (`DATA`) run in
+//! deployment order; an applet that returns non-zero, traps or times out stops
+//! the chain for that event (so an identity applet can gate the reward
+//! applets). A new project starts at the newest event: applets see the events
+//! that arrive after they are deployed.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use rusqlite::{OptionalExtension, params};
+use wattstream_sdk::{PublicKey, Signature, envelope_body};
+
+use super::db::ProjectDb;
+use super::evm::LEDGER_TOKEN;
+use super::projects::{Project, Projects};
+use super::runner::device_env;
+use super::state::EventInput;
+use crate::metrics::Metrics;
+use crate::store::Reads;
+
+/// Events per transaction.
+const BATCH: usize = 256;
+/// Log lines kept per project.
+const LOGS_KEPT: i64 = 10_000;
+
+struct StoredEvent {
+    id: i64,
+    device_id: String,
+    data: String,
+    signature: Vec<u8>,
+    timestamp: i64,
+    public_key: String,
+    owner: Option<String>,
+    revoked: bool,
+}
+
+/// Wakes the worker.
+#[derive(Clone, Default)]
+pub struct Waker(Arc<(Mutex<bool>, Condvar)>);
+
+impl Waker {
+    pub fn wake(&self) {
+        let (flag, cv) = &*self.0;
+        *flag.lock().expect("waker lock") = true;
+        cv.notify_one();
+    }
+
+    fn wait(&self, timeout: Duration) {
+        let (flag, cv) = &*self.0;
+        let guard = flag.lock().expect("waker lock");
+        let (mut guard, _) = cv
+            .wait_timeout_while(guard, timeout, |woken| !*woken)
+            .expect("waker lock");
+        *guard = false;
+    }
+}
+
+/// The running worker.
+pub struct Worker {
+    pub waker: Waker,
+    stop: Arc<AtomicBool>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Worker {
+    /// Starts the worker for `project`.
+    pub fn start(projects: Arc<Projects>, reads: Reads, project: String, metrics: Arc<Metrics>) -> Worker {
+        let waker = Waker::default();
+        let stop = Arc::new(AtomicBool::new(false));
+        let (w, s) = (waker.clone(), stop.clone());
+        let handle = std::thread::Builder::new()
+            .name("applet-worker".into())
+            .spawn(move || {
+                while !s.load(Ordering::Relaxed) {
+                    match process(&projects, &reads, &project, &metrics) {
+                        Ok(n) if n == BATCH => continue,
+                        Ok(_) => {}
+                        Err(e) => tracing::error!(error = %e, "applet worker"),
+                    }
+                    w.wait(Duration::from_millis(500));
+                }
+            })
+            .expect("spawn the applet worker");
+        Worker {
+            waker,
+            stop,
+            handle: Some(handle),
+        }
+    }
+
+    /// Finishes the batch in progress and stops.
+    pub fn stop(mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.waker.wake();
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+fn load_events(reads: &Reads, after: i64) -> anyhow::Result<Vec<StoredEvent>> {
+    Ok(reads.with_blocking(|c| {
+        let mut stmt = c.prepare_cached(
+            "SELECT e.id, e.device_id, e.data, e.signature, e.timestamp, d.public_key, d.owner, d.revoked_at
+             FROM events e JOIN devices d ON d.device_id = e.device_id
+             WHERE e.id > ?1 ORDER BY e.id LIMIT ?2",
+        )?;
+        stmt.query_map(params![after, BATCH as i64], |r| {
+            Ok(StoredEvent {
+                id: r.get(0)?,
+                device_id: r.get(1)?,
+                data: r.get(2)?,
+                signature: r.get(3)?,
+                timestamp: r.get(4)?,
+                public_key: r.get(5)?,
+                owner: r.get(6)?,
+                revoked: r.get::<_, Option<i64>>(7)?.is_some(),
+            })
+        })?
+        .collect()
+    })?)
+}
+
+/// Processes one batch; returns how many events it covered.
+pub fn process(projects: &Projects, reads: &Reads, name: &str, metrics: &Metrics) -> anyhow::Result<usize> {
+    let Some(project) = projects.get(name) else {
+        return Ok(0);
+    };
+    if project.chain("DATA").next().is_none() {
+        return Ok(0);
+    }
+    let mut guard = project.db.lock().expect("project db lock");
+    let db = guard.take().expect("the project database is in place");
+    let (db, result) = process_batch(projects, reads, &project, db, metrics);
+    *guard = Some(db);
+    result
+}
+
+fn process_batch(
+    projects: &Projects,
+    reads: &Reads,
+    project: &Project,
+    db: ProjectDb,
+    metrics: &Metrics,
+) -> (ProjectDb, anyhow::Result<usize>) {
+    match start_batch(reads, &db) {
+        Ok(Some((cursor, events))) => run_batch(projects, project, db, metrics, cursor, events),
+        Ok(None) => (db, Ok(0)),
+        Err(e) => (db, Err(e)),
+    }
+}
+
+/// The cursor and the events after it; `None` when there is nothing to do.
+fn start_batch(reads: &Reads, db: &ProjectDb) -> anyhow::Result<Option<(i64, Vec<StoredEvent>)>> {
+    let cursor: Option<i64> = db
+        .conn()
+        .query_row("SELECT last_event_id FROM _ws_cursor WHERE id = 1", [], |r| {
+            r.get(0)
+        })
+        .optional()?;
+    let Some(cursor) = cursor else {
+        let newest: i64 = reads
+            .with_blocking(|c| c.query_row("SELECT COALESCE(MAX(id), 0) FROM events", [], |r| r.get(0)))?;
+        db.conn().execute(
+            "INSERT INTO _ws_cursor (id, last_event_id) VALUES (1, ?1)",
+            [newest],
+        )?;
+        return Ok(None);
+    };
+    let events = load_events(reads, cursor)?;
+    Ok((!events.is_empty()).then_some((cursor, events)))
+}
+
+fn run_batch(
+    projects: &Projects,
+    project: &Project,
+    mut db: ProjectDb,
+    metrics: &Metrics,
+    cursor: i64,
+    events: Vec<StoredEvent>,
+) -> (ProjectDb, anyhow::Result<usize>) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    if let Err(e) = db.conn().execute_batch("BEGIN IMMEDIATE") {
+        return (db, Err(e.into()));
+    }
+    let token = project
+        .env
+        .get("TOKEN_CONTRACT")
+        .cloned()
+        .unwrap_or_else(|| LEDGER_TOKEN.to_string());
+    let mut result = Ok(());
+    for ev in &events {
+        let (back, r) = run_event(projects, project, db, metrics, ev, now, &token);
+        db = back;
+        if let Err(e) = r {
+            result = Err(e);
+            break;
+        }
+    }
+    let last = events.last().map(|e| e.id).unwrap_or(cursor);
+    let result = result.and_then(|()| {
+        let c = db.conn();
+        c.execute("UPDATE _ws_cursor SET last_event_id = ?1 WHERE id = 1", [last])?;
+        c.execute(
+            "DELETE FROM _ws_logs WHERE id <= (SELECT MAX(id) FROM _ws_logs) - ?1",
+            [LOGS_KEPT],
+        )?;
+        c.execute_batch("COMMIT")?;
+        Ok(())
+    });
+    if result.is_err() {
+        let _ = db.conn().execute_batch("ROLLBACK");
+    }
+    (db, result.map(|()| events.len()))
+}
+
+/// Runs the chain for one event inside the batch transaction.
+fn run_event(
+    projects: &Projects,
+    project: &Project,
+    mut db: ProjectDb,
+    metrics: &Metrics,
+    ev: &StoredEvent,
+    now: i64,
+    token: &str,
+) -> (ProjectDb, anyhow::Result<()>) {
+    let (Ok(pk), Ok(sig)) = (
+        PublicKey::from_hex(&ev.public_key),
+        Signature::from_slice(&ev.signature),
+    ) else {
+        return (db, Ok(()));
+    };
+    let payload = envelope_body(&ev.data, &sig, &pk).into_bytes();
+    let mut env = project.env.clone();
+    env.extend(device_env(
+        &ev.device_id,
+        ev.owner.as_deref(),
+        if ev.revoked { "revoked" } else { "active" },
+        ev.id,
+    ));
+    for applet in project.chain("DATA") {
+        let input = EventInput {
+            rid: 1,
+            payload: payload.clone(),
+            event_type: "DATA".into(),
+            env: env.clone(),
+            token: token.to_string(),
+            seed: ev.id as u64,
+            time_ns: (ev.timestamp as u64).saturating_mul(1_000_000_000),
+        };
+        let (o, back) = projects
+            .runtime
+            .run(&applet.applet, &applet.handler, input, db, &applet.limits);
+        db = back;
+        metrics.record_applet(&project.name, &applet.name, o.ok(), o.duration);
+        if let Err(e) = record(
+            &db,
+            ev,
+            &applet.name,
+            &applet.hash,
+            &o,
+            now,
+            metrics,
+            &project.name,
+        ) {
+            return (db, Err(e));
+        }
+        if !o.ok() {
+            break;
+        }
+    }
+    (db, Ok(()))
+}
+
+/// Stores a call's logs, and its credits or its failure.
+#[allow(clippy::too_many_arguments)]
+fn record(
+    db: &ProjectDb,
+    ev: &StoredEvent,
+    applet: &str,
+    hash: &str,
+    o: &super::runtime::RunOutcome,
+    now: i64,
+    metrics: &Metrics,
+    project: &str,
+) -> anyhow::Result<()> {
+    let c = db.conn();
+    for l in &o.effects.logs {
+        c.execute(
+            "INSERT INTO _ws_logs (event_id, applet, level, message, at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![ev.id, applet, l.level, l.message, now],
+        )?;
+    }
+    if !o.ok() {
+        c.execute(
+            "INSERT INTO _ws_failures (event_id, applet, code, error, at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![ev.id, applet, o.code, o.error, now],
+        )?;
+        return Ok(());
+    }
+    for (i, credit) in o.effects.credits.iter().enumerate() {
+        c.execute(
+            "INSERT OR IGNORE INTO _ws_credits (event_id, applet, idx, applet_hash, address, amount, timestamp)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![ev.id, applet, i as i64, hash, credit.address.to_ascii_lowercase(), credit.amount.to_string(), ev.timestamp],
+        )?;
+    }
+    for m in &o.effects.metrics {
+        metrics.record_applet_metrics(project, applet, m);
+    }
+    Ok(())
+}

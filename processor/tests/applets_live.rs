@@ -1,0 +1,256 @@
+//! The example applets on a live server: deployed with the CLI, run by the worker
+//! over ingested envelopes; rejections, ledger credits and logs asserted through
+//! the API. Needs `applets/dist/*.wasm` (built by `applets/build.sh`, which the
+//! test command runs).
+
+mod common;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use common::*;
+use reqwest::Method;
+use serde_json::json;
+use wattstream_sdk::{DeviceKey, Reading};
+
+pub fn dist(name: &str) -> PathBuf {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../applets/dist")
+        .join(format!("{name}.wasm"));
+    assert!(
+        path.exists(),
+        "{} is missing: run applets/build.sh (scripts/test.sh does)",
+        path.display()
+    );
+    path
+}
+
+fn deploy(server: &Server, name: &str) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_wattstream"))
+        .args([
+            "applet",
+            "deploy",
+            "--server",
+            &server.url,
+            "--token",
+            TOKEN,
+            "--name",
+            name,
+            "--wasm",
+        ])
+        .arg(dist(name))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+async fn register_with_owner(server: &Server, key: &DeviceKey, owner: Option<&str>) -> String {
+    let (s, a) = admin(
+        Method::POST,
+        &format!("{}/v1/devices", server.url),
+        TOKEN,
+        Some(json!({"public_key": key.public_key().to_hex(), "owner": owner})),
+    )
+    .await;
+    assert_eq!(s, 201, "{a}");
+    a["device_id"].as_str().unwrap().to_string()
+}
+
+fn windows(key: &DeviceKey, watts: f64, n: u64, t0: u64) -> Vec<String> {
+    (0..n)
+        .map(|i| {
+            let mut r = Reading::new(watts, t0 + i * 5).with_seq(i + 1);
+            r.window_s = Some(5);
+            r.energy_wh = Some(watts * 5.0 / 3600.0);
+            key.sign_reading(&r)
+        })
+        .collect()
+}
+
+async fn balance(server: &Server, id: &str) -> u128 {
+    let (s, r) = get(&format!("{}/v1/devices/{id}/rewards", server.url)).await;
+    assert_eq!(s, 200, "{r}");
+    r["balance_units"].as_str().unwrap().parse().unwrap()
+}
+
+async fn wait_for_failures(server: &Server, n: usize) -> serde_json::Value {
+    let start = Instant::now();
+    loop {
+        let (_, f) = admin(
+            Method::GET,
+            &format!("{}/v1/projects/default/failures", server.url),
+            TOKEN,
+            None,
+        )
+        .await;
+        if f["failures"].as_array().map_or(0, |a| a.len()) >= n || start.elapsed() > Duration::from_secs(20) {
+            return f;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identity_gates_and_tiered_rewards_credit_the_ledger() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    deploy(&server, "identity");
+    deploy(&server, "rewards-tiered");
+    let (_, list) = admin(
+        Method::GET,
+        &format!("{}/v1/projects/default/applets", server.url),
+        TOKEN,
+        None,
+    )
+    .await;
+    let names: Vec<&str> = list["applets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["identity", "rewards-tiered"]);
+
+    let frugal = DeviceKey::generate();
+    let middle = DeviceKey::generate();
+    let heavy = DeviceKey::generate();
+    let orphan = DeviceKey::generate();
+    let ids = [
+        register_with_owner(&server, &frugal, Some("alice")).await,
+        register_with_owner(&server, &middle, Some("bob")).await,
+        register_with_owner(&server, &heavy, Some("carol")).await,
+        register_with_owner(&server, &orphan, None).await,
+    ];
+    let t0 = now() - 1000;
+    let mut bodies = windows(&frugal, 2.5, 3, t0);
+    bodies.extend(windows(&middle, 4.0, 3, t0));
+    bodies.extend(windows(&heavy, 12.0, 3, t0));
+    bodies.extend(windows(&orphan, 2.5, 3, t0));
+    let batch = format!("[{}]", bodies.join(","));
+    let (s, _) = post(&format!("{}/v1/events", server.url), batch.clone()).await;
+    assert_eq!(s, 200);
+
+    // The orphan's three events are refused by identity (code 2: no owner).
+    let failures = wait_for_failures(&server, 3).await;
+    let failures = failures["failures"].as_array().unwrap();
+    assert_eq!(failures.len(), 3, "{failures:?}");
+    assert!(
+        failures
+            .iter()
+            .all(|f| f["applet"] == "identity" && f["code"] == 2)
+    );
+
+    // 10 tokens/h under 3 W, 4 tokens/h under 5 W, none above; 5 s windows.
+    let unit = 1_000_000_000_000_000_000u128;
+    let start = Instant::now();
+    while balance(&server, &ids[1]).await == 0 && start.elapsed() < Duration::from_secs(20) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(balance(&server, &ids[0]).await, 3 * (10 * unit * 5 / 3600));
+    assert_eq!(balance(&server, &ids[1]).await, 3 * (4 * unit * 5 / 3600));
+    assert_eq!(balance(&server, &ids[2]).await, 0);
+    assert_eq!(
+        balance(&server, &ids[3]).await,
+        0,
+        "rejected by identity: no reward"
+    );
+
+    // The same events again: duplicates, so nothing changes.
+    let (s, a) = post(&format!("{}/v1/events", server.url), batch).await;
+    assert_eq!(s, 200);
+    assert!(
+        a["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["status"] == "duplicate")
+    );
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(balance(&server, &ids[0]).await, 3 * (10 * unit * 5 / 3600));
+
+    // Logs through the API and the CLI.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_wattstream"))
+        .args(["applet", "logs", "--server", &server.url, "--token", TOKEN])
+        .output()
+        .unwrap();
+    let logs = String::from_utf8_lossy(&out.stdout);
+    assert!(logs.contains("minted") && logs.contains("identity ok"), "{logs}");
+    let (_, m) = get(&format!("{}/metrics", server.url)).await;
+    assert!(m.as_str().unwrap().contains(
+        "wattstream_applet_calls_total{project=\"default\",applet=\"identity\",outcome=\"failed\"} 3"
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn applets_and_their_effects_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = DeviceKey::generate();
+    let id;
+    {
+        let server = Server::start(dir.path());
+        deploy(&server, "rewards-tiered");
+        id = register_with_owner(&server, &key, Some("alice")).await;
+        let (s, _) = post(
+            &format!("{}/v1/events", server.url),
+            format!("[{}]", windows(&key, 1.0, 2, now() - 100).join(",")),
+        )
+        .await;
+        assert_eq!(s, 200);
+        let start = Instant::now();
+        while balance(&server, &id).await == 0 && start.elapsed() < Duration::from_secs(20) {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let server = Server::start(dir.path());
+    let before = balance(&server, &id).await;
+    assert!(before > 0);
+    let (s, _) = post(
+        &format!("{}/v1/events", server.url),
+        windows(&key, 1.0, 3, now() - 100)[2].clone(),
+    )
+    .await;
+    assert_eq!(s, 200);
+    let start = Instant::now();
+    while balance(&server, &id).await == before && start.elapsed() < Duration::from_secs(20) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        balance(&server, &id).await,
+        before * 3 / 2,
+        "the redeployed applet runs after a restart"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_deployments_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let url = format!("{}/v1/projects/default/applets/x", server.url);
+    let c = client();
+    let r = c
+        .post(&url)
+        .bearer_auth(TOKEN)
+        .body("not wasm")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let r = c
+        .post(&url)
+        .bearer_auth("wrong")
+        .body("not wasm")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let wasm = std::fs::read(dist("identity")).unwrap();
+    let r = c
+        .post(format!("{url}?handler=nope"))
+        .bearer_auth(TOKEN)
+        .body(wasm)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("no handler"));
+}
