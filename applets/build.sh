@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Builds the example applets to wasm32-unknown-unknown into applets/dist/.
+# Builds the example applets into applets/dist/: the Rust ones to
+# wasm32-unknown-unknown, the AssemblyScript one with asc from npm.
 # Uses the rustup wasm32 target where it is installed; otherwise Debian's
 # rustc-web toolchain with -Zbuild-std (DESIGN §7). Installs nothing itself:
 # scripts/setup.sh's ensure_applet_toolchain does.
@@ -22,4 +23,10 @@ fi
 for crate in identity rewards_tiered rewards_baseline; do
   cp "$CARGO_TARGET_DIR/wasm32-unknown-unknown/release/$crate.wasm" "$OUT/${crate//_/-}.wasm"
 done
+# The AssemblyScript example, on the unmodified @w3bstream/wasm-sdk from npm.
+if command -v npm >/dev/null 2>&1; then
+  (cd assemblyscript && npm ci --no-audit --no-fund --silent && npm run --silent build)
+else
+  echo "applets/build.sh: npm not found; skipping the AssemblyScript applet (scripts/setup.sh installs it)" >&2
+fi
 ls -l "$OUT"

@@ -56,8 +56,13 @@ ensure_applet_toolchain() {
   apt_install rustc-web cargo-web rust-web-src lld-22
 }
 
+ensure_npm() {
+  command -v npm >/dev/null 2>&1 || apt_install nodejs npm
+}
+
 build_applets() {
   ensure_applet_toolchain
+  ensure_npm
   echo "== building the example applets (wasm32)"
   applets/build.sh >/dev/null
 }

@@ -254,3 +254,50 @@ async fn bad_deployments_are_refused() {
     assert_eq!(r.status(), 400);
     assert!(r.text().await.unwrap().contains("no handler"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn all_four_example_applets_run_on_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    for name in ["identity", "rewards-tiered", "rewards-baseline", "as-readings"] {
+        deploy(&server, name);
+    }
+    let key = DeviceKey::generate();
+    let id = register_with_owner(&server, &key, Some("alice")).await;
+    let (s, _) = post(
+        &format!("{}/v1/events", server.url),
+        format!("[{}]", windows(&key, 2.0, 3, now() - 100).join(",")),
+    )
+    .await;
+    assert_eq!(s, 200);
+    let start = Instant::now();
+    let metric = |m: &str, applet: &str| m.contains(&format!("applet=\"{applet}\",outcome=\"ok\"}} 3"));
+    loop {
+        let (_, m) = get(&format!("{}/metrics", server.url)).await;
+        let m = m.as_str().unwrap().to_string();
+        if ["identity", "rewards-tiered", "rewards-baseline", "as-readings"]
+            .iter()
+            .all(|a| metric(&m, a))
+        {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "{m}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (_, logs) = admin(
+        Method::GET,
+        &format!("{}/v1/projects/default/logs?limit=1000", server.url),
+        TOKEN,
+        None,
+    )
+    .await;
+    let text = logs.to_string();
+    assert!(
+        text.contains(r#"table now: [{\"n\":3}]"#),
+        "the AssemblyScript applet stored three rows: {text}"
+    );
+    assert_eq!(
+        balance(&server, &id).await,
+        3 * (10 * 1_000_000_000_000_000_000u128 * 5 / 3600)
+    );
+}
