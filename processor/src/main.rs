@@ -49,6 +49,18 @@ enum Command {
         #[command(subcommand)]
         command: DeviceCommand,
     },
+    /// Measure and print performance figures (never a pass/fail test).
+    Bench {
+        /// Seconds per figure.
+        #[arg(long, default_value_t = 2.0)]
+        seconds: f64,
+        /// Directory of example applets (.wasm) to include.
+        #[arg(long, default_value = "applets/dist")]
+        applets: PathBuf,
+        /// Also write every figure to this JSON file.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
     /// Work with applets.
     Applet {
         #[command(subcommand)]
@@ -247,6 +259,11 @@ fn run(cli: Cli) -> Result<i32> {
         }
         Command::Device { command } => runtime()?.block_on(device(command)).map(|_| 0),
         Command::Applet { command } => applet(command),
+        Command::Bench {
+            seconds,
+            applets,
+            json,
+        } => bench(seconds, &applets, json.as_deref()),
     }
 }
 
@@ -448,4 +465,36 @@ fn print_outcome(
     if let Some(r) = &o.effects.response {
         println!("response {r}");
     }
+}
+
+fn bench(seconds: f64, applets: &std::path::Path, json: Option<&std::path::Path>) -> Result<i32> {
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    println!("wattstream bench: {cores} cores, {seconds} s per figure");
+    println!();
+    println!("Applet runtime overhead per event (fresh instance, limits, savepoint, call, effects):");
+    println!(
+        "{:<24} {:>12} {:>14} {:>10} {:>22}",
+        "applet", "us/event", "events/s", "runs", "vs 10 us target"
+    );
+    let figures = wattstream_processor::bench::applets(applets, seconds)?;
+    for f in &figures {
+        let ratio = if f.applet.starts_with("trivial") {
+            format!("{:.2}", f.us_per_event / 10.0)
+        } else {
+            "-".into()
+        };
+        println!(
+            "{:<24} {:>12.2} {:>14.0} {:>10} {:>22}",
+            f.applet, f.us_per_event, f.events_per_s, f.runs, ratio
+        );
+    }
+    if let Some(path) = json {
+        let doc = serde_json::json!({
+            "cores": cores,
+            "commit": option_env!("WATTSTREAM_COMMIT").unwrap_or("unknown"),
+            "applets": figures,
+        });
+        std::fs::write(path, serde_json::to_string_pretty(&doc)?)?;
+    }
+    Ok(0)
 }
