@@ -43,6 +43,7 @@ mod identity;
 mod keyfile;
 #[cfg(feature = "systemd")]
 pub mod notify;
+pub mod proof;
 mod reading;
 mod signature;
 pub mod state;

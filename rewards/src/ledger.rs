@@ -1,0 +1,297 @@
+//! The ledger: credits in, hash-chained entries and signed seals out. The
+//! processor keeps one of these in step with its store; replay builds a fresh
+//! one from re-run applets and compares the seals.
+
+use std::collections::{BTreeMap, HashSet};
+
+use sha2::{Digest, Sha256};
+use wattstream_sdk::proof::{SealView, seal_message};
+use wattstream_sdk::{DeviceKey, PublicKey, Signature, VerifyPath};
+
+use crate::merkle::{Leaf, Tree};
+
+/// A mint an applet made, tied to the event that caused it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Credit {
+    pub event_id: i64,
+    pub applet: String,
+    pub applet_hash: String,
+    /// Position among the applet's mints for this event.
+    pub idx: u32,
+    pub address: [u8; 20],
+    pub amount: u128,
+    /// The event's timestamp (window end), Unix seconds.
+    pub timestamp: u64,
+}
+
+/// One ledger entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub seq: u64,
+    pub epoch: u64,
+    pub address: [u8; 20],
+    pub amount: u128,
+    pub event_id: i64,
+    pub applet: String,
+    pub applet_hash: String,
+    pub idx: u32,
+    pub prev: [u8; 32],
+    pub hash: [u8; 32],
+}
+
+impl Entry {
+    /// The canonical bytes (crate docs).
+    pub fn canonical(&self) -> Vec<u8> {
+        format!(
+            "wattstream-entry-v1\n{}\n{}\n0x{}\n{}\n{}\n{}\n{}\n{}\n",
+            self.seq,
+            self.epoch,
+            hex::encode(self.address),
+            self.amount,
+            self.event_id,
+            self.applet,
+            self.applet_hash,
+            self.idx
+        )
+        .into_bytes()
+    }
+
+    /// `SHA-256(prev || canonical)`.
+    pub fn compute_hash(&self) -> [u8; 32] {
+        let mut h = Sha256::new();
+        h.update(self.prev);
+        h.update(self.canonical());
+        h.finalize().into()
+    }
+}
+
+/// A sealed epoch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Seal {
+    pub epoch: u64,
+    /// The last entry the seal covers (0: none).
+    pub upto_seq: u64,
+    pub head: [u8; 32],
+    pub root: [u8; 32],
+    pub signature: [u8; 64],
+    /// The processor's public key, SEC1 hex.
+    pub public_key: String,
+}
+
+impl Seal {
+    /// Whether the signature holds under the seal's own key.
+    pub fn signature_ok(&self) -> bool {
+        let Ok(key) = PublicKey::from_hex(&self.public_key) else {
+            return false;
+        };
+        VerifyPath::Fast
+            .verify(
+                &key,
+                &seal_message(self.epoch, self.upto_seq, &self.head, &self.root),
+                &Signature(self.signature),
+            )
+            .is_ok()
+    }
+
+    /// As the API shows it.
+    pub fn view(&self) -> SealView {
+        SealView {
+            epoch: self.epoch,
+            upto_seq: self.upto_seq,
+            head: hex::encode(self.head),
+            root: hex::encode(self.root),
+            signature: hex::encode(self.signature),
+            public_key: self.public_key.clone(),
+        }
+    }
+}
+
+/// The ledger in memory.
+#[derive(Debug, Clone)]
+pub struct Ledger {
+    pub epoch_s: u64,
+    /// Most units a device earns per epoch.
+    pub cap: u128,
+    pub entries: Vec<Entry>,
+    pub seals: Vec<Seal>,
+    seen: HashSet<(i64, String, u32)>,
+    epoch_totals: BTreeMap<(u64, [u8; 20]), u128>,
+}
+
+impl Ledger {
+    pub fn new(epoch_s: u64, cap: u128) -> Self {
+        Ledger {
+            epoch_s: epoch_s.max(1),
+            cap,
+            entries: Vec::new(),
+            seals: Vec::new(),
+            seen: HashSet::new(),
+            epoch_totals: BTreeMap::new(),
+        }
+    }
+
+    /// A ledger continuing from stored entries and seals (already verified).
+    pub fn resume(epoch_s: u64, cap: u128, entries: Vec<Entry>, seals: Vec<Seal>) -> Self {
+        let mut l = Ledger::new(epoch_s, cap);
+        for e in &entries {
+            l.seen.insert((e.event_id, e.applet.clone(), e.idx));
+            *l.epoch_totals.entry((e.epoch, e.address)).or_default() += e.amount;
+        }
+        l.entries = entries;
+        l.seals = seals;
+        l
+    }
+
+    /// The newest sealed epoch.
+    pub fn last_sealed(&self) -> Option<u64> {
+        self.seals.last().map(|s| s.epoch)
+    }
+
+    /// The chain head: `(seq, hash)`; `(0, zeros)` when empty.
+    pub fn head(&self) -> (u64, [u8; 32]) {
+        self.entries.last().map_or((0, [0; 32]), |e| (e.seq, e.hash))
+    }
+
+    /// Enters a credit: epoch assignment, the cap, no double entry. Returns the
+    /// new entry, or `None` when it was seen before or nothing was left under the cap.
+    pub fn credit(&mut self, c: &Credit) -> Option<&Entry> {
+        if !self.seen.insert((c.event_id, c.applet.clone(), c.idx)) {
+            return None;
+        }
+        let own = c.timestamp / self.epoch_s;
+        let epoch = match self.last_sealed() {
+            Some(sealed) if own <= sealed => sealed + 1,
+            _ => own,
+        };
+        let total = self.epoch_totals.entry((epoch, c.address)).or_default();
+        let amount = c.amount.min(self.cap.saturating_sub(*total));
+        if amount == 0 {
+            return None;
+        }
+        *total += amount;
+        let (seq, prev) = self.head();
+        let mut e = Entry {
+            seq: seq + 1,
+            epoch,
+            address: c.address,
+            amount,
+            event_id: c.event_id,
+            applet: c.applet.clone(),
+            applet_hash: c.applet_hash.clone(),
+            idx: c.idx,
+            prev,
+            hash: [0; 32],
+        };
+        e.hash = e.compute_hash();
+        self.entries.push(e);
+        self.entries.last()
+    }
+
+    /// Leaves as of entry `upto_seq` for `epoch`.
+    pub fn leaves(entries: &[Entry], upto_seq: u64, epoch: u64) -> Vec<Leaf> {
+        let mut by: BTreeMap<[u8; 20], (u128, u128)> = BTreeMap::new();
+        for e in entries.iter().take_while(|e| e.seq <= upto_seq) {
+            let v = by.entry(e.address).or_default();
+            v.1 = v.1.saturating_add(e.amount);
+            if e.epoch == epoch {
+                v.0 = v.0.saturating_add(e.amount);
+            }
+        }
+        by.into_iter()
+            .map(|(address, (epoch_total, balance))| Leaf {
+                address,
+                epoch_total,
+                balance,
+            })
+            .collect()
+    }
+
+    /// The tree of a seal.
+    pub fn tree(&self, seal: &Seal) -> Tree {
+        Tree::build(Self::leaves(&self.entries, seal.upto_seq, seal.epoch), seal.epoch)
+    }
+
+    /// Seals `epoch` (which must be newer than the last sealed one) over every
+    /// entry so far, signed with `key`.
+    pub fn seal(&mut self, epoch: u64, key: &DeviceKey) -> &Seal {
+        assert!(
+            self.last_sealed().is_none_or(|s| epoch > s),
+            "epochs are sealed in order"
+        );
+        let (upto_seq, head) = self.head();
+        let root = Tree::build(Self::leaves(&self.entries, upto_seq, epoch), epoch).root();
+        let signature = key.sign(&seal_message(epoch, upto_seq, &head, &root)).0;
+        self.seals.push(Seal {
+            epoch,
+            upto_seq,
+            head,
+            root,
+            signature,
+            public_key: key.public_key().to_hex(),
+        });
+        self.seals.last().expect("just pushed")
+    }
+
+    /// Balance of `address` over every entry.
+    pub fn balance(&self, address: &[u8; 20]) -> u128 {
+        self.entries
+            .iter()
+            .filter(|e| &e.address == address)
+            .map(|e| e.amount)
+            .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn credit(event_id: i64, address: u8, amount: u128, timestamp: u64) -> Credit {
+        Credit {
+            event_id,
+            applet: "rewards".into(),
+            applet_hash: "ab".into(),
+            idx: 0,
+            address: [address; 20],
+            amount,
+            timestamp,
+        }
+    }
+
+    #[test]
+    fn credits_chain_and_never_enter_twice() {
+        let mut l = Ledger::new(3600, u128::MAX);
+        assert!(l.credit(&credit(1, 1, 10, 100)).is_some());
+        assert!(
+            l.credit(&credit(1, 1, 10, 100)).is_none(),
+            "same event, applet, index"
+        );
+        assert!(l.credit(&credit(2, 1, 5, 200)).is_some());
+        assert_eq!(l.entries[1].prev, l.entries[0].hash);
+        assert_eq!(l.balance(&[1; 20]), 15);
+    }
+
+    #[test]
+    fn the_cap_holds_per_device_per_epoch() {
+        let mut l = Ledger::new(3600, 25);
+        for i in 0..10 {
+            l.credit(&credit(i, 1, 10, 100 + i as u64));
+        }
+        assert_eq!(l.balance(&[1; 20]), 25);
+        l.credit(&credit(100, 1, 10, 3700));
+        assert_eq!(l.balance(&[1; 20]), 35, "a new epoch, a new cap");
+        l.credit(&credit(101, 2, 10, 100));
+        assert_eq!(l.balance(&[2; 20]), 10, "per device");
+    }
+
+    #[test]
+    fn late_credits_go_to_the_oldest_open_epoch() {
+        let key = DeviceKey::generate();
+        let mut l = Ledger::new(10, u128::MAX);
+        l.credit(&credit(1, 1, 10, 5));
+        l.seal(0, &key);
+        let e = l.credit(&credit(2, 1, 10, 7)).unwrap();
+        assert_eq!(e.epoch, 1);
+        assert!(l.seals[0].signature_ok());
+    }
+}
