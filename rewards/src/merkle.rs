@@ -22,7 +22,7 @@ pub struct Tree {
 impl Tree {
     /// Builds the tree of `leaves` (sorted here by address) for `epoch`.
     pub fn build(mut leaves: Vec<Leaf>, epoch: u64) -> Self {
-        leaves.sort_by(|a, b| a.address.cmp(&b.address));
+        leaves.sort_by_key(|l| l.address);
         let mut levels = vec![
             leaves
                 .iter()
