@@ -15,7 +15,7 @@ use embedded_hal::i2c::I2c;
 use tokio::sync::{Notify, mpsc, watch};
 use wattstream_sdk::client::ProcessorClient;
 use wattstream_sdk::notify;
-use wattstream_sdk::state::{LinkState, MeterState, RewardsState, STATE_VERSION, SensorState};
+use wattstream_sdk::state::{LinkState, MeterState, ProofStatus, RewardsState, STATE_VERSION, SensorState};
 use wattstream_sdk::{DeviceKey, load_key};
 
 use crate::config::MeterConfig;
@@ -226,9 +226,17 @@ async fn run_async(cfg: MeterConfig, sim: bool, key: DeviceKey, read: Reader, ou
         unix_ms(),
     );
     let uplink_task = tokio::spawn(uplink.run(backoff, stop_rx.clone()));
+    let pinned = match &cfg.processor_public_key {
+        Some(hex) => Some(
+            wattstream_sdk::PublicKey::from_hex(hex.trim())
+                .map_err(|e| anyhow!("processor_public_key: {e}"))?,
+        ),
+        None => None,
+    };
     let rewards_task = tokio::spawn(poll_rewards(
         client.clone(),
         key.device_id().to_string(),
+        pinned,
         rewards.clone(),
         Duration::from_secs(cfg.uplink.rewards_poll_s.max(1)),
         stop_rx.clone(),
@@ -350,6 +358,7 @@ async fn run_async(cfg: MeterConfig, sim: bool, key: DeviceKey, read: Reader, ou
 async fn poll_rewards(
     client: ProcessorClient,
     device_id: String,
+    pinned: Option<wattstream_sdk::PublicKey>,
     rewards: Arc<Mutex<RewardsState>>,
     every: Duration,
     mut stop: watch::Receiver<bool>,
@@ -362,12 +371,87 @@ async fn poll_rewards(
         }
         match client.get_json(&format!("/v1/devices/{device_id}/rewards")).await {
             Ok(answer) => {
+                let proof = proof_status(&answer, pinned.as_ref());
                 let mut r = rewards.lock().expect("rewards lock");
                 r.balance = answer["balance"].as_f64();
                 r.rate_per_h = answer["rate_per_h"].as_f64();
+                r.proof = proof;
                 r.updated_at = Some(unix_ms() / 1000);
             }
             Err(e) => tracing::debug!(error = %e, "rewards not available"),
         }
+    }
+}
+
+/// Checks a rewards answer's proof against the pinned processor key: verified,
+/// mismatch, or unverified when there is no key pinned or no sealed epoch yet.
+pub fn proof_status(answer: &serde_json::Value, pinned: Option<&wattstream_sdk::PublicKey>) -> ProofStatus {
+    use wattstream_sdk::proof::{ProofView, SealView, verify};
+    let (Some(key), Ok(seal), Ok(proof)) = (
+        pinned,
+        serde_json::from_value::<SealView>(answer["latest_epoch"].clone()),
+        serde_json::from_value::<ProofView>(answer["proof"].clone()),
+    ) else {
+        return ProofStatus::Unverified;
+    };
+    match verify(&seal, &proof, key) {
+        Ok(()) => ProofStatus::Verified,
+        Err(e) => {
+            tracing::warn!(error = %e, "the processor's rewards proof does not check");
+            ProofStatus::Mismatch
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wattstream_sdk::proof::{leaf_hash, seal_message};
+
+    /// A one-device seal: the root is the device's leaf.
+    fn answer(processor: &DeviceKey, device: [u8; 20], balance: u128, claimed: u128) -> serde_json::Value {
+        let root = leaf_hash(&device, balance, balance, 7);
+        let sig = processor.sign(&seal_message(7, 3, &[9; 32], &root));
+        serde_json::json!({
+            "balance": 1.0,
+            "latest_epoch": {"epoch": 7, "upto_seq": 3, "head": hex_of(&[9; 32]), "root": hex_of(&root),
+                             "signature": sig.to_hex(), "public_key": processor.public_key().to_hex()},
+            "proof": {"address": format!("0x{}", hex_of(&device)), "epoch_total": claimed.to_string(),
+                      "balance": claimed.to_string(), "steps": []},
+        })
+    }
+
+    fn hex_of(b: &[u8]) -> String {
+        b.iter().map(|x| format!("{x:02x}")).collect()
+    }
+
+    #[test]
+    fn the_state_says_whether_the_rewards_proof_checks() {
+        let processor = DeviceKey::generate();
+        let pinned = processor.public_key().clone();
+        assert_eq!(
+            proof_status(&answer(&processor, [1; 20], 50, 50), Some(&pinned)),
+            ProofStatus::Verified
+        );
+        assert_eq!(
+            proof_status(&answer(&processor, [1; 20], 50, 51), Some(&pinned)),
+            ProofStatus::Mismatch
+        );
+        let impostor = DeviceKey::generate();
+        assert_eq!(
+            proof_status(&answer(&impostor, [1; 20], 50, 50), Some(&pinned)),
+            ProofStatus::Mismatch
+        );
+        assert_eq!(
+            proof_status(&answer(&processor, [1; 20], 50, 50), None),
+            ProofStatus::Unverified
+        );
+        assert_eq!(
+            proof_status(
+                &serde_json::json!({"balance": 0, "latest_epoch": null, "proof": null}),
+                Some(&pinned)
+            ),
+            ProofStatus::Unverified
+        );
     }
 }

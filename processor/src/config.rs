@@ -23,6 +23,37 @@ pub struct Config {
     pub store: StoreConfig,
     /// Applets.
     pub applets: AppletsConfig,
+    /// The rewards ledger.
+    pub rewards: RewardsConfig,
+}
+
+/// The rewards ledger.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RewardsConfig {
+    /// Epoch length, seconds.
+    pub epoch_s: u64,
+    /// Most tokens a device earns per epoch.
+    pub cap_per_epoch: f64,
+    /// How long after an epoch ends it is sealed, seconds (late readings still count).
+    pub seal_after_s: u64,
+}
+
+impl Default for RewardsConfig {
+    fn default() -> Self {
+        RewardsConfig {
+            epoch_s: 3600,
+            cap_per_epoch: 100.0,
+            seal_after_s: 60,
+        }
+    }
+}
+
+impl RewardsConfig {
+    /// The cap in token units (18 decimals).
+    pub fn cap_units(&self) -> u128 {
+        (self.cap_per_epoch.max(0.0) * 1e18) as u128
+    }
 }
 
 /// Applets.
@@ -74,6 +105,7 @@ impl Default for Config {
             limits: Limits::default(),
             store: StoreConfig::default(),
             applets: AppletsConfig::default(),
+            rewards: RewardsConfig::default(),
         }
     }
 }

@@ -12,5 +12,6 @@ pub mod config;
 pub mod metrics;
 pub mod pipeline;
 pub mod registry;
+pub mod rewards;
 pub mod server;
 pub mod store;

@@ -61,10 +61,46 @@ enum Command {
         #[arg(long)]
         json: Option<PathBuf>,
     },
+    /// Check, replay and inspect the rewards ledger in a data directory.
+    Rewards {
+        #[command(subcommand)]
+        command: RewardsCommand,
+    },
     /// Work with applets.
     Applet {
         #[command(subcommand)]
         command: AppletCommand,
+    },
+}
+
+#[derive(Args)]
+struct DataDirArgs {
+    /// The processor's data directory.
+    #[arg(long)]
+    data_dir: PathBuf,
+    /// The processor's configuration (epoch length, cap, default project).
+    #[arg(long)]
+    config: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum RewardsCommand {
+    /// Recompute the hash chain and every seal; exit 1 naming the first entry or epoch that does not hold.
+    Verify {
+        #[command(flatten)]
+        dir: DataDirArgs,
+    },
+    /// Re-run the stored events through the deployed applets into a fresh ledger; report whether every seal matches.
+    Replay {
+        #[command(flatten)]
+        dir: DataDirArgs,
+    },
+    /// A device's ledger entries and balance.
+    Show {
+        #[command(flatten)]
+        dir: DataDirArgs,
+        #[arg(long)]
+        device: String,
     },
 }
 
@@ -259,6 +295,7 @@ fn run(cli: Cli) -> Result<i32> {
         }
         Command::Device { command } => runtime()?.block_on(device(command)).map(|_| 0),
         Command::Applet { command } => applet(command),
+        Command::Rewards { command } => rewards(command),
         Command::Bench {
             seconds,
             applets,
@@ -497,4 +534,89 @@ fn bench(seconds: f64, applets: &std::path::Path, json: Option<&std::path::Path>
         std::fs::write(path, serde_json::to_string_pretty(&doc)?)?;
     }
     Ok(0)
+}
+
+fn rewards(command: RewardsCommand) -> Result<i32> {
+    use wattstream_processor::rewards::{key_path, load, replay};
+    let config = |d: &DataDirArgs| -> Result<Config> {
+        let mut c = match &d.config {
+            Some(p) => Config::load(p)?,
+            None => Config::default(),
+        };
+        c.data_dir = d.data_dir.clone();
+        Ok(c)
+    };
+    let open = |d: &DataDirArgs| -> Result<rusqlite::Connection> {
+        let path = wattstream_processor::store::db_path(&d.data_dir);
+        if !path.exists() {
+            bail!("no processor store at {}", path.display());
+        }
+        Ok(rusqlite::Connection::open_with_flags(
+            &path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )?)
+    };
+    match command {
+        RewardsCommand::Verify { dir } => {
+            let cfg = config(&dir)?;
+            let (entries, _, seals) = load(&open(&dir)?)?;
+            let key = wattstream_sdk::load_key(&key_path(&dir.data_dir))?;
+            match wattstream_rewards::verify_ledger(
+                &entries,
+                &seals,
+                cfg.rewards.cap_units(),
+                Some(key.public_key()),
+            ) {
+                Ok(()) => {
+                    println!("ok: {} entries and {} seals verify", entries.len(), seals.len());
+                    Ok(0)
+                }
+                Err(t) => {
+                    println!("TAMPERED: {t}");
+                    Ok(1)
+                }
+            }
+        }
+        RewardsCommand::Replay { dir } => {
+            let report = replay(&dir.data_dir, &config(&dir)?)?;
+            println!(
+                "replayed {} events into {} entries",
+                report.events, report.entries
+            );
+            for (epoch, ok) in &report.seals {
+                println!(
+                    "epoch {epoch}: {}",
+                    if *ok { "seal matches" } else { "SEAL DIFFERS" }
+                );
+            }
+            for p in &report.problems {
+                println!("problem: {p}");
+            }
+            Ok(
+                if report.problems.is_empty() && report.seals.iter().all(|s| s.1) {
+                    0
+                } else {
+                    1
+                },
+            )
+        }
+        RewardsCommand::Show { dir, device } => {
+            let id = wattstream_sdk::DeviceId::from_hex(&device).context("not a device id")?;
+            let (entries, stamps, _) = load(&open(&dir)?)?;
+            let mut total = 0u128;
+            println!(
+                "{:>6} {:>8} {:>26} {:>10} {:<18} {:>12}",
+                "seq", "epoch", "amount (units)", "event", "applet", "timestamp"
+            );
+            for (e, t) in entries.iter().zip(&stamps).filter(|(e, _)| e.address == id.0) {
+                total += e.amount;
+                println!(
+                    "{:>6} {:>8} {:>26} {:>10} {:<18} {:>12}",
+                    e.seq, e.epoch, e.amount, e.event_id, e.applet, t
+                );
+            }
+            println!("balance: {total} units ({:.6} tokens)", total as f64 / 1e18);
+            Ok(0)
+        }
+    }
 }

@@ -13,6 +13,7 @@ use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::pipeline::Pipeline;
 use crate::registry::Registry;
+use crate::rewards::Rewards;
 use crate::store::{self, Reads};
 
 /// Runs the server until a shutdown signal. `on_listen` gets the bound address
@@ -29,12 +30,22 @@ pub async fn serve(config: Config, on_listen: impl FnOnce(std::net::SocketAddr))
         let (db, dir) = (store::db_path(&config.data_dir), config.data_dir.clone());
         Arc::new(tokio::task::spawn_blocking(move || Projects::open(&db, &dir)).await??)
     };
+    let rewards = {
+        let (dir, db, cfg) = (
+            config.data_dir.clone(),
+            store::db_path(&config.data_dir),
+            config.rewards.clone(),
+        );
+        Arc::new(tokio::task::spawn_blocking(move || Rewards::open(&dir, &db, cfg)).await??)
+    };
+    tracing::info!(processor_public_key = %rewards.public_key(), "rewards ledger ready");
     let worker = Worker::start(
         projects.clone(),
         reads.clone(),
         config.applets.default_project.clone(),
         metrics.clone(),
     );
+    let projects_for_ledger = projects.clone();
     let state = Arc::new(AppState {
         pipeline: Pipeline {
             registry: registry.clone(),
@@ -48,10 +59,16 @@ pub async fn serve(config: Config, on_listen: impl FnOnce(std::net::SocketAddr))
         registry,
         metrics,
         admin_token: config.admin_token.clone(),
-        projects,
+        projects: projects.clone(),
         applets: worker.waker.clone(),
         default_project: config.applets.default_project.clone(),
+        rewards: rewards.clone(),
     });
+    let ledger_task = tokio::spawn(run_ledger(
+        rewards,
+        projects_for_ledger,
+        config.applets.default_project.clone(),
+    ));
     let listener = TcpListener::bind(config.listen).await?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, data_dir = %config.data_dir.display(), devices = rows.len(), "wattstream listening");
@@ -61,6 +78,7 @@ pub async fn serve(config: Config, on_listen: impl FnOnce(std::net::SocketAddr))
         .await?;
     tracing::info!("stopped accepting; finishing the applet batch in progress and the store writer");
     tokio::task::spawn_blocking(move || worker.stop()).await?;
+    ledger_task.abort();
     // Every handler has finished, so the last writer handle is gone with the
     // router; the writer drains what is queued, commits and exits.
     tokio::task::spawn_blocking(move || writer_thread.join())
@@ -68,6 +86,31 @@ pub async fn serve(config: Config, on_listen: impl FnOnce(std::net::SocketAddr))
         .map_err(|_| anyhow::anyhow!("store writer panicked"))?;
     tracing::info!("shut down cleanly");
     Ok(())
+}
+
+/// Every second: move new applet credits into the ledger, seal what is due.
+async fn run_ledger(rewards: Arc<Rewards>, projects: Arc<Projects>, project: String) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        let (r, p, name) = (rewards.clone(), projects.clone(), project.clone());
+        let result = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+            if let Some(project) = p.get(&name) {
+                let guard = project.db.lock().expect("project db lock");
+                if let Some(db) = guard.as_ref() {
+                    r.accrue(db)?;
+                }
+            }
+            r.seal_due(crate::pipeline::unix_now())?;
+            Ok(())
+        })
+        .await;
+        match result {
+            Ok(Err(e)) => tracing::error!(error = %e, "rewards ledger"),
+            Err(e) => tracing::error!(error = %e, "rewards ledger task"),
+            Ok(Ok(())) => {}
+        }
+    }
 }
 
 async fn shutdown_signal() {

@@ -36,6 +36,7 @@ pub struct AppState {
     pub applets: crate::applets::worker::Waker,
     /// The project whose applets run over `POST /v1/events`.
     pub default_project: String,
+    pub rewards: Arc<crate::rewards::Rewards>,
 }
 
 type Shared = Arc<AppState>;
@@ -219,6 +220,8 @@ pub fn router(state: Shared) -> Router {
         .route("/v1/devices/{id}", get(devices::show).delete(devices::revoke))
         .route("/v1/devices/{id}/events", get(devices::events))
         .route("/v1/devices/{id}/rewards", get(projects::rewards))
+        .route("/v1/epochs/{epoch}", get(projects::epoch))
+        .route("/v1/ledger/head", get(projects::ledger_head))
         .route("/v1/projects/{project}/applets", get(projects::list))
         .route(
             "/v1/projects/{project}/applets/{name}",

@@ -9,7 +9,6 @@ use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use rusqlite::params;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use wattstream_sdk::DeviceId;
@@ -252,47 +251,35 @@ pub async fn failures(
     Ok(axum::Json(json!({ "project": project, "failures": failures })).into_response())
 }
 
-/// Token units per token.
-const TOKEN: f64 = 1e18;
-
-/// `GET /v1/devices/{id}/rewards`: the device's balance and its rate over the
-/// last hour of readings, from the default project's ledger credits.
+/// `GET /v1/devices/{id}/rewards`: balance, rate over the last hour of
+/// readings, the latest sealed epoch and this device's proof in it.
 pub async fn rewards(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let id = DeviceId::from_hex(&id)
         .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "malformed", "not a device id"))?;
-    let Some(project) = state.projects.get(&state.default_project) else {
-        return Ok(axum::Json(json!({"device_id": id.to_string(), "balance": 0.0, "balance_units": "0", "rate_per_h": 0.0, "latest_epoch": null, "proof": null})).into_response());
-    };
-    let address = id.address();
-    let (total, last_hour) = with_project_db(project, move |db| {
-        let mut stmt = db
-            .conn()
-            .prepare("SELECT amount, timestamp FROM _ws_credits WHERE address = ?1")?;
-        let rows: Vec<(String, i64)> = stmt
-            .query_map(params![address], |r| Ok((r.get(0)?, r.get(1)?)))?
-            .collect::<Result<_, _>>()?;
-        let newest = rows.iter().map(|r| r.1).max().unwrap_or(0);
-        let sum = |since: i64| {
-            rows.iter()
-                .filter(|r| r.1 > since)
-                .map(|r| r.0.parse::<u128>().unwrap_or(0))
-                .sum::<u128>()
-        };
-        Ok((sum(i64::MIN), sum(newest - 3600)))
-    })
-    .await?;
-    Ok(axum::Json(json!({
-        "device_id": id.to_string(),
-        "balance": total as f64 / TOKEN,
-        "balance_units": total.to_string(),
-        "rate_per_h": last_hour as f64 / TOKEN,
-        "latest_epoch": null,
-        "proof": null,
-    }))
-    .into_response())
+    Ok(axum::Json(state.rewards.answer(&id)).into_response())
+}
+
+/// `GET /v1/epochs/{n}`: a seal.
+pub async fn epoch(State(state): State<Arc<AppState>>, Path(epoch): Path<u64>) -> Result<Response, ApiError> {
+    state
+        .rewards
+        .seal_view(epoch)
+        .map(|v| axum::Json(v).into_response())
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("epoch {epoch} is not sealed"),
+            )
+        })
+}
+
+/// `GET /v1/ledger/head`: the chain head and the processor key.
+pub async fn ledger_head(State(state): State<Arc<AppState>>) -> Response {
+    axum::Json(state.rewards.head()).into_response()
 }
 
 #[derive(Deserialize)]

@@ -120,6 +120,7 @@ impl ProjectDb {
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS _ws_kv (key BLOB PRIMARY KEY, value BLOB NOT NULL);
              CREATE TABLE IF NOT EXISTS _ws_cursor (id INTEGER PRIMARY KEY CHECK (id = 1), last_event_id INTEGER NOT NULL);
+             CREATE TABLE IF NOT EXISTS _ws_meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
              CREATE TABLE IF NOT EXISTS _ws_credits (
                  event_id INTEGER NOT NULL, applet TEXT NOT NULL, idx INTEGER NOT NULL,
                  applet_hash TEXT NOT NULL, address TEXT NOT NULL, amount TEXT NOT NULL, timestamp INTEGER NOT NULL,

@@ -23,6 +23,7 @@ use super::db::ProjectDb;
 use super::evm::LEDGER_TOKEN;
 use super::projects::{Project, Projects};
 use super::runner::device_env;
+use super::runtime::Runtime;
 use super::state::EventInput;
 use crate::metrics::Metrics;
 use crate::store::Reads;
@@ -32,8 +33,8 @@ const BATCH: usize = 256;
 /// Log lines kept per project.
 const LOGS_KEPT: i64 = 10_000;
 
-struct StoredEvent {
-    id: i64,
+pub(crate) struct StoredEvent {
+    pub(crate) id: i64,
     device_id: String,
     data: String,
     signature: Vec<u8>,
@@ -107,7 +108,7 @@ impl Worker {
     }
 }
 
-fn load_events(reads: &Reads, after: i64) -> anyhow::Result<Vec<StoredEvent>> {
+pub(crate) fn load_events(reads: &Reads, after: i64) -> anyhow::Result<Vec<StoredEvent>> {
     Ok(reads.with_blocking(|c| {
         let mut stmt = c.prepare_cached(
             "SELECT e.id, e.device_id, e.data, e.signature, e.timestamp, d.public_key, d.owner, d.revoked_at
@@ -202,7 +203,7 @@ fn run_batch(
         .unwrap_or_else(|| LEDGER_TOKEN.to_string());
     let mut result = Ok(());
     for ev in &events {
-        let (back, r) = run_event(projects, project, db, metrics, ev, now, &token);
+        let (back, r) = run_event(&projects.runtime, project, db, metrics, ev, now, &token);
         db = back;
         if let Err(e) = r {
             result = Err(e);
@@ -227,8 +228,8 @@ fn run_batch(
 }
 
 /// Runs the chain for one event inside the batch transaction.
-fn run_event(
-    projects: &Projects,
+pub(crate) fn run_event(
+    runtime: &Runtime,
     project: &Project,
     mut db: ProjectDb,
     metrics: &Metrics,
@@ -260,9 +261,7 @@ fn run_event(
             seed: ev.id as u64,
             time_ns: (ev.timestamp as u64).saturating_mul(1_000_000_000),
         };
-        let (o, back) = projects
-            .runtime
-            .run(&applet.applet, &applet.handler, input, db, &applet.limits);
+        let (o, back) = runtime.run(&applet.applet, &applet.handler, input, db, &applet.limits);
         db = back;
         metrics.record_applet(&project.name, &applet.name, o.ok(), o.duration);
         if let Err(e) = record(

@@ -39,6 +39,11 @@ pub fn db_path(data_dir: &Path) -> std::path::PathBuf {
     data_dir.join("wattstream.db")
 }
 
+/// Opens only the read side of an existing store (offline tools).
+pub fn open_reads(data_dir: &Path) -> Result<Reads, StoreError> {
+    Reads::open(&db_path(data_dir), 2)
+}
+
 /// Opens (creating and migrating as needed) the store in `data_dir`.
 pub fn open(
     data_dir: &Path,

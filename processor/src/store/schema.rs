@@ -59,6 +59,32 @@ const MIGRATIONS: &[&str] = &[
         token_hash TEXT NOT NULL PRIMARY KEY,
         created_at INTEGER NOT NULL
     ) STRICT;",
+    // 3: the rewards ledger.
+    "CREATE TABLE ledger_entries (
+        seq         INTEGER PRIMARY KEY,
+        epoch       INTEGER NOT NULL,
+        address     TEXT NOT NULL,
+        amount      TEXT NOT NULL,
+        event_id    INTEGER NOT NULL,
+        applet      TEXT NOT NULL,
+        applet_hash TEXT NOT NULL,
+        idx         INTEGER NOT NULL,
+        prev        BLOB NOT NULL,
+        hash        BLOB NOT NULL,
+        timestamp   INTEGER NOT NULL,
+        UNIQUE (event_id, applet, idx)
+    ) STRICT;
+    CREATE INDEX ledger_address ON ledger_entries(address);
+    CREATE TABLE seals (
+        epoch      INTEGER PRIMARY KEY,
+        upto_seq   INTEGER NOT NULL,
+        head       BLOB NOT NULL,
+        root       BLOB NOT NULL,
+        signature  BLOB NOT NULL,
+        public_key TEXT NOT NULL,
+        sealed_at  INTEGER NOT NULL
+    ) STRICT;
+    CREATE TABLE ledger_meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) STRICT;",
 ];
 
 /// Settings every connection gets: WAL so readers never block the writer,
