@@ -9,6 +9,7 @@ pub mod api;
 pub mod applets;
 pub mod bench;
 pub mod config;
+pub mod demo;
 pub mod metrics;
 pub mod pipeline;
 pub mod registry;

@@ -61,6 +61,19 @@ enum Command {
         #[arg(long)]
         json: Option<PathBuf>,
     },
+    /// The local demo: a processor, the example applets, simulated meters, the screen.
+    Demo {
+        #[arg(long, default_value = "demo-data")]
+        data_dir: PathBuf,
+        /// How long to run, seconds.
+        #[arg(long, default_value_t = 60)]
+        duration: u64,
+        #[arg(long, default_value_t = 3)]
+        meters: usize,
+        /// Where the built applets are.
+        #[arg(long, default_value = "applets/dist")]
+        applets: PathBuf,
+    },
     /// Check, replay and inspect the rewards ledger in a data directory.
     Rewards {
         #[command(subcommand)]
@@ -296,6 +309,20 @@ fn run(cli: Cli) -> Result<i32> {
         Command::Device { command } => runtime()?.block_on(device(command)).map(|_| 0),
         Command::Applet { command } => applet(command),
         Command::Rewards { command } => rewards(command),
+        Command::Demo {
+            data_dir,
+            duration,
+            meters,
+            applets,
+        } => {
+            wattstream_processor::demo::run_demo(wattstream_processor::demo::DemoOptions {
+                data_dir,
+                duration: Duration::from_secs(duration),
+                meters: meters.max(1),
+                applets,
+            })?;
+            Ok(0)
+        }
         Command::Bench {
             seconds,
             applets,

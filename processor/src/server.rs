@@ -19,6 +19,15 @@ use crate::store::{self, Reads};
 /// Runs the server until a shutdown signal. `on_listen` gets the bound address
 /// (useful with port 0).
 pub async fn serve(config: Config, on_listen: impl FnOnce(std::net::SocketAddr)) -> anyhow::Result<()> {
+    serve_until(config, on_listen, shutdown_signal()).await
+}
+
+/// Like [`serve`], stopping when `shutdown` completes instead of on a signal.
+pub async fn serve_until(
+    config: Config,
+    on_listen: impl FnOnce(std::net::SocketAddr),
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::default());
     let (writer, reads, writer_thread) = store::open(&config.data_dir, &config.store, metrics.clone())?;
     let rows = reads.with(Reads::all_devices).await?;
@@ -73,9 +82,20 @@ pub async fn serve(config: Config, on_listen: impl FnOnce(std::net::SocketAddr))
     let addr = listener.local_addr()?;
     tracing::info!(%addr, data_dir = %config.data_dir.display(), devices = rows.len(), "wattstream listening");
     on_listen(addr);
+    wattstream_sdk::notify::ready();
+    let watchdog = tokio::spawn(async {
+        // The event loop is alive while this ticks; a wedged runtime stops the pings.
+        let mut dog = wattstream_sdk::notify::Watchdog::from_env();
+        loop {
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            dog.ping();
+        }
+    });
     axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown_signal())
+        .with_graceful_shutdown(shutdown)
         .await?;
+    watchdog.abort();
+    wattstream_sdk::notify::stopping();
     tracing::info!("stopped accepting; finishing the applet batch in progress and the store writer");
     tokio::task::spawn_blocking(move || worker.stop()).await?;
     ledger_task.abort();

@@ -1,0 +1,368 @@
+//! `wattstream demo`: the whole system on one machine. A processor on its
+//! embedded store (in this process, on the real HTTP path), the example applets
+//! deployed, N simulated meters (the real `power-meter` daemon on an emulated
+//! INA219, as child processes) with frugal, average and heavy loads, the first
+//! meter's screen rendered to a PNG every few seconds, a live table, and a
+//! summary at the end with the rewards ledger verified.
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use serde_json::Value;
+use wattstream_sdk::client::ProcessorClient;
+use wattstream_sdk::state::MeterState;
+
+use crate::config::Config;
+
+/// What the demo is told.
+pub struct DemoOptions {
+    pub data_dir: PathBuf,
+    pub duration: Duration,
+    pub meters: usize,
+    pub applets: PathBuf,
+}
+
+struct Profile {
+    name: &'static str,
+    watts: f64,
+}
+
+const PROFILES: [Profile; 3] = [
+    Profile {
+        name: "frugal",
+        watts: 2.2,
+    },
+    Profile {
+        name: "average",
+        watts: 4.1,
+    },
+    Profile {
+        name: "heavy",
+        watts: 11.5,
+    },
+];
+
+struct Meter {
+    name: String,
+    dir: PathBuf,
+    device_id: String,
+    child: Option<Child>,
+}
+
+fn sibling(name: &str) -> Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let path = exe.with_file_name(name);
+    if !path.exists() {
+        bail!(
+            "{} not found next to {}: build the workspace (`cargo build --release`)",
+            name,
+            exe.display()
+        );
+    }
+    Ok(path)
+}
+
+fn run(cmd: &mut Command) -> Result<String> {
+    let out = cmd.stderr(Stdio::piped()).output()?;
+    if !out.status.success() {
+        bail!("{:?} failed: {}", cmd, String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn field(text: &str, name: &str) -> Option<String> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name))
+        .map(|s| s.trim().to_string())
+}
+
+fn token() -> Result<String> {
+    let mut b = [0u8; 24];
+    getrandom::fill(&mut b).map_err(|e| anyhow::anyhow!("no random source: {e}"))?;
+    Ok(hex::encode(b))
+}
+
+/// Runs the demo to its summary.
+pub fn run_demo(opts: DemoOptions) -> Result<()> {
+    let power_meter = sibling("power-meter")?;
+    let display = sibling("power-meter-display")?;
+    let dir = &opts.data_dir;
+    std::fs::create_dir_all(dir)?;
+    // A fresh processor and fresh outboxes each run; meter keys are kept.
+    let _ = std::fs::remove_dir_all(dir.join("processor"));
+    let admin = token()?;
+    let mut config = Config::default();
+    config.data_dir = dir.join("processor");
+    config.listen = "127.0.0.1:0".parse()?;
+    config.admin_token = Some(admin.clone());
+    config.rewards.epoch_s = 20;
+    config.rewards.seal_after_s = 1;
+
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server_config = config.clone();
+    let server = runtime.spawn(crate::server::serve_until(
+        server_config,
+        move |addr| {
+            let _ = addr_tx.send(addr);
+        },
+        async {
+            let _ = stop_rx.await;
+        },
+    ));
+    let addr = addr_rx
+        .recv_timeout(Duration::from_secs(30))
+        .context("the processor did not start")?;
+    let url = format!("http://{addr}");
+    println!(
+        "WattStream demo: processor on {url}, store in {}",
+        config.data_dir.display()
+    );
+    let client = ProcessorClient::new(&url, Some(admin), Duration::from_secs(30))?;
+
+    // Applets: identity first (it gates), then the rewards and the AssemblyScript one.
+    let order = ["identity", "rewards-tiered", "rewards-baseline", "as-readings"];
+    let mut deployed = Vec::new();
+    for name in order {
+        let path = opts.applets.join(format!("{name}.wasm"));
+        if let Ok(wasm) = std::fs::read(&path) {
+            runtime.block_on(client.post_bytes(&format!("/v1/projects/default/applets/{name}"), wasm))?;
+            deployed.push(name);
+        }
+    }
+    if !deployed.contains(&"rewards-tiered") {
+        bail!(
+            "no applets in {}: run applets/build.sh first",
+            opts.applets.display()
+        );
+    }
+    println!("applets deployed: {}", deployed.join(", "));
+    let head = runtime.block_on(client.get_json("/v1/ledger/head"))?;
+    let processor_key = head["processor_public_key"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+
+    // Meters.
+    let mut meters = Vec::new();
+    for i in 0..opts.meters {
+        let p = &PROFILES[i % PROFILES.len()];
+        let name = if i < PROFILES.len() {
+            p.name.to_string()
+        } else {
+            format!("{}-{i}", p.name)
+        };
+        let mdir = dir.join(format!("meter-{name}"));
+        let _ = std::fs::remove_dir_all(mdir.join("data"));
+        std::fs::create_dir_all(&mdir)?;
+        let key = mdir.join("device.pem");
+        if !key.exists() {
+            run(Command::new(&power_meter).args(["keygen", "--key"]).arg(&key))?;
+        }
+        let id = run(Command::new(&power_meter).args(["id", "--key"]).arg(&key))?;
+        let (device_id, public_key) = (
+            field(&id, "device_id:").unwrap_or_default(),
+            field(&id, "public_key:").unwrap_or_default(),
+        );
+        runtime.block_on(client.register_device(&public_key, Some(&format!("demo-{name}"))))?;
+        let cfg = mdir.join("meter.toml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "processor = \"{url}\"\nkey = \"{}\"\ndata_dir = \"{}\"\nprocessor_public_key = \"{processor_key}\"\n\
+                 [sim]\nprofile = \"constant\"\nwatts = {}\nnoise = 0.02\nseed = {}\n[uplink]\nrewards_poll_s = 3\n",
+                key.display(),
+                mdir.join("data").display(),
+                p.watts,
+                i + 1
+            ),
+        )?;
+        let log = std::fs::File::create(mdir.join("meter.log"))?;
+        let child = Command::new(&power_meter)
+            .args(["run", "--sim", "--config"])
+            .arg(&cfg)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()?;
+        meters.push(Meter {
+            name,
+            dir: mdir,
+            device_id,
+            child: Some(child),
+        });
+    }
+    println!(
+        "{} simulated meters running (5 s windows, rewards epochs of {} s); Ctrl-C ends early\n",
+        meters.len(),
+        config.rewards.epoch_s
+    );
+
+    let interrupted = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    {
+        let flag = interrupted.clone();
+        runtime.spawn(async move {
+            let _ = tokio::signal::ctrl_c().await;
+            flag.store(true, std::sync::atomic::Ordering::Relaxed);
+        });
+    }
+    let screen = dir.join("screen.png");
+    let start = Instant::now();
+    let tty = std::io::stdout().is_terminal();
+    let mut printed = 0;
+    let mut last_render = Instant::now() - Duration::from_secs(10);
+    while start.elapsed() < opts.duration && !interrupted.load(std::sync::atomic::Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(1000));
+        if last_render.elapsed() >= Duration::from_secs(3) {
+            let _ = run(Command::new(&display)
+                .args(["render", "--scale", "2", "--state"])
+                .arg(meters[0].dir.join("data/state.json"))
+                .arg("--out")
+                .arg(&screen));
+            last_render = Instant::now();
+        }
+        let table = table(&runtime, &client, &meters, start.elapsed(), opts.duration);
+        if tty {
+            if printed > 0 {
+                print!("\x1b[{printed}A");
+            }
+            print!("{table}");
+            printed = table.lines().count();
+        } else if start.elapsed().as_secs() % 10 == 0 {
+            print!("{table}");
+        }
+        std::io::stdout().flush()?;
+    }
+
+    // Stop the meters (they store their partial window and send what they can).
+    for m in &mut meters {
+        if let Some(child) = &m.child {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+        }
+    }
+    for m in &mut meters {
+        if let Some(mut child) = m.child.take() {
+            let _ = child.wait();
+        }
+    }
+    // Let the applets and the ledger catch up, then render a last screen.
+    std::thread::sleep(Duration::from_secs(3));
+    let _ = run(Command::new(&display)
+        .args(["render", "--scale", "2", "--state"])
+        .arg(meters[0].dir.join("data/state.json"))
+        .arg("--out")
+        .arg(&screen));
+    let summary = summary(&runtime, &client, &meters);
+    let _ = stop_tx.send(());
+    runtime.block_on(server)??;
+
+    // The ledger, checked from the store as `wattstream rewards verify` does.
+    let conn = rusqlite::Connection::open(crate::store::db_path(&config.data_dir))?;
+    let (entries, _, seals) = crate::rewards::load(&conn)?;
+    let key = wattstream_sdk::load_key(&crate::rewards::key_path(&config.data_dir))?;
+    let verdict = wattstream_rewards::verify_ledger(
+        &entries,
+        &seals,
+        config.rewards.cap_units(),
+        Some(key.public_key()),
+    );
+    println!("\n{summary}");
+    match verdict {
+        Ok(()) => println!(
+            "rewards verify: ok ({} entries, {} sealed epochs)",
+            entries.len(),
+            seals.len()
+        ),
+        Err(t) => println!("rewards verify: FAILED: {t}"),
+    }
+    println!("screen of the {} meter: {}", meters[0].name, screen.display());
+    println!("everything is kept in {}", dir.display());
+    Ok(())
+}
+
+fn state(dir: &Path) -> Option<MeterState> {
+    MeterState::read(&dir.join("data/state.json")).ok()
+}
+
+fn device(runtime: &tokio::runtime::Runtime, client: &ProcessorClient, id: &str) -> (Value, Value) {
+    let d = runtime.block_on(client.device(id)).unwrap_or(Value::Null);
+    let r = runtime
+        .block_on(client.get_json(&format!("/v1/devices/{id}/rewards")))
+        .unwrap_or(Value::Null);
+    (d, r)
+}
+
+fn table(
+    runtime: &tokio::runtime::Runtime,
+    client: &ProcessorClient,
+    meters: &[Meter],
+    elapsed: Duration,
+    total: Duration,
+) -> String {
+    let width = 30usize;
+    let done = ((elapsed.as_secs_f64() / total.as_secs_f64()) * width as f64).min(width as f64) as usize;
+    let mut out = format!(
+        "[{}{}] {:>3}/{} s\n{:<10} {:>9} {:>9} {:>7} {:>7} {:>14} {:>10}\n",
+        "#".repeat(done),
+        ".".repeat(width - done),
+        elapsed.as_secs(),
+        total.as_secs(),
+        "meter",
+        "power W",
+        "window W",
+        "sent",
+        "outbox",
+        "rewards",
+        "proof"
+    );
+    for m in meters {
+        let s = state(&m.dir);
+        let (d, r) = device(runtime, client, &m.device_id);
+        out.push_str(&format!(
+            "{:<10} {:>9.2} {:>9.2} {:>7} {:>7} {:>14.6} {:>10}\n",
+            m.name,
+            s.as_ref().and_then(|s| s.power_w).unwrap_or(0.0),
+            s.as_ref().and_then(|s| s.window_w).unwrap_or(0.0),
+            d["counts"]["accepted"].as_i64().unwrap_or(0),
+            s.as_ref().map_or(0, |s| s.link.outbox_depth),
+            r["balance"].as_f64().unwrap_or(0.0),
+            s.as_ref()
+                .map_or("-".to_string(), |s| format!("{:?}", s.rewards.proof)
+                    .to_lowercase()),
+        ));
+    }
+    out
+}
+
+fn summary(runtime: &tokio::runtime::Runtime, client: &ProcessorClient, meters: &[Meter]) -> String {
+    let mut out = String::from("Summary\n");
+    let mut total = 0;
+    let mut best: Option<(&str, f64)> = None;
+    for m in meters {
+        let (d, r) = device(runtime, client, &m.device_id);
+        let accepted = d["counts"]["accepted"].as_i64().unwrap_or(0);
+        let balance = r["balance"].as_f64().unwrap_or(0.0);
+        total += accepted;
+        if best.is_none_or(|(_, b)| balance > b) {
+            best = Some((&m.name, balance));
+        }
+        out.push_str(&format!(
+            "  {:<10} {:>4} events accepted, {:>12.6} tokens, {:>8.4} tokens/h\n",
+            m.name,
+            accepted,
+            balance,
+            r["rate_per_h"].as_f64().unwrap_or(0.0)
+        ));
+    }
+    out.push_str(&format!("events accepted: {total}\n"));
+    if let Some((name, b)) = best {
+        out.push_str(&format!("most rewarded: {name} ({b:.6} tokens)\n"));
+    }
+    out
+}
