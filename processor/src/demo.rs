@@ -94,10 +94,12 @@ pub fn run_demo(opts: DemoOptions) -> Result<()> {
     // A fresh processor and fresh outboxes each run; meter keys are kept.
     let _ = std::fs::remove_dir_all(dir.join("processor"));
     let admin = token()?;
-    let mut config = Config::default();
-    config.data_dir = dir.join("processor");
-    config.listen = "127.0.0.1:0".parse()?;
-    config.admin_token = Some(admin.clone());
+    let mut config = Config {
+        data_dir: dir.join("processor"),
+        listen: "127.0.0.1:0".parse()?,
+        admin_token: Some(admin.clone()),
+        ..Config::default()
+    };
     config.rewards.epoch_s = 20;
     config.rewards.seal_after_s = 1;
 
@@ -232,7 +234,7 @@ pub fn run_demo(opts: DemoOptions) -> Result<()> {
             }
             print!("{table}");
             printed = table.lines().count();
-        } else if start.elapsed().as_secs() % 10 == 0 {
+        } else if start.elapsed().as_secs().is_multiple_of(10) {
             print!("{table}");
         }
         std::io::stdout().flush()?;
