@@ -39,6 +39,11 @@ ensure_rust() {
   cargo clippy --version >/dev/null 2>&1 || rustup component add clippy
 }
 
+ensure_test_tools() {
+  command -v shellcheck >/dev/null 2>&1 || apt_install shellcheck
+  command -v systemd-analyze >/dev/null 2>&1 || apt_install systemd
+}
+
 ensure_python_crypto() {
   command -v python3 >/dev/null 2>&1 || apt_install python3
   if ! python3 -c "import cryptography" >/dev/null 2>&1; then

@@ -7,11 +7,14 @@ cd "$(dirname "$0")/.."
 . scripts/setup.sh
 ensure_rust
 ensure_python_crypto
+ensure_test_tools
 build_applets
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 cargo fmt --all --manifest-path applets/Cargo.toml -- --check
+echo "== shellcheck"
+shellcheck install.sh scripts/*.sh applets/build.sh .ci/run
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo test"

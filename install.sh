@@ -1,0 +1,243 @@
+#!/usr/bin/env bash
+# Installs a WattStream meter (default) or processor (--processor) on Debian or
+# Raspberry Pi OS: binaries, a dedicated user, /etc/wattstream with documented
+# configs, /var/lib/wattstream, the device (or processor) key, systemd units.
+# Idempotent: a second run changes nothing and says so. --uninstall removes the
+# services and binaries and keeps keys and data; --purge removes those too.
+# --root DIR installs into a staging tree without touching the running system.
+set -euo pipefail
+
+usage() {
+  cat <<'TXT'
+usage: install.sh [--processor] [--bin-dir DIR] [--root DIR] [--processor-url URL]
+       install.sh --uninstall [--processor] [--purge [--yes]] [--root DIR]
+
+  --processor        install the processor (wattstream) instead of a meter
+  --bin-dir DIR      take the binaries from DIR instead of building them
+  --root DIR         install into DIR (staging; no users, no systemctl)
+  --processor-url U  the processor a meter sends to (default http://127.0.0.1:8080)
+  --uninstall        stop and remove services and binaries; keys and data stay
+  --purge            with --uninstall: also remove /etc/wattstream and /var/lib/wattstream
+  --yes              do not ask before purging
+TXT
+}
+
+MODE=meter ACTION=install ROOT="" BIN_DIR="" PURGE=0 YES=0 URL="http://127.0.0.1:8080"
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --processor) MODE=processor ;;
+    --uninstall) ACTION=uninstall ;;
+    --purge) PURGE=1 ;;
+    --yes) YES=1 ;;
+    --root) ROOT="${2:?--root needs a directory}"; shift ;;
+    --bin-dir) BIN_DIR="${2:?--bin-dir needs a directory}"; shift ;;
+    --processor-url) URL="${2:?--processor-url needs a URL}"; shift ;;
+    -h|--help) usage; exit 0 ;;
+    *) echo "install.sh: unknown option $1" >&2; usage >&2; exit 2 ;;
+  esac
+  shift
+done
+
+HERE=$(cd "$(dirname "$0")" && pwd)
+STAGING=0
+if [ -n "$ROOT" ]; then
+  mkdir -p "$ROOT"
+  ROOT=$(cd "$ROOT" && pwd)
+  STAGING=1
+elif [ "$(id -u)" -ne 0 ]; then
+  echo "install.sh: run as root (or with --root DIR to stage an install)" >&2
+  exit 1
+fi
+BIN="$ROOT/usr/local/bin"
+ETC="$ROOT/etc/wattstream"
+DATA="$ROOT/var/lib/wattstream"
+UNITS="$ROOT/etc/systemd/system"
+USER_NAME=wattstream
+CHANGED=0
+
+say() { echo "install.sh: $*"; }
+changed() { CHANGED=$((CHANGED + 1)); say "$*"; }
+
+if [ "$MODE" = meter ]; then
+  BINARIES=(power-meter power-meter-display)
+  SERVICES=(power-meter.service power-meter-display.service)
+else
+  BINARIES=(wattstream)
+  SERVICES=(wattstream.service)
+fi
+
+systemctl_do() {
+  if [ "$STAGING" -eq 0 ] && command -v systemctl >/dev/null 2>&1; then
+    systemctl "$@"
+  fi
+}
+
+# install_file SRC DEST MODE: copies when missing or different.
+install_file() {
+  if [ -f "$2" ] && cmp -s "$1" "$2"; then
+    return 0
+  fi
+  install -D -m "$3" "$1" "$2"
+  changed "installed $2"
+}
+
+# install_config NAME CONTENT: writes a config only when none exists (never overwrites).
+install_config() {
+  local dest="$ETC/$1"
+  if [ -e "$dest" ]; then
+    return 0
+  fi
+  mkdir -p "$ETC"
+  (umask 027 && printf '%s\n' "$2" > "$dest")
+  changed "wrote $dest"
+}
+
+uninstall() {
+  for s in "${SERVICES[@]}"; do
+    if [ -f "$UNITS/$s" ]; then
+      systemctl_do disable --now "$s" || true
+      rm -f "$UNITS/$s"
+      changed "removed $UNITS/$s"
+    fi
+  done
+  systemctl_do daemon-reload || true
+  for b in "${BINARIES[@]}"; do
+    if [ -f "$BIN/$b" ]; then
+      rm -f "$BIN/$b"
+      changed "removed $BIN/$b"
+    fi
+  done
+  if [ "$PURGE" -eq 1 ]; then
+    if [ "$YES" -ne 1 ]; then
+      if [ -t 0 ]; then
+        read -r -p "Remove $ETC and $DATA, keys included? [y/N] " answer
+        [ "$answer" = y ] || [ "$answer" = Y ] || { say "purge cancelled; keys and data kept"; exit 1; }
+      else
+        echo "install.sh: --purge deletes keys and data; confirm with --yes" >&2
+        exit 1
+      fi
+    fi
+    rm -rf "$ETC" "$DATA"
+    changed "purged $ETC and $DATA"
+  else
+    say "kept $ETC and $DATA (keys and data); --purge removes them"
+  fi
+  [ "$CHANGED" -gt 0 ] || say "nothing to remove"
+}
+
+if [ "$ACTION" = uninstall ]; then
+  uninstall
+  exit 0
+fi
+
+# Binaries.
+if [ -z "$BIN_DIR" ]; then
+  command -v cargo >/dev/null 2>&1 || { echo "install.sh: cargo not found: install Rust, or pass --bin-dir" >&2; exit 1; }
+  say "building release binaries"
+  if [ "$MODE" = meter ]; then
+    (cd "$HERE" && cargo build --release --locked -q -p wattstream-device -p wattstream-display)
+  else
+    (cd "$HERE" && cargo build --release --locked -q -p wattstream-processor)
+  fi
+  BIN_DIR="$HERE/target/release"
+fi
+for b in "${BINARIES[@]}"; do
+  [ -x "$BIN_DIR/$b" ] || { echo "install.sh: $BIN_DIR/$b not found" >&2; exit 1; }
+  install_file "$BIN_DIR/$b" "$BIN/$b" 0755
+done
+
+# The service user.
+if [ "$STAGING" -eq 0 ] && ! id "$USER_NAME" >/dev/null 2>&1; then
+  useradd --system --home-dir /var/lib/wattstream --shell /usr/sbin/nologin "$USER_NAME"
+  changed "created user $USER_NAME"
+fi
+if [ "$STAGING" -eq 0 ] && [ "$MODE" = meter ]; then
+  for g in i2c spi gpio; do
+    getent group "$g" >/dev/null 2>&1 || { groupadd --system "$g"; changed "created group $g"; }
+  done
+fi
+
+# Data directory and key.
+if [ ! -d "$DATA" ]; then
+  install -d -m 0700 "$DATA"
+  changed "created $DATA"
+fi
+if [ "$MODE" = meter ]; then
+  KEY="$DATA/device.pem"
+  if [ ! -f "$KEY" ]; then
+    "$BIN/power-meter" keygen --key "$KEY" >/dev/null 2>&1
+    changed "generated the device key $KEY (mode 0600)"
+  fi
+  if [ "$STAGING" -eq 0 ]; then
+    chown -R "$USER_NAME:$USER_NAME" "$DATA"
+  fi
+fi
+
+# Configuration (documented in README; never overwritten).
+if [ "$MODE" = meter ]; then
+  install_config meter.toml "# WattStream meter (power-meter). Every key is optional; README lists them all.
+processor = \"$URL\"
+key = \"/var/lib/wattstream/device.pem\"
+data_dir = \"/var/lib/wattstream\"
+window_s = 5
+sample_ms = 100
+# Pin the processor's key (GET /v1/ledger/head) to check rewards proofs:
+# processor_public_key = \"04...\"
+
+[sensor]
+i2c_bus = \"/dev/i2c-1\"
+address = 0x40
+shunt_ohms = 0.1
+max_current_a = 3.2
+bus_range_v = 32"
+  install_config display.toml "# WattStream screen (power-meter-display). Every key is optional; README lists them all.
+state_file = \"/var/lib/wattstream/state.json\"
+refresh_ms = 1000
+stale_after_s = 30
+
+[panel]
+spi_device = \"/dev/spidev0.0\"
+dc_pin = 25
+rst_pin = 24
+rotation = 0"
+else
+  install_config wattstream.toml "# WattStream processor (wattstream serve). Every key is optional; README lists them all.
+listen = \"0.0.0.0:8080\"
+data_dir = \"/var/lib/wattstream\"
+
+[rewards]
+epoch_s = 3600
+cap_per_epoch = 100.0"
+  if [ ! -e "$ETC/wattstream.env" ]; then
+    (umask 077 && printf 'WATTSTREAM_ADMIN_TOKEN=%s\n' "$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')" > "$ETC/wattstream.env")
+    changed "wrote $ETC/wattstream.env with a new admin token (mode 0600)"
+  fi
+fi
+
+# systemd units.
+for s in "${SERVICES[@]}"; do
+  install_file "$HERE/systemd/$s" "$UNITS/$s" 0644
+done
+if [ "$CHANGED" -gt 0 ]; then
+  systemctl_do daemon-reload
+  for s in "${SERVICES[@]}"; do
+    systemctl_do enable "$s"
+    systemctl_do restart "$s"
+  done
+fi
+
+# A Raspberry Pi needs I2C and SPI enabled for the sensor and the screen.
+if [ "$MODE" = meter ] && [ "$STAGING" -eq 0 ] && grep -qs "Raspberry Pi" /proc/device-tree/model; then
+  [ -e /dev/i2c-1 ] || say "I2C is off: enable it with 'sudo raspi-config nonint do_i2c 0' and reboot"
+  [ -e /dev/spidev0.0 ] || say "SPI is off: enable it with 'sudo raspi-config nonint do_spi 0' and reboot"
+fi
+
+if [ "$MODE" = meter ]; then
+  say "register this meter with the processor:"
+  "$BIN/power-meter" id --key "$DATA/device.pem" 2>/dev/null | sed 's/^/  /'
+fi
+if [ "$CHANGED" -eq 0 ]; then
+  say "already installed; nothing changed"
+else
+  say "done ($CHANGED changes)"
+fi
