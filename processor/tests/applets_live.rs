@@ -296,6 +296,12 @@ async fn all_four_example_applets_run_on_the_server() {
         text.contains(r#"table now: [{\"n\":3}]"#),
         "the AssemblyScript applet stored three rows: {text}"
     );
+    // Credits reach the ledger on its next pass (every second).
+    let want = 3 * (10 * 1_000_000_000_000_000_000u128 * 5 / 3600);
+    let start = Instant::now();
+    while balance(&server, &id).await != want && start.elapsed() < Duration::from_secs(20) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     assert_eq!(
         balance(&server, &id).await,
         3 * (10 * 1_000_000_000_000_000_000u128 * 5 / 3600)
