@@ -60,6 +60,12 @@ enum Command {
         /// Also write every figure to this JSON file.
         #[arg(long)]
         json: Option<PathBuf>,
+        /// Registered devices for the ingest runs.
+        #[arg(long, default_value_t = 10_000)]
+        devices: usize,
+        /// Seconds of meter footprint (0 skips it).
+        #[arg(long, default_value_t = 60)]
+        meter_seconds: u64,
     },
     /// The local demo: a processor, the example applets, simulated meters, the screen.
     Demo {
@@ -327,7 +333,9 @@ fn run(cli: Cli) -> Result<i32> {
             seconds,
             applets,
             json,
-        } => bench(seconds, &applets, json.as_deref()),
+            devices,
+            meter_seconds,
+        } => bench(seconds, &applets, json.as_deref(), devices, meter_seconds),
     }
 }
 
@@ -531,16 +539,131 @@ fn print_outcome(
     }
 }
 
-fn bench(seconds: f64, applets: &std::path::Path, json: Option<&std::path::Path>) -> Result<i32> {
+fn bench(
+    seconds: f64,
+    applets: &std::path::Path,
+    json: Option<&std::path::Path>,
+    devices: usize,
+    meter_seconds: u64,
+) -> Result<i32> {
+    use wattstream_processor::bench::{
+        ServerProcess, applets as applet_figures, envelopes, send, verify_limit,
+    };
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    println!("wattstream bench: {cores} cores, {seconds} s per figure");
-    println!();
-    println!("Applet runtime overhead per event (fresh instance, limits, savepoint, call, effects):");
+    let commit = std::process::Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    println!("wattstream bench: {cores} cores, commit {commit}, {seconds} s per micro-benchmark\n");
+
+    // 1. The limit.
+    let (verify_one, verify_all) = verify_limit(seconds);
+    println!("1. Signature verification limit (ring, P-256)");
+    println!("   1 thread {verify_one:>10.0} /s    {cores} threads {verify_all:>10.0} /s\n");
+
+    // 2-3. Ingest end to end against a real `wattstream serve`.
+    let dir = tempfile_dir()?;
+    let token = "bench-admin-token-0123456789";
+    let server = ServerProcess::start(&dir, token)?;
+    let rt = runtime()?;
+    let keys: Vec<wattstream_sdk::DeviceKey> = (0..devices)
+        .map(|_| wattstream_sdk::DeviceKey::generate())
+        .collect();
+    let admin = ProcessorClient::new(&server.url, Some(token.to_string()), Duration::from_secs(60))?;
+    rt.block_on(async {
+        let chunks: Vec<Vec<String>> = keys
+            .chunks(devices.div_ceil(16).max(1))
+            .map(|c| c.iter().map(|k| k.public_key().to_hex()).collect())
+            .collect();
+        let tasks: Vec<_> = chunks
+            .into_iter()
+            .map(|c| {
+                let admin = admin.clone();
+                tokio::spawn(async move {
+                    for pk in c {
+                        admin.register_device(&pk, Some("bench")).await?;
+                    }
+                    Ok::<_, anyhow::Error>(())
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await??;
+        }
+        for name in ["identity", "rewards-tiered"] {
+            if let Ok(wasm) = std::fs::read(applets.join(format!("{name}.wasm"))) {
+                admin
+                    .post_bytes(&format!("/v1/projects/default/applets/{name}"), wasm)
+                    .await?;
+            }
+        }
+        Ok::<_, anyhow::Error>(())
+    })?;
+    let (_, rss_registered) = server.usage();
+    let singles = envelopes(&keys, 1, 1);
+    let batched = envelopes(&keys, 2, 2);
+    let paced = envelopes(&keys, 4, 1);
     println!(
-        "{:<24} {:>12} {:>14} {:>10} {:>22}",
-        "applet", "us/event", "events/s", "runs", "vs 10 us target"
+        "2. Ingest over loopback HTTP: {devices} registered devices, identity and rewards-tiered deployed, durable store"
     );
-    let figures = wattstream_processor::bench::applets(applets, seconds)?;
+    println!(
+        "   {:<10} {:>9} {:>12} {:>9} {:>9} {:>9} {:>10} {:>16}",
+        "batch", "events", "events/s", "p50 ms", "p99 ms", "max ms", "proc CPU", "vs verify limit"
+    );
+    let mut ingest = Vec::new();
+    for (batch, bodies, connections) in [(1usize, singles, 32usize), (100, batched, 8)] {
+        let n = bodies.len();
+        let (cpu0, _) = server.usage();
+        let t = std::time::Instant::now();
+        let (rate, lat) = rt.block_on(send(&server.url, bodies, batch, connections, None))?;
+        let cpu = (server.usage().0 - cpu0) / t.elapsed().as_secs_f64() * 100.0;
+        println!(
+            "   {:<10} {:>9} {:>12.0} {:>9.2} {:>9.2} {:>9.2} {:>9.0}% {:>16.2}",
+            batch,
+            n,
+            rate,
+            lat.p50_ms,
+            lat.p99_ms,
+            lat.max_ms,
+            cpu,
+            rate / verify_all
+        );
+        ingest.push(
+            serde_json::json!({"batch": batch, "events": n, "events_per_s": rate, "latency": lat,
+            "processor_cpu_percent": cpu, "ratio_to_verify_limit": rate / verify_all}),
+        );
+    }
+    let max_rate = ingest[1]["events_per_s"].as_f64().unwrap_or(1000.0);
+    let (moderate_rate, moderate) = rt.block_on(send(&server.url, paced, 100, 8, Some(max_rate / 2.0)))?;
+    println!(
+        "\n3. Latency at half the batch-100 maximum ({:.0} events/s offered, {:.0} achieved), per request of 100",
+        max_rate / 2.0,
+        moderate_rate
+    );
+    println!(
+        "   p50 {:.2} ms   p99 {:.2} ms (target <= 25 ms: ratio {:.2})   max {:.2} ms",
+        moderate.p50_ms,
+        moderate.p99_ms,
+        moderate.p99_ms / 25.0,
+        moderate.max_ms
+    );
+    let (_, rss_peak) = server.usage();
+    println!(
+        "\n   processor peak RSS: {:.1} MB after registering {devices} devices, {:.1} MB at the end (target <= 200 MB: ratio {:.2})",
+        rss_registered as f64 / 1024.0,
+        rss_peak as f64 / 1024.0,
+        rss_peak as f64 / 1024.0 / 200.0
+    );
+
+    // 4. Applet overhead.
+    println!("\n4. Applet runtime overhead per event (fresh instance, limits, savepoint, call, effects)");
+    println!(
+        "   {:<24} {:>12} {:>14} {:>18}",
+        "applet", "us/event", "events/s", "vs 10 us target"
+    );
+    let figures = applet_figures(applets, seconds)?;
     for f in &figures {
         let ratio = if f.applet.starts_with("trivial") {
             format!("{:.2}", f.us_per_event / 10.0)
@@ -548,19 +671,130 @@ fn bench(seconds: f64, applets: &std::path::Path, json: Option<&std::path::Path>
             "-".into()
         };
         println!(
-            "{:<24} {:>12.2} {:>14.0} {:>10} {:>22}",
-            f.applet, f.us_per_event, f.events_per_s, f.runs, ratio
+            "   {:<24} {:>12.2} {:>14.0} {:>18}",
+            f.applet, f.us_per_event, f.events_per_s, ratio
         );
     }
+
+    // 5. Meter footprint.
+    let meter = if meter_seconds > 0 {
+        Some(meter_footprint(&server.url, &admin, &rt, &dir, meter_seconds)?)
+    } else {
+        None
+    };
+    if let Some((rss, cpu)) = meter {
+        println!("\n5. Meter: power-meter run --sim, 10 Hz, 5 s windows, {meter_seconds} s");
+        println!(
+            "   RSS {:.2} MB (target <= 10 MB: ratio {:.2})   CPU {:.3} % of a core (target <= 1 %: ratio {:.2})",
+            rss,
+            rss / 10.0,
+            cpu,
+            cpu / 1.0
+        );
+    }
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
     if let Some(path) = json {
         let doc = serde_json::json!({
             "cores": cores,
-            "commit": option_env!("WATTSTREAM_COMMIT").unwrap_or("unknown"),
+            "commit": commit,
+            "verify_limit": {"one_thread_per_s": verify_one, "all_cores_per_s": verify_all},
+            "ingest": ingest,
+            "moderate": {"offered_per_s": max_rate / 2.0, "achieved_per_s": moderate_rate, "latency": moderate},
+            "processor_rss_mb": {"registered": rss_registered as f64 / 1024.0, "peak": rss_peak as f64 / 1024.0, "devices": devices},
             "applets": figures,
+            "meter": meter.map(|(rss, cpu)| serde_json::json!({"rss_mb": rss, "cpu_percent": cpu, "seconds": meter_seconds})),
         });
         std::fs::write(path, serde_json::to_string_pretty(&doc)?)?;
+        println!("\nfigures written to {}", path.display());
     }
     Ok(0)
+}
+
+fn tempfile_dir() -> Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("wattstream-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+/// RSS (MB) and CPU (% of a core) of `power-meter run --sim` over `seconds`.
+fn meter_footprint(
+    url: &str,
+    admin: &ProcessorClient,
+    rt: &tokio::runtime::Runtime,
+    dir: &std::path::Path,
+    seconds: u64,
+) -> Result<(f64, f64)> {
+    let exe = std::env::current_exe()?.with_file_name("power-meter");
+    anyhow::ensure!(exe.exists(), "{} is not built", exe.display());
+    let key = dir.join("meter/device.pem");
+    let out = std::process::Command::new(&exe)
+        .args(["keygen", "--key"])
+        .arg(&key)
+        .output()?;
+    let pk = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("public_key: ").map(str::to_string))
+        .unwrap_or_default();
+    rt.block_on(admin.register_device(&pk, Some("bench")))?;
+    let mut child = std::process::Command::new(&exe)
+        .args([
+            "run",
+            "--sim",
+            "--sample-ms",
+            "100",
+            "--window",
+            "5",
+            "--processor",
+            url,
+            "--key",
+        ])
+        .arg(&key)
+        .arg("--data-dir")
+        .arg(dir.join("meter"))
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    std::thread::sleep(Duration::from_secs(2));
+    let pid = child.id();
+    let ticks = || -> f64 {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| {
+                let rest: Vec<String> = s
+                    .rsplit_once(')')?
+                    .1
+                    .split_whitespace()
+                    .map(str::to_string)
+                    .collect();
+                Some(rest.get(11)?.parse::<f64>().ok()? + rest.get(12)?.parse::<f64>().ok()?)
+            })
+            .unwrap_or(0.0)
+    };
+    let rss = || -> f64 {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .ok()
+            .and_then(|s| {
+                s.lines().find_map(|l| {
+                    l.strip_prefix("VmRSS:")
+                        .and_then(|v| v.trim().trim_end_matches(" kB").parse::<f64>().ok())
+                })
+            })
+            .unwrap_or(0.0)
+    };
+    let (t0, start) = (ticks(), std::time::Instant::now());
+    let mut max_rss = 0f64;
+    for _ in 0..seconds {
+        std::thread::sleep(Duration::from_secs(1));
+        max_rss = max_rss.max(rss());
+    }
+    let cpu = (ticks() - t0) / 100.0 / start.elapsed().as_secs_f64() * 100.0;
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
+    let _ = child.wait();
+    Ok((max_rss / 1024.0, cpu))
 }
 
 fn rewards(command: RewardsCommand) -> Result<i32> {
