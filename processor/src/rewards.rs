@@ -100,6 +100,29 @@ pub fn load(conn: &Connection) -> rusqlite::Result<(Vec<Entry>, Vec<u64>, Vec<Se
     Ok((entries, stamps, seals))
 }
 
+/// Credits in a project database after `rowid`, oldest first, at most `limit`.
+fn read_credits(db: &ProjectDb, after: i64, limit: i64) -> rusqlite::Result<Vec<(i64, Credit)>> {
+    let mut stmt = db.conn().prepare_cached(
+        "SELECT rowid, event_id, applet, applet_hash, idx, address, amount, timestamp FROM _ws_credits
+         WHERE rowid > ?1 ORDER BY rowid LIMIT ?2",
+    )?;
+    stmt.query_map([after, limit], |r| {
+        Ok((
+            r.get(0)?,
+            Credit {
+                event_id: r.get(1)?,
+                applet: r.get(2)?,
+                applet_hash: r.get(3)?,
+                idx: r.get::<_, i64>(4)? as u32,
+                address: parse_address(&r.get::<_, String>(5)?),
+                amount: r.get::<_, String>(6)?.parse().unwrap_or(0),
+                timestamp: r.get::<_, i64>(7)? as u64,
+            },
+        ))
+    })?
+    .collect()
+}
+
 struct State {
     ledger: Ledger,
     stamps: Vec<u64>,
@@ -155,26 +178,7 @@ impl Rewards {
             )
             .optional()?
             .unwrap_or(0);
-        let mut stmt = project.conn().prepare(
-            "SELECT rowid, event_id, applet, applet_hash, idx, address, amount, timestamp FROM _ws_credits
-             WHERE rowid > ?1 ORDER BY rowid LIMIT 5000",
-        )?;
-        let rows: Vec<(i64, Credit)> = stmt
-            .query_map([cursor], |r| {
-                Ok((
-                    r.get(0)?,
-                    Credit {
-                        event_id: r.get(1)?,
-                        applet: r.get(2)?,
-                        applet_hash: r.get(3)?,
-                        idx: r.get::<_, i64>(4)? as u32,
-                        address: parse_address(&r.get::<_, String>(5)?),
-                        amount: r.get::<_, String>(6)?.parse().unwrap_or(0),
-                        timestamp: r.get::<_, i64>(7)? as u64,
-                    },
-                ))
-            })?
-            .collect::<rusqlite::Result<_>>()?;
+        let rows = read_credits(project, cursor, 5000)?;
         let Some(last) = rows.last().map(|r| r.0) else {
             return Ok(0);
         };
@@ -413,27 +417,7 @@ pub fn replay(data_dir: &Path, config: &crate::config::Config) -> anyhow::Result
             db = back;
             r?;
             report.events += 1;
-            let mut stmt = db.conn().prepare(
-                "SELECT rowid, event_id, applet, applet_hash, idx, address, amount, timestamp FROM _ws_credits
-                 WHERE rowid > ?1 ORDER BY rowid",
-            )?;
-            let credits: Vec<(i64, Credit)> = stmt
-                .query_map([credits_seen], |r| {
-                    Ok((
-                        r.get(0)?,
-                        Credit {
-                            event_id: r.get(1)?,
-                            applet: r.get(2)?,
-                            applet_hash: r.get(3)?,
-                            idx: r.get::<_, i64>(4)? as u32,
-                            address: parse_address(&r.get::<_, String>(5)?),
-                            amount: r.get::<_, String>(6)?.parse().unwrap_or(0),
-                            timestamp: r.get::<_, i64>(7)? as u64,
-                        },
-                    ))
-                })?
-                .collect::<rusqlite::Result<_>>()?;
-            drop(stmt);
+            let credits = read_credits(&db, credits_seen, i64::MAX)?;
             for (rowid, credit) in credits {
                 credits_seen = rowid;
                 while let Some(s) = pending.next_if(|s| s.upto_seq == ledger.head().0) {

@@ -3,7 +3,11 @@
 //! runs them, and the baseline applet over a stream of events through the
 //! runtime. Needs `applets/dist/*.wasm` (built by `applets/build.sh`).
 
+mod common;
+
 use std::path::{Path, PathBuf};
+
+use common::dist;
 use std::process::Command;
 
 use serde_json::Value;
@@ -13,18 +17,6 @@ use wattstream_processor::applets::runner::device_env;
 use wattstream_processor::applets::runtime::Runtime;
 use wattstream_processor::applets::state::{AppletLimits, EventInput};
 use wattstream_sdk::{DeviceKey, Reading};
-
-fn dist(name: &str) -> PathBuf {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../applets/dist")
-        .join(format!("{name}.wasm"));
-    assert!(
-        path.exists(),
-        "{} is missing: run applets/build.sh (scripts/test.sh does)",
-        path.display()
-    );
-    path
-}
 
 fn reading(watts: f64, energy: f64) -> Reading {
     let mut r = Reading::new(watts, 1_795_514_495).with_seq(9);

@@ -5,25 +5,12 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use common::*;
 use reqwest::Method;
 use serde_json::json;
 use wattstream_sdk::{DeviceKey, Reading};
-
-pub fn dist(name: &str) -> PathBuf {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../applets/dist")
-        .join(format!("{name}.wasm"));
-    assert!(
-        path.exists(),
-        "{} is missing: run applets/build.sh (scripts/test.sh does)",
-        path.display()
-    );
-    path
-}
 
 fn deploy(server: &Server, name: &str) {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_wattstream"))

@@ -146,3 +146,16 @@ pub fn now() -> u64 {
         .unwrap()
         .as_secs()
 }
+
+/// A built example applet (`applets/build.sh` puts them in `applets/dist`).
+pub fn dist(name: &str) -> PathBuf {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../applets/dist")
+        .join(format!("{name}.wasm"));
+    assert!(
+        path.exists(),
+        "{} is missing: run applets/build.sh (scripts/test.sh does)",
+        path.display()
+    );
+    path
+}
