@@ -98,7 +98,38 @@ pub fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
+/// Batches at least this large are verified on every core.
+const PARALLEL_MIN: usize = 16;
+
 impl Pipeline {
+    /// Stage 2 for every item, in order. A large batch is split across the
+    /// cores (signature checks are nearly all of the work), so one request's
+    /// latency does not wait for one core to verify a hundred signatures.
+    fn admit_all(&self, items: &[&[u8]], now: u64) -> Vec<Result<crate::store::NewEvent, Rejection>> {
+        let one = |item: &&[u8]| admit::admit(item, now, self.limits.max_future_s, Some(&self.registry));
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let multi_thread = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        if items.len() < PARALLEL_MIN || cores < 2 || !multi_thread {
+            return items.iter().map(one).collect();
+        }
+        let chunk = items.len().div_ceil(cores);
+        tokio::task::block_in_place(|| {
+            std::thread::scope(|s| {
+                let mut parts = items.chunks(chunk);
+                let first = parts.next().unwrap_or(&[]);
+                let others: Vec<_> = parts
+                    .map(|c| s.spawn(move || c.iter().map(one).collect::<Vec<_>>()))
+                    .collect();
+                let mut out: Vec<_> = first.iter().map(one).collect();
+                for h in others {
+                    out.extend(h.join().expect("verifier thread"));
+                }
+                out
+            })
+        })
+    }
+
     /// Runs a whole request body through every stage.
     pub async fn ingest(&self, bytes: &[u8]) -> Result<Ingested, IngestError> {
         let body = body::split(bytes, self.limits.max_json_depth, self.limits.max_batch)?;
@@ -112,8 +143,8 @@ impl Pipeline {
         let mut results: Vec<Option<ItemResult>> = Vec::with_capacity(items.len());
         let mut admitted = Vec::with_capacity(items.len());
         let mut slots = Vec::with_capacity(items.len());
-        for (i, item) in items.iter().enumerate() {
-            match admit::admit(item, now, self.limits.max_future_s, Some(&self.registry)) {
+        for (i, verdict) in self.admit_all(&items, now).into_iter().enumerate() {
+            match verdict {
                 Ok(event) => {
                     slots.push(i);
                     admitted.push(event);
