@@ -235,6 +235,21 @@ impl ServerProcess {
     }
 }
 
+impl ServerProcess {
+    /// Waits (up to `limit`) until the processor is idle: its applet worker and
+    /// ledger have caught up with what was ingested.
+    pub fn wait_idle(&self, limit: Duration) {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            let (a, _) = self.usage();
+            std::thread::sleep(Duration::from_millis(500));
+            if self.usage().0 - a < 0.025 {
+                return;
+            }
+        }
+    }
+}
+
 impl Drop for ServerProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -282,7 +297,10 @@ pub async fn send(
     let requests: Vec<Vec<String>> = bodies.chunks(batch).map(<[String]>::to_vec).collect();
     let total_events = bodies.len();
     let queue = std::sync::Arc::new(std::sync::Mutex::new(
-        requests.into_iter().enumerate().collect::<Vec<_>>(),
+        requests
+            .into_iter()
+            .enumerate()
+            .collect::<std::collections::VecDeque<_>>(),
     ));
     let start = Instant::now();
     let mut tasks = Vec::new();
@@ -292,7 +310,7 @@ pub async fn send(
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::new();
             loop {
-                let next = queue.lock().expect("queue").pop();
+                let next = queue.lock().expect("queue").pop_front();
                 let Some((i, req)) = next else { break };
                 if let Some(r) = rate {
                     let due = start + Duration::from_secs_f64((i * batch) as f64 / r);

@@ -572,7 +572,7 @@ fn bench(
         .map(|_| wattstream_sdk::DeviceKey::generate())
         .collect();
     let admin = ProcessorClient::new(&server.url, Some(token.to_string()), Duration::from_secs(60))?;
-    rt.block_on(async {
+    let deployed = rt.block_on(async {
         let chunks: Vec<Vec<String>> = keys
             .chunks(devices.div_ceil(16).max(1))
             .map(|c| c.iter().map(|k| k.public_key().to_hex()).collect())
@@ -614,6 +614,7 @@ fn bench(
     );
     let mut ingest = Vec::new();
     for (batch, bodies, connections) in [(1usize, singles, 32usize), (100, batched, 8)] {
+        server.wait_idle(Duration::from_secs(60));
         let n = bodies.len();
         let (cpu0, _) = server.usage();
         let t = std::time::Instant::now();
@@ -636,6 +637,8 @@ fn bench(
         );
     }
     let max_rate = ingest[1]["events_per_s"].as_f64().unwrap_or(1000.0);
+    // Let the applet worker finish the backlog so the paced run measures ingest.
+    server.wait_idle(Duration::from_secs(60));
     let (moderate_rate, moderate) = rt.block_on(send(&server.url, paced, 100, 8, Some(max_rate / 2.0)))?;
     println!(
         "\n3. Latency at half the batch-100 maximum ({:.0} events/s offered, {:.0} achieved), per request of 100",
@@ -700,6 +703,7 @@ fn bench(
             "commit": commit,
             "verify_limit": {"one_thread_per_s": verify_one, "all_cores_per_s": verify_all},
             "ingest": ingest,
+            "applets_deployed": deployed,
             "moderate": {"offered_per_s": max_rate / 2.0, "achieved_per_s": moderate_rate, "latency": moderate},
             "processor_rss_mb": {"registered": rss_registered as f64 / 1024.0, "peak": rss_peak as f64 / 1024.0, "devices": devices},
             "applets": figures,
