@@ -592,14 +592,16 @@ fn bench(
         for t in tasks {
             t.await??;
         }
+        let mut deployed = Vec::new();
         for name in ["identity", "rewards-tiered"] {
             if let Ok(wasm) = std::fs::read(applets.join(format!("{name}.wasm"))) {
                 admin
                     .post_bytes(&format!("/v1/projects/default/applets/{name}"), wasm)
                     .await?;
+                deployed.push(name);
             }
         }
-        Ok::<_, anyhow::Error>(())
+        Ok::<_, anyhow::Error>(deployed)
     })?;
     let (_, rss_registered) = server.usage();
     let singles = envelopes(&keys, 1, 1);
