@@ -607,8 +607,13 @@ fn bench(
     let singles = envelopes(&keys, 1, 1);
     let batched = envelopes(&keys, 2, 2);
     let paced = envelopes(&keys, 4, 1);
+    let applets_note = if deployed.is_empty() {
+        "no applets".to_string()
+    } else {
+        format!("applets {}", deployed.join(" + "))
+    };
     println!(
-        "2. Ingest over loopback HTTP: {devices} registered devices, identity and rewards-tiered deployed, durable store"
+        "2. Ingest over loopback HTTP: {devices} registered devices, {applets_note}, durable store (SQLite, synchronous=FULL)"
     );
     println!(
         "   {:<10} {:>9} {:>12} {:>9} {:>9} {:>9} {:>10} {:>16}",
