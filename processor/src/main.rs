@@ -248,13 +248,17 @@ enum DeviceCommand {
 }
 
 fn main() {
+    let cli = Cli::parse();
+    // The demo and the benchmark print their own tables: only warnings by default.
+    let quiet = matches!(cli.command, Command::Demo { .. } | Command::Bench { .. });
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| if quiet { "warn" } else { "info" }.into()),
         )
         .init();
-    let code = match run(Cli::parse()) {
+    let code = match run(cli) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("wattstream: {e:#}");
