@@ -144,37 +144,17 @@ impl Default for UplinkConfig {
     }
 }
 
-/// Why a configuration could not be used.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("cannot read config {path}: {source}")]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("invalid config {path}: {message}")]
-    Invalid { path: PathBuf, message: String },
-}
+pub use wattstream_sdk::config::ConfigError;
 
 impl MeterConfig {
     /// Reads and checks a TOML file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        Self::parse(&text).map_err(|message| ConfigError::Invalid {
-            path: path.to_path_buf(),
-            message,
-        })
+        wattstream_sdk::config::load_toml(path, Self::check)
     }
 
     /// Parses TOML text and checks the values.
     pub fn parse(text: &str) -> Result<Self, String> {
-        let c: MeterConfig = toml::from_str(text).map_err(|e| e.to_string().trim().to_string())?;
-        c.check()?;
-        Ok(c)
+        wattstream_sdk::config::parse_toml(text, Self::check)
     }
 
     /// Checks values that parse but cannot work (also after command-line overrides).

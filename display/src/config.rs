@@ -78,21 +78,22 @@ impl Default for PanelConfig {
 
 impl DisplayConfig {
     /// Reads a TOML file; errors name the file and the key.
-    pub fn load(path: &Path) -> anyhow::Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| anyhow::anyhow!("cannot read config {}: {e}", path.display()))?;
-        Self::parse(&text).map_err(|e| anyhow::anyhow!("invalid config {}: {e}", path.display()))
+    pub fn load(path: &Path) -> Result<Self, wattstream_sdk::config::ConfigError> {
+        wattstream_sdk::config::load_toml(path, Self::check)
     }
 
     pub fn parse(text: &str) -> Result<Self, String> {
-        let c: DisplayConfig = toml::from_str(text).map_err(|e| e.to_string().trim().to_string())?;
-        crate::panel::st7735::orientation(c.panel.rotation)?;
-        if c.panel.width != 160 || c.panel.height != 128 {
+        wattstream_sdk::config::parse_toml(text, Self::check)
+    }
+
+    fn check(&self) -> Result<(), String> {
+        crate::panel::st7735::orientation(self.panel.rotation)?;
+        if self.panel.width != 160 || self.panel.height != 128 {
             return Err("panel.width and panel.height: the layout is for 160×128".into());
         }
-        if c.refresh_ms < 100 {
+        if self.refresh_ms < 100 {
             return Err("refresh_ms: at least 100".into());
         }
-        Ok(c)
+        Ok(())
     }
 }

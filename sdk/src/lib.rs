@@ -37,6 +37,8 @@
 
 #[cfg(feature = "client")]
 pub mod client;
+#[cfg(feature = "config")]
+pub mod config;
 mod envelope;
 mod error;
 mod identity;
