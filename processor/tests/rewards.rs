@@ -180,3 +180,64 @@ async fn rewards_are_capped_sealed_proven_verified_and_replayed() {
 }
 
 use std::path::PathBuf;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_and_a_retry_do_not_change_any_balance() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = DeviceKey::generate();
+    let t0 = (now() / 3600 - 2) * 3600 + 10;
+    let bodies = windows(&key, 2.0, 6, t0);
+    let batch = format!("[{}]", bodies.join(","));
+    {
+        let mut server = Server::start(dir.path());
+        let wasm = std::fs::read(
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../applets/dist/rewards-tiered.wasm"),
+        )
+        .unwrap();
+        let r = client()
+            .post(format!(
+                "{}/v1/projects/default/applets/rewards-tiered",
+                server.url
+            ))
+            .bearer_auth(TOKEN)
+            .body(wasm)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+        register(&server, &key.public_key().to_hex()).await;
+        let (s, _) = post(&format!("{}/v1/events", server.url), batch.clone()).await;
+        assert_eq!(s, 200);
+        // Pull the plug at once: applets and the ledger may or may not have run.
+        server.kill();
+    }
+    let server = Server::start(dir.path());
+    // The client retries after the crash: every envelope is a duplicate now.
+    let (s, a) = post(&format!("{}/v1/events", server.url), batch).await;
+    assert_eq!(s, 200);
+    assert!(
+        a["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["status"] == "duplicate"),
+        "{a}"
+    );
+    let want = 6 * (10 * UNIT * 5 / 3600);
+    let start = Instant::now();
+    let balance = loop {
+        let (_, r) = get(&format!("{}/v1/devices/{}/rewards", server.url, key.device_id())).await;
+        let b: u128 = r["balance_units"].as_str().unwrap().parse().unwrap();
+        if b == want || start.elapsed() > Duration::from_secs(20) {
+            break b;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        balance, want,
+        "every window credited exactly once across the crash"
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (_, head) = get(&format!("{}/v1/ledger/head", server.url)).await;
+    assert_eq!(head["seq"], 6, "six entries, none twice");
+}
