@@ -211,24 +211,30 @@ fn rows_json(c: &rusqlite::Connection, sql: &str, limit: i64) -> rusqlite::Resul
     rows.collect()
 }
 
+/// The newest `limit` rows of an internal table, as `{"project": P, KEY: [rows]}` (admin).
+async fn recent_rows(
+    state: &AppState,
+    headers: &HeaderMap,
+    project: String,
+    limit: Option<i64>,
+    key: &'static str,
+    sql: &'static str,
+) -> Result<Response, ApiError> {
+    require_admin(state, headers)?;
+    let p = project_or_404(state, &project)?;
+    let limit = limit.unwrap_or(100).clamp(1, 1000);
+    let rows = with_project_db(p, move |db| rows_json(db.conn(), sql, limit)).await?;
+    Ok(axum::Json(json!({ "project": project, key: rows })).into_response())
+}
+
 pub async fn logs(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Path(project): Path<String>,
     Query(q): Query<LimitQuery>,
 ) -> Result<Response, ApiError> {
-    require_admin(&state, &headers)?;
-    let p = project_or_404(&state, &project)?;
-    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
-    let logs = with_project_db(p, move |db| {
-        rows_json(
-            db.conn(),
-            "SELECT * FROM (SELECT id, event_id, applet, level, message, at FROM _ws_logs ORDER BY id DESC LIMIT ?1) ORDER BY id",
-            limit,
-        )
-    })
-    .await?;
-    Ok(axum::Json(json!({ "project": project, "logs": logs })).into_response())
+    let sql = "SELECT * FROM (SELECT id, event_id, applet, level, message, at FROM _ws_logs ORDER BY id DESC LIMIT ?1) ORDER BY id";
+    recent_rows(&state, &headers, project, q.limit, "logs", sql).await
 }
 
 pub async fn failures(
@@ -237,18 +243,8 @@ pub async fn failures(
     Path(project): Path<String>,
     Query(q): Query<LimitQuery>,
 ) -> Result<Response, ApiError> {
-    require_admin(&state, &headers)?;
-    let p = project_or_404(&state, &project)?;
-    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
-    let failures = with_project_db(p, move |db| {
-        rows_json(
-            db.conn(),
-            "SELECT event_id, applet, code, error, at FROM _ws_failures ORDER BY rowid DESC LIMIT ?1",
-            limit,
-        )
-    })
-    .await?;
-    Ok(axum::Json(json!({ "project": project, "failures": failures })).into_response())
+    let sql = "SELECT event_id, applet, code, error, at FROM _ws_failures ORDER BY rowid DESC LIMIT ?1";
+    recent_rows(&state, &headers, project, q.limit, "failures", sql).await
 }
 
 /// `GET /v1/devices/{id}/rewards`: balance, rate over the last hour of
