@@ -332,7 +332,7 @@ pub struct ReplayReport {
 /// hash) into a fresh project database and a fresh ledger, sealing where the
 /// stored ledger sealed, and compares every seal.
 pub fn replay(data_dir: &Path, config: &crate::config::Config) -> anyhow::Result<ReplayReport> {
-    use crate::applets::projects::{Deployed, Project};
+    use crate::applets::projects::{Project, load_deployed, load_env};
     use crate::applets::runtime::Runtime;
     use crate::applets::worker::{load_events, run_event};
 
@@ -343,25 +343,7 @@ pub fn replay(data_dir: &Path, config: &crate::config::Config) -> anyhow::Result
     let runtime = Runtime::new(None)?;
     let name = &config.applets.default_project;
     let mut report = ReplayReport::default();
-    let mut stmt = c.prepare(
-        "SELECT name, hash, wasm, event_type, handler, limits FROM applets WHERE project = ?1 ORDER BY position",
-    )?;
-    let rows: Vec<(String, String, Vec<u8>, String, String, String)> = stmt
-        .query_map([name], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
-        })?
-        .collect::<rusqlite::Result<_>>()?;
-    let mut applets = Vec::new();
-    for (applet_name, hash, wasm, event_type, handler, limits) in rows {
-        applets.push(Deployed {
-            applet: runtime.compile(&wasm)?,
-            name: applet_name,
-            hash,
-            event_type,
-            handler,
-            limits: serde_json::from_str(&limits).unwrap_or_default(),
-        });
-    }
+    let applets = load_deployed(&runtime, &c, name)?;
     for e in &entries {
         if !applets
             .iter()
@@ -374,10 +356,7 @@ pub fn replay(data_dir: &Path, config: &crate::config::Config) -> anyhow::Result
             break;
         }
     }
-    let env: std::collections::HashMap<String, String> = c
-        .prepare("SELECT key, value FROM project_env WHERE project = ?1")?
-        .query_map([name], |r| Ok((r.get(0)?, r.get(1)?)))?
-        .collect::<rusqlite::Result<_>>()?;
+    let env = load_env(&c, name)?;
     let token = env
         .get("TOKEN_CONTRACT")
         .cloned()

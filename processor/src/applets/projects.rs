@@ -74,6 +74,41 @@ pub fn valid_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
+/// A project's deployed applets as stored, compiled, in deployment order.
+pub fn load_deployed(
+    runtime: &Runtime,
+    conn: &Connection,
+    project: &str,
+) -> Result<Vec<Deployed>, ProjectError> {
+    let mut stmt = conn.prepare(
+        "SELECT name, hash, wasm, event_type, handler, limits FROM applets WHERE project = ?1 ORDER BY position",
+    )?;
+    let rows: Vec<(String, String, Vec<u8>, String, String, String)> = stmt
+        .query_map([project], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
+        })?
+        .collect::<Result<_, _>>()?;
+    rows.into_iter()
+        .map(|(name, hash, wasm, event_type, handler, limits)| {
+            Ok(Deployed {
+                applet: runtime.compile(&wasm)?,
+                name,
+                hash,
+                event_type,
+                handler,
+                limits: serde_json::from_str(&limits).unwrap_or_default(),
+            })
+        })
+        .collect()
+}
+
+/// A project's environment variables as stored.
+pub fn load_env(conn: &Connection, project: &str) -> rusqlite::Result<HashMap<String, String>> {
+    conn.prepare("SELECT key, value FROM project_env WHERE project = ?1")?
+        .query_map([project], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect()
+}
+
 /// All projects, and the runtime that runs their applets.
 pub struct Projects {
     pub runtime: Runtime,
@@ -130,29 +165,8 @@ impl Projects {
     /// Rebuilds a project from the store (after any change).
     fn reload(&self, name: &str) -> Result<(), ProjectError> {
         let conn = self.conn()?;
-        let mut stmt = conn.prepare(
-            "SELECT name, hash, wasm, event_type, handler, limits FROM applets WHERE project = ?1 ORDER BY position",
-        )?;
-        let rows: Vec<(String, String, Vec<u8>, String, String, String)> = stmt
-            .query_map([name], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
-            })?
-            .collect::<Result<_, _>>()?;
-        let mut applets = Vec::new();
-        for (applet_name, hash, wasm, event_type, handler, limits) in rows {
-            applets.push(Deployed {
-                applet: self.runtime.compile(&wasm)?,
-                name: applet_name,
-                hash,
-                event_type,
-                handler,
-                limits: serde_json::from_str(&limits).unwrap_or_default(),
-            });
-        }
-        let env: HashMap<String, String> = conn
-            .prepare("SELECT key, value FROM project_env WHERE project = ?1")?
-            .query_map([name], |r| Ok((r.get(0)?, r.get(1)?)))?
-            .collect::<Result<_, _>>()?;
+        let applets = load_deployed(&self.runtime, &conn, name)?;
+        let env = load_env(&conn, name)?;
         // Keep the open project database across reloads.
         let old_db = self.get(name).and_then(|p| p.db.lock().expect("db lock").take());
         let db = match old_db {
