@@ -111,14 +111,7 @@ async fn acknowledged_events_survive_sigkill_exactly_once() {
                 format!("[{}]", chunk.join(",")),
             )
             .await;
-            assert_eq!(s, 200);
-            assert!(
-                a["results"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .all(|r| r["status"] == "duplicate")
-            );
+            assert_all_duplicate(s, &a);
         }
         assert_eq!(all_events(&server, &id).await.len(), stored.len());
     }

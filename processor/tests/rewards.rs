@@ -214,15 +214,7 @@ async fn a_crash_and_a_retry_do_not_change_any_balance() {
     let server = Server::start(dir.path());
     // The client retries after the crash: every envelope is a duplicate now.
     let (s, a) = post(&format!("{}/v1/events", server.url), batch).await;
-    assert_eq!(s, 200);
-    assert!(
-        a["results"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|r| r["status"] == "duplicate"),
-        "{a}"
-    );
+    assert_all_duplicate(s, &a);
     let want = 6 * (10 * UNIT * 5 / 3600);
     let start = Instant::now();
     let balance = loop {

@@ -159,3 +159,12 @@ pub fn dist(name: &str) -> PathBuf {
     );
     path
 }
+
+/// Asserts that a batch answer is HTTP 200 with every envelope a duplicate.
+pub fn assert_all_duplicate(status: u16, answer: &Value) {
+    assert_eq!(status, 200, "{answer}");
+    let results = answer["results"]
+        .as_array()
+        .unwrap_or_else(|| panic!("not a batch answer: {answer}"));
+    assert!(results.iter().all(|r| r["status"] == "duplicate"), "{answer}");
+}
