@@ -10,10 +10,10 @@ use serde::Serialize;
 use wattstream_sdk::{DeviceKey, Reading};
 
 use crate::applets::db::ProjectDb;
-use crate::applets::evm::LEDGER_TOKEN;
 use crate::applets::runner::device_env;
 use crate::applets::runtime::Runtime;
 use crate::applets::state::{AppletLimits, EventInput};
+use wattstream_abi::LEDGER_TOKEN;
 
 /// The smallest applet that follows the ABI.
 pub const TRIVIAL_WAT: &str = r#"(module

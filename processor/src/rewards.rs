@@ -356,17 +356,13 @@ pub fn replay(data_dir: &Path, config: &crate::config::Config) -> anyhow::Result
             break;
         }
     }
-    let env = load_env(&c, name)?;
-    let token = env
-        .get("TOKEN_CONTRACT")
-        .cloned()
-        .unwrap_or_else(|| crate::applets::evm::LEDGER_TOKEN.to_string());
     let project = Project {
         name: name.clone(),
         applets,
-        env,
+        env: load_env(&c, name)?,
         db: Mutex::new(None),
     };
+    let token = project.token();
     let start: i64 = Connection::open_with_flags(
         data_dir.join("projects").join(format!("{name}.db")),
         rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,

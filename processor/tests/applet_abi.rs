@@ -6,8 +6,8 @@
 
 use std::collections::HashMap;
 
+use wattstream_abi::LEDGER_TOKEN;
 use wattstream_processor::applets::db::ProjectDb;
-use wattstream_processor::applets::evm::LEDGER_TOKEN;
 use wattstream_processor::applets::runtime::{RunOutcome, Runtime};
 use wattstream_processor::applets::state::{AppletLimits, EventInput};
 
@@ -115,7 +115,8 @@ fn ws_log_writes_lines_and_checks_its_range() {
     let o = h.run(
         &module(
             &[(16, "hello")],
-            "(call $log (i32.const 5) (i32.const 16) (i32.const 5))",
+            // W3bstream v1 numbers levels like logrus: 3 is warn.
+            "(call $log (i32.const 3) (i32.const 16) (i32.const 5))",
         ),
         "{}",
     );

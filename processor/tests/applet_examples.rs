@@ -11,8 +11,8 @@ use common::dist;
 use std::process::Command;
 
 use serde_json::Value;
+use wattstream_abi::LEDGER_TOKEN;
 use wattstream_processor::applets::db::ProjectDb;
-use wattstream_processor::applets::evm::LEDGER_TOKEN;
 use wattstream_processor::applets::runner::device_env;
 use wattstream_processor::applets::runtime::Runtime;
 use wattstream_processor::applets::state::{AppletLimits, EventInput};
@@ -56,7 +56,10 @@ fn identity_accepts_a_verified_owned_device_and_rejects_the_rest() {
     let dir = tempfile::tempdir().unwrap();
     let key = DeviceKey::generate();
     let ok = event_file(dir.path(), &key, &reading(2.5, 0.0035));
-    assert_eq!(run("identity", &ok, &[]).0, 0);
+    let (exit, accepted) = run("identity", &ok, &[]);
+    assert_eq!(exit, 0);
+    // The Rust SDK and the host agree on ws_log levels (wattstream-abi).
+    assert_eq!(accepted["effects"]["logs"][0]["level"], "info", "{accepted}");
     let cases: [(&Path, &[&str], i64); 4] = [
         (&ok, &["WS_DEVICE_STATUS=revoked"], 1),
         (&ok, &["WS_DEVICE_OWNER="], 2),
@@ -67,6 +70,8 @@ fn identity_accepts_a_verified_owned_device_and_rejects_the_rest() {
         let (exit, o) = run("identity", event, env);
         assert_eq!((exit, o["code"].as_i64()), (1, Some(code)), "{env:?}: {o}");
         assert!(o["effects"]["credits"].as_array().unwrap().is_empty());
+        let logs = o["effects"]["logs"].as_array().unwrap();
+        assert_eq!(logs.last().unwrap()["level"], "error", "{o}");
     }
     // An event that fails verification is not given the WS_ keys.
     let tampered = dir.path().join("tampered.json");

@@ -1,6 +1,8 @@
 //! The raw host imports of the W3bstream v1 ABI (DESIGN §4). Every call returns
 //! an i32 status; outputs come back through two out-pointers that the host fills
 //! after copying the bytes into memory it got from this module's `alloc`.
+//! Module and function names are the ones `wattstream_abi::imports` lists
+//! (attributes need literals, so they are written out here).
 
 #[link(wasm_import_module = "env")]
 unsafe extern "C" {

@@ -68,13 +68,23 @@ pub extern "C" fn alloc(size: i32) -> i32 {
     ptr as i32
 }
 
-/// A host status other than 0.
+use wattstream_abi::{BALANCE_OF_SELECTOR, MINT_SELECTOR, env};
+pub use wattstream_abi::{LEDGER_TOKEN, Level};
+
+/// A host status other than 0, as the import returned it (see
+/// [`wattstream_abi::Status`] for the numbers the ABI defines).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Status(pub i32);
 
 impl Status {
-    pub const NOT_FOUND: Status = Status(2);
-    pub const ENV_MISSING: Status = Status(8);
+    pub const NOT_FOUND: Status = Status(wattstream_abi::Status::NotFound.code());
+    pub const ENV_MISSING: Status = Status(wattstream_abi::Status::EnvKeyMissing.code());
+    pub const FAILED: Status = Status(wattstream_abi::Status::Failed.code());
+
+    /// The ABI's name for this status, when it defines one.
+    pub fn known(self) -> Option<wattstream_abi::Status> {
+        wattstream_abi::Status::from_code(self.0)
+    }
 }
 
 /// Why a handler refuses an event.
@@ -105,7 +115,11 @@ impl From<Status> for Error {
 }
 
 fn check(status: i32) -> Result<(), Status> {
-    if status == 0 { Ok(()) } else { Err(Status(status)) }
+    if status == wattstream_abi::Status::Ok.code() {
+        Ok(())
+    } else {
+        Err(Status(status))
+    }
 }
 
 /// Runs a host call that returns bytes through the out-pointer protocol.
@@ -120,16 +134,6 @@ fn output(call: impl FnOnce(*mut u32, *mut u32) -> i32) -> Result<Vec<u8>, Statu
     Ok(unsafe { Vec::from_raw_parts(ptr as *mut u8, len as usize, len as usize) })
 }
 
-/// Log levels of `ws_log`.
-#[derive(Debug, Clone, Copy)]
-pub enum Level {
-    Trace = 1,
-    Debug = 2,
-    Info = 3,
-    Warn = 4,
-    Error = 5,
-}
-
 /// Writes a line to the applet log.
 pub fn log(level: Level, message: &str) {
     // SAFETY: pointer and length of a live str.
@@ -138,6 +142,10 @@ pub fn log(level: Level, message: &str) {
 
 pub fn log_info(message: &str) {
     log(Level::Info, message)
+}
+
+pub fn log_warn(message: &str) {
+    log(Level::Warn, message)
 }
 
 pub fn log_error(message: &str) {
@@ -234,21 +242,30 @@ pub fn submit_metrics(json: &str) -> Result<(), Status> {
     check(unsafe { ffi::ws_submit_metrics(json.as_ptr(), json.len() as i32) })
 }
 
-/// The ledger's token address unless `TOKEN_CONTRACT` is set in the project env.
-pub const LEDGER_TOKEN: &str = "0x0000000000000000000000000000000000000001";
+/// The token `mint` goes to: `TOKEN_CONTRACT` from the project env, else the ledger.
+fn token() -> String {
+    get_env(env::TOKEN_CONTRACT).unwrap_or_else(|| LEDGER_TOKEN.to_string())
+}
+
+fn selector(s: [u8; 4]) -> String {
+    s.iter().map(|b| format!("{b:02x}")).collect()
+}
 
 /// Mints `amount` token units to `address` through ERC-20 `mint(address,uint256)`.
 pub fn mint(address: &str, amount: u128) -> Result<String, Status> {
-    let to = get_env("TOKEN_CONTRACT").unwrap_or_else(|| LEDGER_TOKEN.to_string());
     let addr = address.trim_start_matches("0x");
-    let data = format!("0x40c10f19{:0>64}{:064x}", addr, amount);
-    send_tx(0, &to, "0", &data)
+    let data = format!("0x{}{:0>64}{:064x}", selector(MINT_SELECTOR), addr, amount);
+    send_tx(0, &token(), "0", &data)
 }
 
 /// The token balance of `address` (`balanceOf(address)` on the ledger).
 pub fn balance_of(address: &str) -> Result<u128, Status> {
-    let to = get_env("TOKEN_CONTRACT").unwrap_or_else(|| LEDGER_TOKEN.to_string());
-    let data = format!("0x70a08231{:0>64}", address.trim_start_matches("0x"));
+    let to = token();
+    let data = format!(
+        "0x{}{:0>64}",
+        selector(BALANCE_OF_SELECTOR),
+        address.trim_start_matches("0x")
+    );
     let out = call_contract(0, &to, &data)?;
     Ok(out
         .iter()
@@ -303,16 +320,16 @@ impl Event {
         let payload = get_data(rid)?;
         let body: Body = serde_json::from_slice(&payload)
             .map_err(|_| Error::reject(90, "payload is not a meter envelope"))?;
-        let env = |k: &str| get_env(k).unwrap_or_default();
+        let var = |k: &str| get_env(k).unwrap_or_default();
         Ok(Event {
             rid,
             reading: body.data,
             device: Device {
-                id: env("WS_DEVICE_ID"),
-                address: env("WS_DEVICE_ADDRESS"),
-                owner: env("WS_DEVICE_OWNER"),
-                status: env("WS_DEVICE_STATUS"),
-                verified: env("WS_VERIFIED") == "true",
+                id: var(env::DEVICE_ID),
+                address: var(env::DEVICE_ADDRESS),
+                owner: var(env::DEVICE_OWNER),
+                status: var(env::DEVICE_STATUS),
+                verified: var(env::VERIFIED) == "true",
             },
             payload,
         })

@@ -15,7 +15,6 @@ use wattstream_sdk::DeviceId;
 
 use super::{ApiError, AppState, read_body, require_admin};
 use crate::applets::db::ProjectDb;
-use crate::applets::evm::LEDGER_TOKEN;
 use crate::applets::projects::{Project, ProjectError};
 use crate::applets::state::{AppletLimits, EventInput};
 
@@ -335,11 +334,7 @@ pub async fn w3bstream_event(
                 payload: payload.clone(),
                 event_type: et.clone(),
                 env: p.env.clone(),
-                token: p
-                    .env
-                    .get("TOKEN_CONTRACT")
-                    .cloned()
-                    .unwrap_or_else(|| LEDGER_TOKEN.into()),
+                token: p.token(),
                 seed: 0,
                 time_ns: 0,
             };

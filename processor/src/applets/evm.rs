@@ -6,11 +6,7 @@
 
 use serde::Deserialize;
 
-/// The rewards ledger's token address unless a project sets `TOKEN_CONTRACT`.
-pub const LEDGER_TOKEN: &str = "0x0000000000000000000000000000000000000001";
-
-const MINT: [u8; 4] = [0x40, 0xc1, 0x0f, 0x19];
-const BALANCE_OF: [u8; 4] = [0x70, 0xa0, 0x82, 0x31];
+use wattstream_abi::{BALANCE_OF_SELECTOR as BALANCE_OF, MINT_SELECTOR as MINT};
 
 #[derive(Deserialize)]
 struct Tx {
@@ -77,6 +73,7 @@ pub fn uint256(x: u128) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use wattstream_abi::LEDGER_TOKEN;
 
     #[test]
     fn decodes_mint_with_or_without_0x() {

@@ -64,6 +64,15 @@ impl Project {
     pub fn chain(&self, event_type: &str) -> impl Iterator<Item = &Deployed> {
         self.applets.iter().filter(move |a| a.event_type == event_type)
     }
+
+    /// The token whose `mint` credits the ledger: the project's
+    /// `TOKEN_CONTRACT`, else the built-in ledger token.
+    pub fn token(&self) -> String {
+        self.env
+            .get(wattstream_abi::env::TOKEN_CONTRACT)
+            .cloned()
+            .unwrap_or_else(|| wattstream_abi::LEDGER_TOKEN.to_string())
+    }
 }
 
 /// A valid project or applet name: 1–64 of `[A-Za-z0-9_-]`.
@@ -296,7 +305,7 @@ impl Projects {
         }
         if vars
             .keys()
-            .any(|k| k.starts_with("WS_") || k.is_empty() || k.len() > 256)
+            .any(|k| wattstream_abi::env::is_reserved(k) || k.is_empty() || k.len() > 256)
         {
             return Err(ProjectError::Invalid(
                 "keys starting with WS_ are reserved for the processor".into(),

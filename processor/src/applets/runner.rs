@@ -9,9 +9,9 @@ use std::collections::HashMap;
 use wattstream_sdk::{Envelope, VerifyPath};
 
 use super::db::ProjectDb;
-use super::evm::LEDGER_TOKEN;
 use super::runtime::{RunOutcome, Runtime};
 use super::state::{AppletLimits, EventInput};
+use wattstream_abi::LEDGER_TOKEN;
 
 /// The reserved keys for a verified device.
 pub fn device_env(
@@ -20,14 +20,18 @@ pub fn device_env(
     status: &str,
     event_id: i64,
 ) -> HashMap<String, String> {
-    HashMap::from([
-        ("WS_VERIFIED".to_string(), "true".to_string()),
-        ("WS_DEVICE_ID".to_string(), device_id.to_string()),
-        ("WS_DEVICE_ADDRESS".to_string(), format!("0x{device_id}")),
-        ("WS_DEVICE_OWNER".to_string(), owner.unwrap_or("").to_string()),
-        ("WS_DEVICE_STATUS".to_string(), status.to_string()),
-        ("WS_EVENT_ID".to_string(), event_id.to_string()),
-    ])
+    use wattstream_abi::env;
+    [
+        (env::VERIFIED, "true".to_string()),
+        (env::DEVICE_ID, device_id.to_string()),
+        (env::DEVICE_ADDRESS, format!("0x{device_id}")),
+        (env::DEVICE_OWNER, owner.unwrap_or("").to_string()),
+        (env::DEVICE_STATUS, status.to_string()),
+        (env::EVENT_ID, event_id.to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
 }
 
 /// A local run's request.

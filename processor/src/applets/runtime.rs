@@ -17,6 +17,8 @@ use wasmtime::{
     Trap,
 };
 
+use wattstream_abi::imports::{EXPORT_ALLOC, EXPORT_MEMORY};
+
 use super::abi;
 use super::db::ProjectDb;
 use super::state::{AppletLimits, Effects, EventInput, HostState};
@@ -177,7 +179,7 @@ impl Runtime {
             module.exports().map(|e| (e.name().to_string(), e.ty())).collect();
         if !exports
             .iter()
-            .any(|(n, t)| n == "memory" && matches!(t, wasmtime::ExternType::Memory(_)))
+            .any(|(n, t)| n == EXPORT_MEMORY && matches!(t, wasmtime::ExternType::Memory(_)))
         {
             return Err(AppletError::Invalid("it does not export `memory`".into()));
         }
@@ -195,7 +197,7 @@ impl Runtime {
                 _ => None,
             })
             .collect();
-        if !handlers.iter().any(|h| h == "alloc") {
+        if !handlers.iter().any(|h| h == EXPORT_ALLOC) {
             return Err(AppletError::Invalid(
                 "it does not export `alloc(i32) -> i32`".into(),
             ));

@@ -20,7 +20,6 @@ use rusqlite::{OptionalExtension, params};
 use wattstream_sdk::{PublicKey, Signature, envelope_body};
 
 use super::db::ProjectDb;
-use super::evm::LEDGER_TOKEN;
 use super::projects::{Project, Projects};
 use super::runner::device_env;
 use super::runtime::Runtime;
@@ -196,11 +195,7 @@ fn run_batch(
     if let Err(e) = db.conn().execute_batch("BEGIN IMMEDIATE") {
         return (db, Err(e.into()));
     }
-    let token = project
-        .env
-        .get("TOKEN_CONTRACT")
-        .cloned()
-        .unwrap_or_else(|| LEDGER_TOKEN.to_string());
+    let token = project.token();
     let mut result = Ok(());
     for ev in &events {
         let (back, r) = run_event(&projects.runtime, project, db, metrics, ev, now, &token);

@@ -1,0 +1,122 @@
+//! Transactions and contract calls (`ws_send_tx`, `ws_call_contract`). The
+//! built-in target is the rewards ledger: an ERC-20 `mint` to the project's
+//! token credits it (collected as an effect, applied only if the call
+//! succeeds), `balanceOf` reads it. Decoding is in `applets::evm`.
+
+use wasmtime::Linker;
+use wattstream_abi::imports::{ENV, WS_CALL_CONTRACT, WS_SEND_TX};
+use wattstream_abi::{Level, Status};
+
+use super::memory::{C, READ_MAX, read, write_out};
+use crate::applets::evm::{self, LedgerCall};
+use crate::applets::state::{Credit, HostState};
+
+pub fn link(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    linker.func_wrap(
+        ENV,
+        WS_SEND_TX,
+        |mut c: C<'_>, _chain: i32, ptr: i32, len: i32, out_ptr: i32, out_len: i32| {
+            let Some(bytes) = read(&mut c, ptr, len, READ_MAX) else {
+                return Ok(Status::FromVmFailed.code());
+            };
+            let token = c.data().event.token.clone();
+            match evm::decode(&bytes, &token) {
+                Ok(LedgerCall::Mint { address, amount }) => {
+                    let state = c.data_mut();
+                    let n = state.effects.credits.len();
+                    state.effects.credits.push(Credit {
+                        address: format!("0x{}", hex::encode(address)),
+                        amount,
+                    });
+                    let id = format!("0x{:016x}{:016x}", state.event.seed, n);
+                    write_out(&mut c, id.as_bytes(), out_ptr, out_len)
+                }
+                Ok(LedgerCall::BalanceOf { .. }) => Ok(Status::Failed.code()),
+                Err(e) => {
+                    c.data_mut()
+                        .log(Level::Error.name(), format!("ws_send_tx: {e}").as_bytes());
+                    Ok(Status::Failed.code())
+                }
+            }
+        },
+    )?;
+
+    linker.func_wrap(
+        ENV,
+        WS_CALL_CONTRACT,
+        |mut c: C<'_>, _chain: i32, ptr: i32, len: i32, out_ptr: i32, out_len: i32| {
+            let Some(bytes) = read(&mut c, ptr, len, READ_MAX) else {
+                return Ok(Status::FromVmFailed.code());
+            };
+            let token = c.data().event.token.clone();
+            match evm::decode(&bytes, &token) {
+                Ok(LedgerCall::BalanceOf { address }) => {
+                    let word = evm::uint256(c.data().balance(&address));
+                    write_out(&mut c, &word, out_ptr, out_len)
+                }
+                Ok(LedgerCall::Mint { .. }) => Ok(Status::Failed.code()),
+                Err(e) => {
+                    c.data_mut()
+                        .log(Level::Error.name(), format!("ws_call_contract: {e}").as_bytes());
+                    Ok(Status::Failed.code())
+                }
+            }
+        },
+    )?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::{Guest, wat};
+    use super::*;
+    use wattstream_abi::LEDGER_TOKEN;
+
+    fn tx(selector: &str, amount: Option<u128>) -> Vec<u8> {
+        let mut data = format!("0x{selector}{:0>64}", "ab".repeat(20));
+        if let Some(a) = amount {
+            data += &format!("{a:064x}");
+        }
+        format!(r#"{{"to":"{LEDGER_TOKEN}","value":"0","data":"{data}"}}"#).into_bytes()
+    }
+
+    #[test]
+    fn a_mint_is_a_credit_and_balance_of_sees_it_in_the_same_call() {
+        let (mint, balance) = (tx("40c10f19", Some(1234)), tx("70a08231", None));
+        let other = format!(r#"{{"to":"0x{}","data":"0x40c10f19"}}"#, "9".repeat(40)).into_bytes();
+        let data = [
+            (0u32, mint.as_slice()),
+            (400, balance.as_slice()),
+            (800, other.as_slice()),
+        ];
+        let mut g = Guest::new(
+            &wat(&[(ENV, WS_SEND_TX, 5), (ENV, WS_CALL_CONTRACT, 5)], &data),
+            link,
+        );
+        let n = |b: &[u8]| b.len() as i32;
+        assert_eq!(g.call(WS_SEND_TX, &[0, 0, n(&mint), 100, 104]), 0);
+        assert_eq!(g.out(), format!("0x{:016x}{:016x}", 42, 0).as_bytes());
+        let credits = &g.state().effects.credits;
+        assert_eq!(credits.len(), 1);
+        assert_eq!(
+            (credits[0].address.as_str(), credits[0].amount),
+            (&*format!("0x{}", "ab".repeat(20)), 1234)
+        );
+        assert_eq!(g.call(WS_CALL_CONTRACT, &[0, 400, n(&balance), 100, 104]), 0);
+        assert_eq!(g.out(), evm::uint256(1234));
+        // A mint through call_contract, a balance through send_tx, another token.
+        assert_eq!(
+            g.call(WS_CALL_CONTRACT, &[0, 0, n(&mint), 100, 104]),
+            Status::Failed.code()
+        );
+        assert_eq!(
+            g.call(WS_SEND_TX, &[0, 400, n(&balance), 100, 104]),
+            Status::Failed.code()
+        );
+        assert_eq!(
+            g.call(WS_SEND_TX, &[0, 800, n(&other), 100, 104]),
+            Status::Failed.code()
+        );
+        assert_eq!(g.state().effects.credits.len(), 1);
+    }
+}
