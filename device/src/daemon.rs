@@ -8,12 +8,12 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow};
 use embedded_hal::i2c::I2c;
 use tokio::sync::{Notify, mpsc, watch};
-use wattstream_sdk::client::ProcessorClient;
+use wattstream_sdk::client::{ProcessorClient, RewardsView};
 use wattstream_sdk::notify;
 use wattstream_sdk::state::{LinkState, MeterState, ProofStatus, RewardsState, STATE_VERSION, SensorState};
 use wattstream_sdk::{DeviceKey, load_key};
@@ -26,12 +26,7 @@ use crate::sensor::{Sample, Sensor, SensorError};
 use crate::uplink::{Backoff, Uplink};
 use crate::window::{Window, Windower};
 
-fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
+use wattstream_sdk::time::unix_now_ms as unix_ms;
 
 /// A source of samples: the real or the emulated bus behind the same driver.
 type Reader = Box<dyn FnMut() -> Result<Option<Sample>, SensorError> + Send>;
@@ -369,12 +364,12 @@ async fn poll_rewards(
             _ = tick.tick() => {}
             _ = stop.changed() => return,
         }
-        match client.get_json(&format!("/v1/devices/{device_id}/rewards")).await {
+        match client.rewards(&device_id).await {
             Ok(answer) => {
                 let proof = proof_status(&answer, pinned.as_ref());
                 let mut r = rewards.lock().expect("rewards lock");
-                r.balance = answer["balance"].as_f64();
-                r.rate_per_h = answer["rate_per_h"].as_f64();
+                r.balance = Some(answer.balance);
+                r.rate_per_h = Some(answer.rate_per_h);
                 r.proof = proof;
                 r.updated_at = Some(unix_ms() / 1000);
             }
@@ -385,16 +380,11 @@ async fn poll_rewards(
 
 /// Checks a rewards answer's proof against the pinned processor key: verified,
 /// mismatch, or unverified when there is no key pinned or no sealed epoch yet.
-pub fn proof_status(answer: &serde_json::Value, pinned: Option<&wattstream_sdk::PublicKey>) -> ProofStatus {
-    use wattstream_sdk::proof::{ProofView, SealView, verify};
-    let (Some(key), Ok(seal), Ok(proof)) = (
-        pinned,
-        serde_json::from_value::<SealView>(answer["latest_epoch"].clone()),
-        serde_json::from_value::<ProofView>(answer["proof"].clone()),
-    ) else {
+pub fn proof_status(answer: &RewardsView, pinned: Option<&wattstream_sdk::PublicKey>) -> ProofStatus {
+    let (Some(key), Some(seal), Some(proof)) = (pinned, &answer.latest_epoch, &answer.proof) else {
         return ProofStatus::Unverified;
     };
-    match verify(&seal, &proof, key) {
+    match wattstream_sdk::proof::verify(seal, proof, key) {
         Ok(()) => ProofStatus::Verified,
         Err(e) => {
             tracing::warn!(error = %e, "the processor's rewards proof does not check");
@@ -407,18 +397,32 @@ pub fn proof_status(answer: &serde_json::Value, pinned: Option<&wattstream_sdk::
 mod tests {
     use super::*;
     use wattstream_sdk::proof::{leaf_hash, seal_message};
+    use wattstream_sdk::wire::{ProofView, SealView};
 
     /// A one-device seal: the root is the device's leaf.
-    fn answer(processor: &DeviceKey, device: [u8; 20], balance: u128, claimed: u128) -> serde_json::Value {
+    fn answer(processor: &DeviceKey, device: [u8; 20], balance: u128, claimed: u128) -> RewardsView {
         let root = leaf_hash(&device, balance, balance, 7);
         let sig = processor.sign(&seal_message(7, 3, &[9; 32], &root));
-        serde_json::json!({
-            "balance": 1.0,
-            "latest_epoch": {"epoch": 7, "upto_seq": 3, "head": hex_of(&[9; 32]), "root": hex_of(&root),
-                             "signature": sig.to_hex(), "public_key": processor.public_key().to_hex()},
-            "proof": {"address": format!("0x{}", hex_of(&device)), "epoch_total": claimed.to_string(),
-                      "balance": claimed.to_string(), "steps": []},
-        })
+        RewardsView {
+            device_id: hex_of(&device),
+            balance: 1.0,
+            balance_units: balance.to_string(),
+            rate_per_h: 0.0,
+            latest_epoch: Some(SealView {
+                epoch: 7,
+                upto_seq: 3,
+                head: hex_of(&[9; 32]),
+                root: hex_of(&root),
+                signature: sig.to_hex(),
+                public_key: processor.public_key().to_hex(),
+            }),
+            proof: Some(ProofView {
+                address: format!("0x{}", hex_of(&device)),
+                epoch_total: claimed.to_string(),
+                balance: claimed.to_string(),
+                steps: vec![],
+            }),
+        }
     }
 
     fn hex_of(b: &[u8]) -> String {
@@ -446,12 +450,11 @@ mod tests {
             proof_status(&answer(&processor, [1; 20], 50, 50), None),
             ProofStatus::Unverified
         );
-        assert_eq!(
-            proof_status(
-                &serde_json::json!({"balance": 0, "latest_epoch": null, "proof": null}),
-                Some(&pinned)
-            ),
-            ProofStatus::Unverified
-        );
+        let none_yet = RewardsView {
+            latest_epoch: None,
+            proof: None,
+            ..answer(&processor, [1; 20], 50, 50)
+        };
+        assert_eq!(proof_status(&none_yet, Some(&pinned)), ProofStatus::Unverified);
     }
 }

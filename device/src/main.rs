@@ -93,12 +93,7 @@ impl RunArgs {
 }
 
 fn main() {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
+    wattstream_sdk::logging::init("info");
     if let Err(e) = run(Cli::parse()) {
         eprintln!("power-meter: {e:#}");
         std::process::exit(1);

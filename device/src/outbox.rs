@@ -58,12 +58,7 @@ pub struct Outbox {
     max_entries: u64,
 }
 
-fn now_s() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
+use wattstream_sdk::time::unix_now as now_s;
 
 impl Outbox {
     /// Opens (or creates) `outbox.db` in `dir`.

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::{Notify, watch};
-use wattstream_sdk::client::{ClientError, EventResult, ProcessorClient};
+use wattstream_sdk::client::{ClientError, EventResult, EventStatus, ProcessorClient};
 use wattstream_sdk::state::{LinkState, LinkStatus};
 
 use crate::outbox::{Entry, Outbox};
@@ -54,12 +54,7 @@ pub struct Uplink {
     pub batch: usize,
 }
 
-fn now_s() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
+use wattstream_sdk::time::unix_now as now_s;
 
 /// The result of one attempt.
 enum Attempt {
@@ -84,8 +79,8 @@ impl Uplink {
         let mut delivered = Vec::new();
         let mut retry_later = false;
         for (entry, result) in entries.iter().zip(results) {
-            match (result.status.as_str(), result.reason.as_deref()) {
-                ("accepted" | "duplicate", _) => delivered.push(entry.seq),
+            match (result.status, result.reason.as_deref()) {
+                (EventStatus::Accepted | EventStatus::Duplicate, _) => delivered.push(entry.seq),
                 (_, Some("unknown_device")) => retry_later = true,
                 (_, reason) => outbox.dead_letter(
                     entry,
@@ -133,7 +128,10 @@ impl Uplink {
                 return Ok(Attempt::Failed);
             }
         };
-        let accepted = results.iter().filter(|r| r.status == "accepted").count();
+        let accepted = results
+            .iter()
+            .filter(|r| r.status == EventStatus::Accepted)
+            .count();
         let retry_later = self.apply(&entries, &results)?;
         self.record(LinkStatus::Online, format!("ok ({accepted} accepted)"));
         Ok(Attempt::Sent { retry_later })

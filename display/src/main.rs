@@ -1,7 +1,9 @@
 //! `power-meter-display`: draws the meter's state on an ST7735 (or into PNG files).
 
 use std::path::PathBuf;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
+
+use wattstream_sdk::time::{unix_now, unix_now_ms};
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -56,20 +58,8 @@ enum Command {
     },
 }
 
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
 fn main() {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
+    wattstream_sdk::logging::init("info");
     if let Err(e) = run(Cli::parse()) {
         eprintln!("power-meter-display: {e:#}");
         std::process::exit(1);
@@ -86,7 +76,7 @@ fn run(cli: Cli) -> Result<()> {
         } => {
             let cfg = DisplayConfig::default();
             write_png_scaled(
-                &render(&state, at.unwrap_or_else(now), cfg.stale_after_s),
+                &render(&state, at.unwrap_or_else(unix_now), cfg.stale_after_s),
                 &out,
                 scale,
             )?;
@@ -139,7 +129,7 @@ fn run_loop(cfg: &DisplayConfig, panel: &mut dyn Panel) -> Result<()> {
     let mut ready = false;
     tracing::info!(state = %cfg.state_file.display(), "power-meter-display running");
     loop {
-        let frame = render(&cfg.state_file, now(), cfg.stale_after_s);
+        let frame = render(&cfg.state_file, unix_now(), cfg.stale_after_s);
         let dirty = frame.dirty(previous.as_ref());
         match panel.show(&frame, &dirty) {
             Ok(_) => previous = Some(frame),
@@ -155,10 +145,7 @@ fn run_loop(cfg: &DisplayConfig, panel: &mut dyn Panel) -> Result<()> {
         watchdog.ping();
         // Wake at the next whole refresh period so the clock ticks evenly.
         let period = cfg.refresh_ms;
-        let ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
+        let ms = unix_now_ms();
         std::thread::sleep(Duration::from_millis(period - ms % period));
     }
 }

@@ -3,13 +3,13 @@
 //! The W3bstream-style processor: it verifies every signed envelope, knows which
 //! devices are registered, and stores the stream durably in an embedded SQLite
 //! store. The ingest path is an explicit pipeline (see [`pipeline`]); the HTTP API
-//! is in [`api`]; [`server`] wires them together and handles shutdown.
+//! is in [`api`]; [`server`] wires them together and handles shutdown. The
+//! `wattstream` binary's commands (the benchmark and the demo among them) drive
+//! this library; they are not part of it.
 
 pub mod api;
 pub mod applets;
-pub mod bench;
 pub mod config;
-pub mod demo;
 pub mod metrics;
 pub mod pipeline;
 pub mod registry;

@@ -4,7 +4,6 @@
 
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use thiserror::Error;
 
@@ -36,29 +35,7 @@ impl ClientError {
     }
 }
 
-/// The processor's verdict on one envelope of a batch.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct EventResult {
-    /// Position in the batch.
-    #[serde(default)]
-    pub index: usize,
-    /// `accepted`, `duplicate` or `rejected`.
-    pub status: String,
-    /// Stable rejection code, when rejected.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-    /// Human-readable detail, when rejected.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub detail: Option<String>,
-    /// The signer's device id, when the envelope could be parsed that far.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub device_id: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct BatchAnswer {
-    results: Vec<EventResult>,
-}
+pub use crate::wire::{BatchAnswer, EventResult, EventStatus, RewardsView};
 
 /// A client for one processor.
 #[derive(Clone)]
@@ -110,7 +87,11 @@ impl ProcessorClient {
         Ok((status, body))
     }
 
-    async fn json(&self, req: reqwest::RequestBuilder, url: &str) -> Result<Value, ClientError> {
+    async fn json<T: serde::de::DeserializeOwned>(
+        &self,
+        req: reqwest::RequestBuilder,
+        url: &str,
+    ) -> Result<T, ClientError> {
         let (status, body) = self.send(req, url).await?;
         if !(200..300).contains(&status) {
             return Err(ClientError::Status {
@@ -235,7 +216,22 @@ impl ProcessorClient {
 
     /// Any GET on the API, as JSON.
     pub async fn get_json(&self, path: &str) -> Result<Value, ClientError> {
+        self.get(path).await
+    }
+
+    /// A GET parsed into the answer's wire type.
+    pub async fn get<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
         let url = self.url(path);
         self.json(self.http.get(&url), &url).await
+    }
+
+    /// A device's balance, rate, latest seal and proof.
+    pub async fn rewards(&self, device_id: &str) -> Result<RewardsView, ClientError> {
+        self.get(&format!("/v1/devices/{device_id}/rewards")).await
+    }
+
+    /// The ledger head and the processor key.
+    pub async fn ledger_head(&self) -> Result<crate::wire::LedgerHead, ClientError> {
+        self.get("/v1/ledger/head").await
     }
 }

@@ -2,10 +2,9 @@
 //! others, written atomically (a temporary file, fsync, then link or rename) so a
 //! power cut never leaves a half-written key.
 
-use std::fs::{self, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
 
 use p256::ecdsa::SigningKey;
 use p256::pkcs8::{DecodePrivateKey, EncodePrivateKey, LineEnding};
@@ -13,6 +12,7 @@ use p256::pkcs8::{DecodePrivateKey, EncodePrivateKey, LineEnding};
 use zeroize::Zeroizing;
 
 use crate::error::KeyError;
+use crate::fsutil::{WriteOptions, write_atomic};
 use crate::identity::DeviceKey;
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> KeyError + '_ {
@@ -32,45 +32,14 @@ pub fn save_key(path: &Path, key: &DeviceKey, overwrite: bool) -> Result<(), Key
         .signing_key()
         .to_pkcs8_pem(LineEnding::LF)
         .map_err(|_| KeyError::BadPem(path.to_path_buf()))?;
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
+    let opts = WriteOptions {
+        replace: overwrite,
+        ..WriteOptions::SECRET
     };
-    fs::create_dir_all(&dir).map_err(io(&dir))?;
-    let file_name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{file_name}.{}.tmp", std::process::id()));
-    let result = (|| {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(io(&tmp))?;
-        // The umask cannot widen 0600, but an inherited ACL default could: pin it.
-        file.set_permissions(fs::Permissions::from_mode(0o600))
-            .map_err(io(&tmp))?;
-        file.write_all(pem.as_bytes()).map_err(io(&tmp))?;
-        file.sync_all().map_err(io(&tmp))?;
-        if overwrite {
-            fs::rename(&tmp, path).map_err(io(path))
-        } else {
-            match fs::hard_link(&tmp, path) {
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    Err(KeyError::Exists(path.to_path_buf()))
-                }
-                other => other.map_err(io(path)),
-            }
-        }
-    })();
-    let _ = fs::remove_file(&tmp);
-    result?;
-    if let Ok(d) = fs::File::open(&dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
+    write_atomic(path, pem.as_bytes(), opts).map_err(|e| match e.kind() {
+        std::io::ErrorKind::AlreadyExists => KeyError::Exists(path.to_path_buf()),
+        _ => io(path)(e),
+    })
 }
 
 /// The file's permission bits when group or others can read or write it

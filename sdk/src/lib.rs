@@ -41,15 +41,20 @@ pub mod client;
 pub mod config;
 mod envelope;
 mod error;
+pub mod fsutil;
 mod identity;
 mod keyfile;
+#[cfg(feature = "logging")]
+pub mod logging;
 #[cfg(feature = "systemd")]
 pub mod notify;
 pub mod proof;
 mod reading;
 mod signature;
 pub mod state;
+pub mod time;
 mod verify;
+pub mod wire;
 
 pub use envelope::{Envelope, envelope_body};
 pub use error::{EnvelopeError, KeyError};

@@ -6,7 +6,6 @@
 //! written to a temporary file in the same directory and renamed over the old
 //! one, so a reader never sees half a file.
 
-use std::io::Write;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -122,21 +121,11 @@ impl MeterState {
     /// Writes atomically: temporary file, then rename.
     pub fn write(&self, path: &Path) -> Result<(), StateError> {
         let name = path.display().to_string();
-        let dir = path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        let tmp = dir.join(format!(
-            ".{}.tmp",
-            path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()
-        ));
-        let io = |e| StateError::Io(name.clone(), e);
-        let mut file = std::fs::File::create(&tmp).map_err(io)?;
-        serde_json::to_writer(&mut file, self)
-            .map_err(|e| StateError::Invalid(name.clone(), e.to_string()))?;
-        file.write_all(b"\n").map_err(io)?;
-        drop(file);
-        std::fs::rename(&tmp, path).map_err(io)
+        let mut bytes =
+            serde_json::to_vec(self).map_err(|e| StateError::Invalid(name.clone(), e.to_string()))?;
+        bytes.push(b'\n');
+        crate::fsutil::write_atomic(path, &bytes, crate::fsutil::WriteOptions::SHARED)
+            .map_err(|e| StateError::Io(name, e))
     }
 
     /// Reads and checks a state file.

@@ -1,10 +1,10 @@
 //! The PNG backend: each frame written as an 8-bit RGB PNG, atomically (temporary
 //! file, then rename) so a viewer never reads half an image.
 
-use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 
 use embedded_graphics::primitives::Rectangle;
+use wattstream_sdk::fsutil::{WriteOptions, write_atomic};
 
 use super::{Panel, PanelError};
 use crate::framebuffer::Framebuffer;
@@ -18,18 +18,9 @@ pub fn write_png(frame: &Framebuffer, path: &Path) -> Result<(), PanelError> {
 pub fn write_png_scaled(frame: &Framebuffer, path: &Path, scale: u32) -> Result<(), PanelError> {
     let scale = scale.clamp(1, 8);
     let err = |e: &dyn std::fmt::Display| PanelError::Io(format!("{}: {e}", path.display()));
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(|e| err(&e))?;
-    let tmp = dir.join(format!(
-        ".{}.tmp",
-        path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()
-    ));
-    let file = std::fs::File::create(&tmp).map_err(|e| err(&e))?;
     let (w, h) = (frame.width() * scale, frame.height() * scale);
-    let mut encoder = ::png::Encoder::new(BufWriter::new(file), w, h);
+    let mut png = Vec::new();
+    let mut encoder = ::png::Encoder::new(&mut png, w, h);
     encoder.set_color(::png::ColorType::Rgb);
     encoder.set_depth(::png::BitDepth::Eight);
     let mut writer = encoder.write_header().map_err(|e| err(&e))?;
@@ -45,7 +36,7 @@ pub fn write_png_scaled(frame: &Framebuffer, path: &Path, scale: u32) -> Result<
     };
     writer.write_image_data(&data).map_err(|e| err(&e))?;
     writer.finish().map_err(|e| err(&e))?;
-    std::fs::rename(&tmp, path).map_err(|e| err(&e))
+    write_atomic(path, &png, WriteOptions::SHARED).map_err(|e| err(&e))
 }
 
 /// Reads an 8-bit RGB PNG: `(width, height, rgb bytes)`.

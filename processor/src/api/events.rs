@@ -6,15 +6,15 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use wattstream_sdk::wire::{BatchAnswer, EventStatus};
 
 use super::{ApiError, AppState, read_body};
 use crate::pipeline::{IngestError, Ingested};
 
 /// The HTTP status for a single envelope's verdict.
-fn single_status(status: &str, reason: Option<&str>) -> StatusCode {
+fn single_status(status: EventStatus, reason: Option<&str>) -> StatusCode {
     match (status, reason) {
-        ("accepted" | "duplicate", _) => StatusCode::OK,
+        (EventStatus::Accepted | EventStatus::Duplicate, _) => StatusCode::OK,
         (_, Some("unknown_device" | "revoked_device")) => StatusCode::FORBIDDEN,
         _ => StatusCode::BAD_REQUEST,
     }
@@ -30,10 +30,12 @@ pub async fn post_events(State(state): State<Arc<AppState>>, headers: HeaderMap,
         }
     };
     match state.pipeline.ingest(&bytes).await {
-        Ok(Ingested::Single(result)) => {
-            (single_status(result.status, result.reason), axum::Json(result)).into_response()
-        }
-        Ok(Ingested::Batch(results)) => axum::Json(json!({ "results": results })).into_response(),
+        Ok(Ingested::Single(result)) => (
+            single_status(result.status, result.reason.as_deref()),
+            axum::Json(result),
+        )
+            .into_response(),
+        Ok(Ingested::Batch(results)) => axum::Json(BatchAnswer { results }).into_response(),
         Err(IngestError::Body(e)) => {
             let (reason, status) = e.reason();
             state.metrics.record_event("rejected", reason);

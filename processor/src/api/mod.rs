@@ -58,7 +58,7 @@ impl ApiError {
         }
     }
 
-    fn store(e: impl std::fmt::Display) -> Self {
+    pub(crate) fn store(e: impl std::fmt::Display) -> Self {
         tracing::error!(error = %e, "store error");
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -254,7 +254,13 @@ pub async fn rewards(
 ) -> Result<Response, ApiError> {
     let id = DeviceId::from_hex(&id)
         .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "malformed", "not a device id"))?;
-    Ok(axum::Json(state.rewards.answer(&id)).into_response())
+    // The rate reads the device's entries from the store: off the async runtime.
+    let rewards = state.rewards.clone();
+    let view = tokio::task::spawn_blocking(move || rewards.answer(&id))
+        .await
+        .map_err(ApiError::store)?
+        .map_err(ApiError::store)?;
+    Ok(axum::Json(view).into_response())
 }
 
 /// `GET /v1/epochs/{n}`: a seal.

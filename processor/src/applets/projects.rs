@@ -128,10 +128,7 @@ pub struct Projects {
 }
 
 fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
+    wattstream_sdk::time::unix_now() as i64
 }
 
 impl Projects {

@@ -18,6 +18,7 @@ use wasmtime::{
 };
 
 use wattstream_abi::imports::{EXPORT_ALLOC, EXPORT_MEMORY};
+use wattstream_sdk::fsutil::{WriteOptions, write_atomic};
 
 use super::abi;
 use super::db::ProjectDb;
@@ -163,9 +164,11 @@ impl Runtime {
         let bytes = module
             .serialize()
             .map_err(|e| AppletError::Cache(e.to_string()))?;
-        let tmp = dir.join(format!(".{hash}.{}.tmp", std::process::id()));
-        std::fs::write(&tmp, bytes)
-            .and_then(|_| std::fs::rename(&tmp, &path))
+        let opts = WriteOptions {
+            mode: 0o600,
+            ..WriteOptions::SHARED
+        };
+        write_atomic(&path, &bytes, opts)
             .map_err(|e| AppletError::Cache(format!("{}: {e}", path.display())))?;
         Ok(module)
     }

@@ -188,10 +188,7 @@ fn run_batch(
     cursor: i64,
     events: Vec<StoredEvent>,
 ) -> (ProjectDb, anyhow::Result<usize>) {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
+    let now = wattstream_sdk::time::unix_now() as i64;
     if let Err(e) = db.conn().execute_batch("BEGIN IMMEDIATE") {
         return (db, Err(e.into()));
     }

@@ -18,9 +18,6 @@ pub mod admit;
 pub mod body;
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
-
-use serde::Serialize;
 
 use crate::config::Limits;
 use crate::metrics::Metrics;
@@ -29,38 +26,17 @@ use crate::store::{Committed, StoreError, Writer};
 use admit::Rejection;
 use body::{Body, BodyError};
 
-/// The verdict on one envelope.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct ItemResult {
-    /// Position in the batch (absent for a single envelope).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub index: Option<usize>,
-    /// `accepted`, `duplicate` or `rejected`.
-    pub status: &'static str,
-    /// Stable rejection code.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<&'static str>,
-    /// Human-readable detail of a rejection.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub detail: Option<String>,
-    /// The signer's device id, when known.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub device_id: Option<String>,
-    /// The stored event's id, when accepted.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub event_id: Option<i64>,
-}
+/// The verdict on one envelope (the wire type the meter parses).
+pub use wattstream_sdk::wire::{EventResult as ItemResult, EventStatus};
 
-impl ItemResult {
-    fn rejected(r: Rejection) -> Self {
-        ItemResult {
-            index: None,
-            status: "rejected",
-            reason: Some(r.reason),
-            detail: Some(r.detail),
-            device_id: r.device_id,
-            event_id: None,
-        }
+fn rejected(r: Rejection) -> ItemResult {
+    ItemResult {
+        index: None,
+        status: EventStatus::Rejected,
+        reason: Some(r.reason.to_string()),
+        detail: Some(r.detail),
+        device_id: r.device_id,
+        event_id: None,
     }
 }
 
@@ -90,13 +66,7 @@ pub struct Pipeline {
     pub applets: Option<crate::applets::worker::Waker>,
 }
 
-/// Seconds since the Unix epoch.
-pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
+pub use wattstream_sdk::time::unix_now;
 
 /// Batches at least this large are verified on every core.
 const PARALLEL_MIN: usize = 16;
@@ -155,7 +125,7 @@ impl Pipeline {
                     if let (true, Some(id)) = (r.counts_against_device(), &r.device_id) {
                         self.writer.count_rejected(id.clone());
                     }
-                    results.push(Some(ItemResult::rejected(r)));
+                    results.push(Some(rejected(r)));
                 }
             }
         }
@@ -172,10 +142,10 @@ impl Pipeline {
         }
         for ((slot, outcome), device_id) in slots.into_iter().zip(committed).zip(device_ids) {
             let (status, event_id) = match outcome {
-                Committed::Accepted(id) => ("accepted", Some(id)),
-                Committed::Duplicate => ("duplicate", None),
+                Committed::Accepted(id) => (EventStatus::Accepted, Some(id)),
+                Committed::Duplicate => (EventStatus::Duplicate, None),
             };
-            self.metrics.record_event(status, "");
+            self.metrics.record_event(status.as_str(), "");
             results[slot] = Some(ItemResult {
                 index: None,
                 status,

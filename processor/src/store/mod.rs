@@ -11,7 +11,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 pub use reads::{DeviceRow, EventRow, Reads};
-pub use schema::dedup_key;
+pub use schema::{dedup_key, migrate};
 pub use writer::{Committed, NewDevice, NewEvent, RegisterOutcome, Writer};
 
 use crate::config::StoreConfig;

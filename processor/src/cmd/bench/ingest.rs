@@ -1,110 +1,15 @@
-//! `wattstream bench`: figures printed, never asserted. This part measures the
-//! applet runtime: microseconds per event for a trivial applet and for each
-//! example applet (fresh instance, limits, savepoint, call, effects), and bare
-//! instantiations per second.
+//! The ingest part of `wattstream bench`: the signature-verification limit,
+//! a real `wattstream serve` child process, envelopes signed on every core, and
+//! a load generator over HTTP that reports throughput and latency.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
+use wattstream_sdk::client::{EventStatus, ProcessorClient};
 use wattstream_sdk::{DeviceKey, Reading};
 
-use crate::applets::db::ProjectDb;
-use crate::applets::runner::device_env;
-use crate::applets::runtime::Runtime;
-use crate::applets::state::{AppletLimits, EventInput};
-use wattstream_abi::LEDGER_TOKEN;
-
-/// The smallest applet that follows the ABI.
-pub const TRIVIAL_WAT: &str = r#"(module
-  (memory (export "memory") 1)
-  (func (export "alloc") (param i32) (result i32) (i32.const 1024))
-  (func (export "start") (param i32) (result i32) (i32.const 0)))"#;
-
-/// One applet's figures.
-#[derive(Debug, Serialize)]
-pub struct AppletFigure {
-    pub applet: String,
-    pub us_per_event: f64,
-    pub events_per_s: f64,
-    pub runs: u64,
-}
-
-/// Runs `wasm` repeatedly for about `seconds`; µs per event.
-pub fn applet_overhead(
-    runtime: &Runtime,
-    name: &str,
-    wasm: &[u8],
-    seconds: f64,
-) -> anyhow::Result<AppletFigure> {
-    let applet = runtime.compile(wasm)?;
-    let key = DeviceKey::from_bytes(&[7; 32]).expect("valid key");
-    let id = key.device_id().to_string();
-    let mut db = Some(ProjectDb::open(None, Duration::from_millis(100))?);
-    let limits = AppletLimits::default();
-    let deadline = Instant::now() + Duration::from_secs_f64(seconds);
-    let (mut runs, mut busy) = (0u64, Duration::ZERO);
-    while Instant::now() < deadline || runs < 100 {
-        let mut r = Reading::new(2.0 + (runs % 7) as f64, 1_795_514_495 + runs * 5).with_seq(runs);
-        r.window_s = Some(5);
-        let input = EventInput {
-            rid: 1,
-            payload: key.sign_reading(&r).into_bytes(),
-            event_type: "DATA".into(),
-            env: device_env(&id, Some("bench"), "active", runs as i64),
-            token: LEDGER_TOKEN.into(),
-            seed: runs,
-            time_ns: 0,
-        };
-        let started = Instant::now();
-        let (outcome, back) = runtime.run(&applet, "start", input, db.take().expect("db"), &limits);
-        busy += started.elapsed();
-        db = Some(back);
-        if !outcome.ok() {
-            anyhow::bail!(
-                "{name} failed in the benchmark: {:?} {:?}",
-                outcome.code,
-                outcome.error
-            );
-        }
-        runs += 1;
-    }
-    let us = busy.as_secs_f64() * 1e6 / runs as f64;
-    Ok(AppletFigure {
-        applet: name.to_string(),
-        us_per_event: us,
-        events_per_s: 1e6 / us,
-        runs,
-    })
-}
-
-/// The applet part of the benchmark: the trivial applet and every `.wasm` in `dist`.
-pub fn applets(dist: &Path, seconds: f64) -> anyhow::Result<Vec<AppletFigure>> {
-    let runtime = Runtime::new(None)?;
-    let mut out = vec![applet_overhead(
-        &runtime,
-        "trivial (WAT)",
-        TRIVIAL_WAT.as_bytes(),
-        seconds,
-    )?];
-    let mut files: Vec<_> = std::fs::read_dir(dist)
-        .map(|d| {
-            d.filter_map(Result::ok)
-                .map(|e| e.path())
-                .filter(|p| p.extension().is_some_and(|x| x == "wasm"))
-                .collect()
-        })
-        .unwrap_or_default();
-    files.sort();
-    for path in files {
-        let name = path
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        out.push(applet_overhead(&runtime, &name, &std::fs::read(&path)?, seconds)?);
-    }
-    Ok(out)
-}
+use super::procfs;
 
 /// Raw P-256 verification on the fast path: one thread and all cores.
 pub fn verify_limit(seconds: f64) -> (f64, f64) {
@@ -166,17 +71,6 @@ fn latency(mut samples: Vec<Duration>) -> Latency {
     }
 }
 
-/// One ingest run.
-#[derive(Debug, Serialize)]
-pub struct IngestFigure {
-    pub batch: usize,
-    pub events: usize,
-    pub events_per_s: f64,
-    pub latency: Latency,
-    /// `events_per_s` over the all-cores verification rate.
-    pub ratio_to_verify_limit: f64,
-}
-
 /// A `wattstream serve` process under test.
 pub struct ServerProcess {
     pub child: std::process::Child,
@@ -214,24 +108,8 @@ impl ServerProcess {
 
     /// CPU seconds used so far and peak RSS (KiB), from /proc.
     pub fn usage(&self) -> (f64, u64) {
-        let pid = self.child.id();
-        let ticks = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .ok()
-            .and_then(|s| {
-                let rest = s.rsplit_once(')')?.1.split_whitespace().collect::<Vec<_>>();
-                Some(rest.get(11)?.parse::<f64>().ok()? + rest.get(12)?.parse::<f64>().ok()?)
-            })
-            .unwrap_or(0.0);
-        let hwm = std::fs::read_to_string(format!("/proc/{pid}/status"))
-            .ok()
-            .and_then(|s| {
-                s.lines().find_map(|l| {
-                    l.strip_prefix("VmHWM:")
-                        .map(|v| v.trim().trim_end_matches(" kB").parse().ok())
-                })?
-            })
-            .unwrap_or(0);
-        (ticks / 100.0, hwm)
+        let u = procfs::usage(self.child.id());
+        (u.cpu_s, u.peak_kib)
     }
 }
 
@@ -293,7 +171,6 @@ pub async fn send(
     connections: usize,
     rate: Option<f64>,
 ) -> anyhow::Result<(f64, Latency)> {
-    use wattstream_sdk::client::ProcessorClient;
     let requests: Vec<Vec<String>> = bodies.chunks(batch).map(<[String]>::to_vec).collect();
     let total_events = bodies.len();
     let queue = std::sync::Arc::new(std::sync::Mutex::new(
@@ -318,12 +195,15 @@ pub async fn send(
                 }
                 let t = Instant::now();
                 let ok = if req.len() == 1 {
-                    client.post_event(&req[0]).await.map(|r| r.status != "rejected")
+                    client
+                        .post_event(&req[0])
+                        .await
+                        .map(|r| r.status != EventStatus::Rejected)
                 } else {
                     client
                         .post_events(&req)
                         .await
-                        .map(|rs| rs.iter().all(|r| r.status != "rejected"))
+                        .map(|rs| rs.iter().all(|r| r.status != EventStatus::Rejected))
                 };
                 lat.push(t.elapsed());
                 if !ok.map_err(|e| anyhow::anyhow!("{e}"))? {

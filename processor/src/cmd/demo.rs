@@ -12,17 +12,41 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
-use wattstream_sdk::client::ProcessorClient;
+use wattstream_sdk::client::{ProcessorClient, RewardsView};
 use wattstream_sdk::state::MeterState;
 
-use crate::config::Config;
+use wattstream_processor::config::Config;
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[arg(long, default_value = "demo-data")]
+    data_dir: PathBuf,
+    /// How long to run, seconds.
+    #[arg(long, default_value_t = 60)]
+    duration: u64,
+    #[arg(long, default_value_t = 3)]
+    meters: usize,
+    /// Where the built applets are.
+    #[arg(long, default_value = "applets/dist")]
+    applets: PathBuf,
+}
 
 /// What the demo is told.
-pub struct DemoOptions {
-    pub data_dir: PathBuf,
-    pub duration: Duration,
-    pub meters: usize,
-    pub applets: PathBuf,
+struct DemoOptions {
+    data_dir: PathBuf,
+    duration: Duration,
+    meters: usize,
+    applets: PathBuf,
+}
+
+pub fn run(args: Args) -> Result<i32> {
+    run_demo(DemoOptions {
+        data_dir: args.data_dir,
+        duration: Duration::from_secs(args.duration),
+        meters: args.meters.max(1),
+        applets: args.applets,
+    })?;
+    Ok(0)
 }
 
 struct Profile {
@@ -65,7 +89,7 @@ fn sibling(name: &str) -> Result<PathBuf> {
     Ok(path)
 }
 
-fn run(cmd: &mut Command) -> Result<String> {
+fn output(cmd: &mut Command) -> Result<String> {
     let out = cmd.stderr(Stdio::piped()).output()?;
     if !out.status.success() {
         bail!("{:?} failed: {}", cmd, String::from_utf8_lossy(&out.stderr));
@@ -86,7 +110,7 @@ fn token() -> Result<String> {
 }
 
 /// Runs the demo to its summary.
-pub fn run_demo(opts: DemoOptions) -> Result<()> {
+fn run_demo(opts: DemoOptions) -> Result<()> {
     let power_meter = sibling("power-meter")?;
     let display = sibling("power-meter-display")?;
     let dir = &opts.data_dir;
@@ -103,11 +127,11 @@ pub fn run_demo(opts: DemoOptions) -> Result<()> {
     config.rewards.epoch_s = 20;
     config.rewards.seal_after_s = 1;
 
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = super::runtime()?;
     let (addr_tx, addr_rx) = std::sync::mpsc::channel();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server_config = config.clone();
-    let server = runtime.spawn(crate::server::serve_until(
+    let server = runtime.spawn(wattstream_processor::server::serve_until(
         server_config,
         move |addr| {
             let _ = addr_tx.send(addr);
@@ -163,9 +187,9 @@ pub fn run_demo(opts: DemoOptions) -> Result<()> {
         std::fs::create_dir_all(&mdir)?;
         let key = mdir.join("device.pem");
         if !key.exists() {
-            run(Command::new(&power_meter).args(["keygen", "--key"]).arg(&key))?;
+            output(Command::new(&power_meter).args(["keygen", "--key"]).arg(&key))?;
         }
-        let id = run(Command::new(&power_meter).args(["id", "--key"]).arg(&key))?;
+        let id = output(Command::new(&power_meter).args(["id", "--key"]).arg(&key))?;
         let (device_id, public_key) = (
             field(&id, "device_id:").unwrap_or_default(),
             field(&id, "public_key:").unwrap_or_default(),
@@ -220,11 +244,13 @@ pub fn run_demo(opts: DemoOptions) -> Result<()> {
     while start.elapsed() < opts.duration && !interrupted.load(std::sync::atomic::Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(1000));
         if last_render.elapsed() >= Duration::from_secs(3) {
-            let _ = run(Command::new(&display)
-                .args(["render", "--scale", "2", "--state"])
-                .arg(meters[0].dir.join("data/state.json"))
-                .arg("--out")
-                .arg(&screen));
+            let _ = output(
+                Command::new(&display)
+                    .args(["render", "--scale", "2", "--state"])
+                    .arg(meters[0].dir.join("data/state.json"))
+                    .arg("--out")
+                    .arg(&screen),
+            );
             last_render = Instant::now();
         }
         let table = table(&runtime, &client, &meters, start.elapsed(), opts.duration);
@@ -255,31 +281,24 @@ pub fn run_demo(opts: DemoOptions) -> Result<()> {
     }
     // Let the applets and the ledger catch up, then render a last screen.
     std::thread::sleep(Duration::from_secs(3));
-    let _ = run(Command::new(&display)
-        .args(["render", "--scale", "2", "--state"])
-        .arg(meters[0].dir.join("data/state.json"))
-        .arg("--out")
-        .arg(&screen));
+    let _ = output(
+        Command::new(&display)
+            .args(["render", "--scale", "2", "--state"])
+            .arg(meters[0].dir.join("data/state.json"))
+            .arg("--out")
+            .arg(&screen),
+    );
     let summary = summary(&runtime, &client, &meters);
     let _ = stop_tx.send(());
     runtime.block_on(server)??;
 
     // The ledger, checked from the store as `wattstream rewards verify` does.
-    let conn = rusqlite::Connection::open(crate::store::db_path(&config.data_dir))?;
-    let (entries, _, seals) = crate::rewards::load(&conn)?;
-    let key = wattstream_sdk::load_key(&crate::rewards::key_path(&config.data_dir))?;
-    let verdict = wattstream_rewards::verify_ledger(
-        &entries,
-        &seals,
-        config.rewards.cap_units(),
-        Some(key.public_key()),
-    );
+    let verdict = wattstream_processor::rewards::verify_stored(&config.data_dir, &config.rewards)?;
     println!("\n{summary}");
     match verdict {
-        Ok(()) => println!(
+        Ok(v) => println!(
             "rewards verify: ok ({} entries, {} sealed epochs)",
-            entries.len(),
-            seals.len()
+            v.entries, v.seals
         ),
         Err(t) => println!("rewards verify: FAILED: {t}"),
     }
@@ -292,12 +311,14 @@ fn state(dir: &Path) -> Option<MeterState> {
     MeterState::read(&dir.join("data/state.json")).ok()
 }
 
-fn device(runtime: &tokio::runtime::Runtime, client: &ProcessorClient, id: &str) -> (Value, Value) {
+/// A device's registration answer and its rewards (`None` before the first).
+fn device(
+    runtime: &tokio::runtime::Runtime,
+    client: &ProcessorClient,
+    id: &str,
+) -> (Value, Option<RewardsView>) {
     let d = runtime.block_on(client.device(id)).unwrap_or(Value::Null);
-    let r = runtime
-        .block_on(client.get_json(&format!("/v1/devices/{id}/rewards")))
-        .unwrap_or(Value::Null);
-    (d, r)
+    (d, runtime.block_on(client.rewards(id)).ok())
 }
 
 fn table(
@@ -333,7 +354,7 @@ fn table(
             s.as_ref().and_then(|s| s.window_w).unwrap_or(0.0),
             d["counts"]["accepted"].as_i64().unwrap_or(0),
             s.as_ref().map_or(0, |s| s.link.outbox_depth),
-            r["balance"].as_f64().unwrap_or(0.0),
+            r.map_or(0.0, |r| r.balance),
             s.as_ref()
                 .map_or("-".to_string(), |s| format!("{:?}", s.rewards.proof)
                     .to_lowercase()),
@@ -349,17 +370,14 @@ fn summary(runtime: &tokio::runtime::Runtime, client: &ProcessorClient, meters: 
     for m in meters {
         let (d, r) = device(runtime, client, &m.device_id);
         let accepted = d["counts"]["accepted"].as_i64().unwrap_or(0);
-        let balance = r["balance"].as_f64().unwrap_or(0.0);
+        let (balance, rate) = r.map_or((0.0, 0.0), |r| (r.balance, r.rate_per_h));
         total += accepted;
         if best.is_none_or(|(_, b)| balance > b) {
             best = Some((&m.name, balance));
         }
         out.push_str(&format!(
             "  {:<10} {:>4} events accepted, {:>12.6} tokens, {:>8.4} tokens/h\n",
-            m.name,
-            accepted,
-            balance,
-            r["rate_per_h"].as_f64().unwrap_or(0.0)
+            m.name, accepted, balance, rate
         ));
     }
     out.push_str(&format!("events accepted: {total}\n"));

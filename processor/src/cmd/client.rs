@@ -1,0 +1,41 @@
+//! The small client every remote command shares: where the processor is, the
+//! admin token, and one way to run a request and print its JSON answer.
+
+use std::future::Future;
+use std::time::Duration;
+
+use anyhow::Result;
+use clap::Args;
+use wattstream_sdk::client::ProcessorClient;
+
+/// A running processor's admin API.
+#[derive(Args, Clone)]
+pub struct Remote {
+    /// The processor's URL.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    pub server: String,
+    /// Admin bearer token.
+    #[arg(long, env = "WATTSTREAM_ADMIN_TOKEN", hide_env_values = true)]
+    pub token: String,
+}
+
+impl Remote {
+    /// Runs `request` against the processor and prints its answer as JSON.
+    pub fn call<F, Fut>(&self, request: F) -> Result<i32>
+    where
+        F: FnOnce(ProcessorClient) -> Fut,
+        Fut: Future<Output = Result<serde_json::Value, wattstream_sdk::client::ClientError>>,
+    {
+        let client = ProcessorClient::new(&self.server, Some(self.token.clone()), Duration::from_secs(60))?;
+        let answer = super::runtime()?.block_on(request(client))?;
+        println!("{}", serde_json::to_string_pretty(&answer)?);
+        Ok(0)
+    }
+}
+
+/// `KEY=VALUE` for clap.
+pub fn parse_env(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("expected KEY=VALUE, got {s:?}"))
+}

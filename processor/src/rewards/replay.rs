@@ -1,0 +1,116 @@
+//! `wattstream rewards replay`: re-runs the stored events through the deployed
+//! applets into a fresh project database and a fresh ledger, sealing where the
+//! stored ledger sealed, and compares every seal. A ledger the processor
+//! computed honestly replays to the same roots.
+
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use rusqlite::Connection;
+use wattstream_rewards::Ledger;
+use wattstream_sdk::load_key;
+
+use super::{conn, key_path, load, read_credits};
+use crate::applets::db::ProjectDb;
+
+/// What `rewards replay` found.
+#[derive(Debug, Default)]
+pub struct ReplayReport {
+    pub events: usize,
+    pub entries: usize,
+    /// `(epoch, matches)` for every stored seal.
+    pub seals: Vec<(u64, bool)>,
+    pub problems: Vec<String>,
+}
+
+/// Re-runs the stored events through the deployed applets (identified by module
+/// hash) into a fresh project database and a fresh ledger, sealing where the
+/// stored ledger sealed, and compares every seal.
+pub fn replay(data_dir: &Path, config: &crate::config::Config) -> anyhow::Result<ReplayReport> {
+    use crate::applets::projects::{Project, load_deployed, load_env};
+    use crate::applets::runtime::Runtime;
+    use crate::applets::worker::{load_events, run_event};
+
+    let db_path = crate::store::db_path(data_dir);
+    let c = conn(&db_path)?;
+    let (entries, seals) = load(&c)?;
+    let key = load_key(&key_path(data_dir))?;
+    let runtime = Runtime::new(None)?;
+    let name = &config.applets.default_project;
+    let mut report = ReplayReport::default();
+    let applets = load_deployed(&runtime, &c, name)?;
+    for e in &entries {
+        if !applets
+            .iter()
+            .any(|a| a.name == e.applet && a.hash == e.applet_hash)
+        {
+            report.problems.push(format!(
+                "entry {} was made by {} version {}, which is no longer deployed",
+                e.seq, e.applet, e.applet_hash
+            ));
+            break;
+        }
+    }
+    let project = Project {
+        name: name.clone(),
+        applets,
+        env: load_env(&c, name)?,
+        db: Mutex::new(None),
+    };
+    let token = project.token();
+    let start: i64 = Connection::open_with_flags(
+        data_dir.join("projects").join(format!("{name}.db")),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .and_then(|p| {
+        p.query_row(
+            "SELECT value FROM _ws_meta WHERE key = 'start_event_id'",
+            [],
+            |r| r.get(0),
+        )
+    })
+    .unwrap_or(0);
+
+    let reads = crate::store::open_reads(data_dir)?;
+    let metrics = crate::metrics::Metrics::default();
+    let mut db = ProjectDb::open(None, Duration::from_millis(1000))?;
+    let mut ledger = Ledger::new(config.rewards.epoch_s, config.rewards.cap_units());
+    let mut pending = seals.iter().peekable();
+    let (mut after, mut credits_seen) = (start, 0i64);
+    loop {
+        let events = load_events(&reads, after)?;
+        let Some(last) = events.last().map(|e| e.id) else {
+            break;
+        };
+        for ev in &events {
+            let (back, r) = run_event(&runtime, &project, db, &metrics, ev, 0, &token);
+            db = back;
+            r?;
+            report.events += 1;
+            let credits = read_credits(&db, credits_seen, i64::MAX)?;
+            for (rowid, credit) in credits {
+                credits_seen = rowid;
+                while let Some(s) = pending.next_if(|s| s.upto_seq == ledger.head().0) {
+                    ledger.seal(s.epoch, &key);
+                }
+                ledger.credit(&credit);
+            }
+        }
+        after = last;
+    }
+    while let Some(s) = pending.next_if(|s| s.upto_seq == ledger.head().0) {
+        ledger.seal(s.epoch, &key);
+    }
+    report.entries = ledger.entries.len();
+    for stored in &seals {
+        let ok = ledger.seals.iter().any(|r| {
+            r.epoch == stored.epoch
+                && r.upto_seq == stored.upto_seq
+                && r.head == stored.head
+                && r.root == stored.root
+        });
+        report.seals.push((stored.epoch, ok));
+    }
+    Ok(report)
+}

@@ -1,0 +1,122 @@
+//! The processor's answers as typed values, written once: the processor
+//! serializes these types and the meter, the demo, the CLI and the tests
+//! parse them, so a renamed field is a compile error on both sides rather
+//! than a silently missing balance.
+
+use serde::{Deserialize, Serialize};
+
+pub use crate::proof::{ProofView, SealView, Step};
+
+/// What happened to one envelope.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EventStatus {
+    /// Stored durably for the first time.
+    Accepted,
+    /// Already stored with the same bytes: nothing changed.
+    Duplicate,
+    /// Not stored; `reason` says why.
+    Rejected,
+}
+
+impl EventStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventStatus::Accepted => "accepted",
+            EventStatus::Duplicate => "duplicate",
+            EventStatus::Rejected => "rejected",
+        }
+    }
+}
+
+/// The processor's verdict on one envelope (`POST /v1/events`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventResult {
+    /// Position in the batch (absent for a single envelope).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index: Option<usize>,
+    pub status: EventStatus,
+    /// Stable rejection code, when rejected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Human-readable detail, when rejected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    /// The signer's device id, when the envelope could be parsed that far.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_id: Option<String>,
+    /// The stored event's id, when accepted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_id: Option<i64>,
+}
+
+/// The answer to a batch: one result per envelope, in request order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BatchAnswer {
+    pub results: Vec<EventResult>,
+}
+
+/// `GET /v1/devices/{id}/rewards`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RewardsView {
+    pub device_id: String,
+    /// Tokens (18 decimals) as a float, for display.
+    pub balance: f64,
+    /// The exact balance in token units, decimal.
+    pub balance_units: String,
+    /// Tokens credited over the last hour of readings.
+    pub rate_per_h: f64,
+    /// The newest sealed epoch, once there is one.
+    pub latest_epoch: Option<SealView>,
+    /// This device's leaf in that epoch and its path to the root.
+    pub proof: Option<ProofView>,
+}
+
+impl RewardsView {
+    /// The exact balance, `None` when the processor sent something else than a decimal.
+    pub fn balance_units(&self) -> Option<u128> {
+        self.balance_units.parse().ok()
+    }
+}
+
+/// `GET /v1/ledger/head`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LedgerHead {
+    /// Entries so far.
+    pub seq: u64,
+    /// Hash of the newest entry, hex.
+    pub hash: String,
+    pub last_sealed_epoch: Option<u64>,
+    pub epoch_s: u64,
+    /// The key seals are signed with: what meters pin.
+    pub processor_public_key: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_results_keep_their_wire_form() {
+        let r = EventResult {
+            index: None,
+            status: EventStatus::Rejected,
+            reason: Some("bad_signature".into()),
+            detail: Some("x".into()),
+            device_id: None,
+            event_id: None,
+        };
+        let text = serde_json::to_string(&r).unwrap();
+        assert_eq!(
+            text,
+            r#"{"status":"rejected","reason":"bad_signature","detail":"x"}"#
+        );
+        assert_eq!(serde_json::from_str::<EventResult>(&text).unwrap(), r);
+        let accepted: EventResult =
+            serde_json::from_str(r#"{"index":3,"status":"accepted","device_id":"ab","event_id":9}"#).unwrap();
+        assert_eq!(
+            (accepted.index, accepted.status, accepted.event_id),
+            (Some(3), EventStatus::Accepted, Some(9))
+        );
+    }
+}
