@@ -16,7 +16,7 @@ fn cli(args: &[&str]) -> std::process::Output {
 }
 
 #[tokio::test]
-async fn shared_vectors_get_their_expected_status() {
+async fn signed_vectors_get_their_expected_status() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path());
     let devices: Value =
@@ -80,10 +80,12 @@ async fn shared_vectors_get_their_expected_status() {
         .unwrap()
         .device_id();
     let (_, d) = get(&format!("{}/v1/devices/{first}", server.url)).await;
-    assert_eq!(d["counts"]["accepted"], 1);
-    assert_eq!(d["counts"]["duplicate"], 1);
+    // Device A: the seed, meter-format, high-S, upper-case and compressed-key
+    // cases are its readings; both replays are its duplicates.
+    assert_eq!(d["counts"]["accepted"], 5, "{d}");
+    assert_eq!(d["counts"]["duplicate"], 2, "{d}");
     assert!(d["counts"]["rejected"].as_i64().unwrap() >= 2, "{d}");
-    assert_eq!(d["last_reading"]["sensor_reading"], 134.7);
+    assert_eq!(d["last_reading"]["sensor_reading"], 5.7, "{d}");
 }
 
 #[tokio::test]

@@ -137,15 +137,10 @@ pub async fn all_events(server: &Server, device_id: &str) -> Vec<Value> {
 pub fn vectors_dir() -> PathBuf {
     std::env::var_os("WATTSTREAM_VECTORS")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/vectors"))
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../sdk/tests/vectors"))
 }
 
-pub fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
+pub use wattstream_sdk::time::unix_now as now;
 
 /// A built example applet (`applets/build.sh` puts them in `applets/dist`).
 pub fn dist(name: &str) -> PathBuf {
