@@ -295,3 +295,83 @@ impl Rewards {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A store, a project database with `n` credits for one device, and the service.
+    fn setup(n: i64) -> (tempfile::TempDir, PathBuf, ProjectDb, Rewards) {
+        let dir = tempfile::tempdir().unwrap();
+        let db_path = dir.path().join("store.db");
+        crate::store::migrate(&mut Connection::open(&db_path).unwrap()).unwrap();
+        let project = ProjectDb::open(None, Duration::from_millis(100)).unwrap();
+        for i in 0..n {
+            project
+                .conn()
+                .execute(
+                    "INSERT INTO _ws_credits (event_id, applet, idx, applet_hash, address, amount, timestamp)
+                     VALUES (?1, 'tiered', 0, 'h', ?2, '1000', ?3)",
+                    params![i + 1, format!("0x{}", "ab".repeat(20)), 1_795_515_000 + i * 5],
+                )
+                .unwrap();
+        }
+        let config = RewardsConfig {
+            epoch_s: 20,
+            ..RewardsConfig::default()
+        };
+        let rewards = Rewards::open(dir.path(), &db_path, config).unwrap();
+        (dir, db_path, project, rewards)
+    }
+
+    fn fail_inserts(db: &Path, table: &str, on: bool) {
+        let c = Connection::open(db).unwrap();
+        let sql = if on {
+            format!(
+                "CREATE TRIGGER fail BEFORE INSERT ON {table} BEGIN SELECT RAISE(ABORT, 'disk full'); END"
+            )
+        } else {
+            "DROP TRIGGER fail".to_string()
+        };
+        c.execute_batch(&sql).unwrap();
+    }
+
+    #[test]
+    fn a_failed_accrual_leaves_nothing_behind_and_the_next_one_chains_on_the_store() {
+        let (dir, db, project, rewards) = setup(3);
+        fail_inserts(&db, "ledger_entries", true);
+        assert!(rewards.accrue(&project).is_err());
+        assert_eq!(rewards.head().seq, 0, "memory kept nothing the store refused");
+        fail_inserts(&db, "ledger_entries", false);
+        assert_eq!(rewards.accrue(&project).unwrap(), 3);
+        assert_eq!(rewards.head().seq, 3);
+        drop(rewards);
+        // The next start verifies the stored chain (a gap would refuse it).
+        let again = Rewards::open(
+            dir.path(),
+            &db,
+            RewardsConfig {
+                epoch_s: 20,
+                ..RewardsConfig::default()
+            },
+        );
+        assert_eq!(again.unwrap().head().seq, 3);
+    }
+
+    #[test]
+    fn a_seal_that_was_not_stored_is_never_served() {
+        let (_dir, db, project, rewards) = setup(2);
+        rewards.accrue(&project).unwrap();
+        fail_inserts(&db, "seals", true);
+        let later = 1_795_515_000 + 3600;
+        assert!(rewards.seal_due(later).is_err());
+        assert_eq!(rewards.head().last_sealed_epoch, None);
+        let id = DeviceId([0xab; 20]);
+        assert!(rewards.answer(&id).unwrap().latest_epoch.is_none());
+        fail_inserts(&db, "seals", false);
+        assert_eq!(rewards.seal_due(later).unwrap().len(), 1);
+        let view = rewards.answer(&id).unwrap();
+        assert!(view.latest_epoch.is_some() && view.proof.is_some());
+        assert_eq!(view.balance_units(), Some(2000));
+    }
+}
