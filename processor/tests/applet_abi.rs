@@ -63,7 +63,7 @@ fn event(payload: &str) -> EventInput {
         payload: payload.as_bytes().to_vec(),
         event_type: "DATA".into(),
         env: HashMap::from([("GREETING".to_string(), "hello".to_string())]),
-        token: LEDGER_TOKEN.into(),
+        token: Some(LEDGER_TOKEN.into()),
         seed: 42,
         time_ns: 0,
     }

@@ -168,7 +168,7 @@ fn baseline_rewards_savings_and_holds_the_cap() {
             payload: key.sign_reading(&r).into_bytes(),
             event_type: "DATA".into(),
             env: vars,
-            token: LEDGER_TOKEN.into(),
+            token: Some(LEDGER_TOKEN.into()),
             seed: i,
             time_ns: 0,
         };

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use reqwest::Method;
 use serde_json::json;
+use wattstream_abi::LEDGER_TOKEN;
 use wattstream_sdk::{DeviceKey, Reading};
 
 fn deploy(server: &Server, name: &str) {
@@ -346,4 +347,45 @@ async fn the_w3bstream_event_endpoint_runs_a_project_with_a_publisher_token() {
         .await
         .unwrap();
     assert_eq!(r.status(), 401, "the admin token is not a publisher token");
+
+    // A mint on this path would go nowhere (its effects are not stored): it
+    // fails, and the answer says so, rather than reporting success.
+    let tx = format!(
+        r#"{{"to":"{LEDGER_TOKEN}","value":"0","data":"0x40c10f19{:0>64}{:064x}"}}"#,
+        "ab".repeat(20),
+        1000u128
+    );
+    let escaped: String = tx.bytes().map(|b| format!("\\{b:02x}")).collect();
+    let minter = format!(
+        r#"(module
+          (import "env" "ws_send_tx" (func $tx (param i32 i32 i32 i32 i32) (result i32)))
+          (memory (export "memory") 1)
+          (data (i32.const 16) "{escaped}")
+          (func (export "alloc") (param i32) (result i32) i32.const 4096)
+          (func (export "start") (param i32) (result i32)
+            (call $tx (i32.const 0) (i32.const 16) (i32.const {}) (i32.const 0) (i32.const 8))))"#,
+        tx.len()
+    );
+    let r = client()
+        .post(format!(
+            "{}/v1/projects/w3b/applets/minter?event_type=MINT",
+            server.url
+        ))
+        .bearer_auth(TOKEN)
+        .body(minter)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    let url = format!("{}/srv-applet-mgr/v0/event/w3b?eventType=MINT", server.url);
+    let r = client()
+        .post(&url)
+        .bearer_auth(&token)
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    let answer: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(answer["results"][0]["returnCode"], -1, "{answer}");
+    assert_eq!(answer["results"][0]["credits"], 0, "{answer}");
 }

@@ -340,7 +340,8 @@ pub async fn w3bstream_event(
                 payload: payload.clone(),
                 event_type: et.clone(),
                 env: p.env.clone(),
-                token: p.token(),
+                // Nothing stores this path's effects: no ledger settles its mints.
+                token: None,
                 seed: 0,
                 time_ns: 0,
             };

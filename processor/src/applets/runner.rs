@@ -76,7 +76,7 @@ pub fn run_local(req: LocalRun<'_>) -> anyhow::Result<(String, Vec<String>, RunO
         payload: req.payload,
         event_type: req.event_type,
         env,
-        token: LEDGER_TOKEN.to_string(),
+        token: Some(LEDGER_TOKEN.to_string()),
         seed: 1,
         time_ns,
     };

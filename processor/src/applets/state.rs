@@ -68,8 +68,10 @@ pub struct EventInput {
     pub event_type: String,
     /// Project environment plus the reserved `WS_*` keys of this event.
     pub env: HashMap<String, String>,
-    /// The token address that settles on the ledger.
-    pub token: String,
+    /// The token whose `mint` credits the rewards ledger; `None` where nothing
+    /// would settle a mint (the W3bstream-compatible endpoint, whose effects
+    /// are not stored), so a mint fails rather than vanishing.
+    pub token: Option<String>,
     /// Seed for WASI `random_get` and time for `clock_time_get` (deterministic,
     /// so a replay computes the same).
     pub seed: u64,

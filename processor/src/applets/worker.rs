@@ -249,7 +249,7 @@ pub(crate) fn run_event(
             payload: payload.clone(),
             event_type: "DATA".into(),
             env: env.clone(),
-            token: token.to_string(),
+            token: Some(token.to_string()),
             seed: ev.id as u64,
             time_ns: (ev.timestamp as u64).saturating_mul(1_000_000_000),
         };

@@ -19,7 +19,13 @@ pub fn link(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
             let Some(bytes) = read(&mut c, ptr, len, READ_MAX) else {
                 return Ok(Status::FromVmFailed.code());
             };
-            let token = c.data().event.token.clone();
+            let Some(token) = c.data().event.token.clone() else {
+                c.data_mut().log(
+                    Level::Error.name(),
+                    b"ws_send_tx: nothing settles mints for events of the W3bstream-compatible endpoint; send readings to POST /v1/events",
+                );
+                return Ok(Status::Failed.code());
+            };
             match evm::decode(&bytes, &token) {
                 Ok(LedgerCall::Mint { address, amount }) => {
                     let state = c.data_mut();
@@ -48,7 +54,9 @@ pub fn link(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
             let Some(bytes) = read(&mut c, ptr, len, READ_MAX) else {
                 return Ok(Status::FromVmFailed.code());
             };
-            let token = c.data().event.token.clone();
+            let Some(token) = c.data().event.token.clone() else {
+                return Ok(Status::Failed.code());
+            };
             match evm::decode(&bytes, &token) {
                 Ok(LedgerCall::BalanceOf { address }) => {
                     let word = evm::uint256(c.data().balance(&address));
@@ -118,5 +126,18 @@ mod tests {
             Status::Failed.code()
         );
         assert_eq!(g.state().effects.credits.len(), 1);
+    }
+
+    #[test]
+    fn without_a_settling_ledger_a_mint_fails_with_a_log_line() {
+        let mint = tx("40c10f19", Some(5));
+        let mut g = Guest::new(&wat(&[(ENV, WS_SEND_TX, 5)], &[(0, &mint)]), link);
+        g.store.data_mut().event.token = None;
+        assert_eq!(
+            g.call(WS_SEND_TX, &[0, 0, mint.len() as i32, 100, 104]),
+            Status::Failed.code()
+        );
+        assert!(g.state().effects.credits.is_empty());
+        assert!(g.state().effects.logs[0].message.contains("POST /v1/events"));
     }
 }

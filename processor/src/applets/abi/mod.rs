@@ -87,7 +87,7 @@ pub(crate) mod testing {
             payload: br#"{"data":{"sensor_reading":1.5,"timestamp":100}}"#.to_vec(),
             event_type: "DATA".into(),
             env: HashMap::from([("COLOR".to_string(), "green".to_string())]),
-            token: wattstream_abi::LEDGER_TOKEN.into(),
+            token: Some(wattstream_abi::LEDGER_TOKEN.into()),
             seed: 42,
             time_ns: 1_000_000_007,
         }

@@ -51,7 +51,7 @@ pub fn applet_overhead(
             payload: key.sign_reading(&r).into_bytes(),
             event_type: "DATA".into(),
             env: device_env(&id, Some("bench"), "active", runs as i64),
-            token: LEDGER_TOKEN.into(),
+            token: Some(LEDGER_TOKEN.into()),
             seed: runs,
             time_ns: 0,
         };
