@@ -66,8 +66,14 @@ else
   SERVICES=(wattstream.service)
 fi
 
+# systemd manages services only where it is PID 1 (not in a container or
+# chroot): there the services are installed and not started.
+SYSTEMD=0
+if [ "$STAGING" -eq 0 ] && [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
+  SYSTEMD=1
+fi
 systemctl_do() {
-  if [ "$STAGING" -eq 0 ] && command -v systemctl >/dev/null 2>&1; then
+  if [ "$SYSTEMD" -eq 1 ]; then
     systemctl "$@"
   fi
 }
@@ -81,15 +87,27 @@ install_file() {
   changed "installed $2"
 }
 
-# install_config NAME CONTENT: writes a config only when none exists (never overwrites).
+# secure FILE MODE: root-owned, group wattstream (the service user reads it),
+# the given mode; says so only when something changed.
+secure() {
+  [ "$STAGING" -eq 0 ] || return 0
+  if [ "$(stat -c '%U:%G %a' "$1")" != "root:$USER_NAME ${2#0}" ]; then
+    chown "root:$USER_NAME" "$1"
+    chmod "$2" "$1"
+    changed "set $1 to root:$USER_NAME $2"
+  fi
+}
+
+# install_config NAME CONTENT: writes a config only when none exists (never
+# overwrites); readable by the service user, not by others.
 install_config() {
   local dest="$ETC/$1"
-  if [ -e "$dest" ]; then
-    return 0
+  if [ ! -e "$dest" ]; then
+    mkdir -p "$ETC"
+    (umask 027 && printf '%s\n' "$2" > "$dest")
+    changed "wrote $dest"
   fi
-  mkdir -p "$ETC"
-  (umask 027 && printf '%s\n' "$2" > "$dest")
-  changed "wrote $dest"
+  secure "$dest" 0640
 }
 
 uninstall() {
@@ -146,7 +164,7 @@ for b in "${BINARIES[@]}"; do
   install_file "$BIN_DIR/$b" "$BIN/$b" 0755
 done
 
-# The service user.
+# The service user (before any file is given to its group).
 if [ "$STAGING" -eq 0 ] && ! id "$USER_NAME" >/dev/null 2>&1; then
   useradd --system --home-dir /var/lib/wattstream --shell /usr/sbin/nologin "$USER_NAME"
   changed "created user $USER_NAME"
@@ -168,9 +186,10 @@ if [ "$MODE" = meter ]; then
     "$BIN/power-meter" keygen --key "$KEY" >/dev/null 2>&1
     changed "generated the device key $KEY (mode 0600)"
   fi
-  if [ "$STAGING" -eq 0 ]; then
-    chown -R "$USER_NAME:$USER_NAME" "$DATA"
-  fi
+fi
+if [ "$STAGING" -eq 0 ] && [ "$(stat -c '%U' "$DATA")" != "$USER_NAME" ]; then
+  chown -R "$USER_NAME:$USER_NAME" "$DATA"
+  changed "gave $DATA to $USER_NAME"
 fi
 
 # Configuration (documented in README; never overwritten).
@@ -224,6 +243,10 @@ if [ "$CHANGED" -gt 0 ]; then
     systemctl_do enable "$s"
     systemctl_do restart "$s"
   done
+fi
+if [ "$STAGING" -eq 0 ] && [ "$SYSTEMD" -eq 0 ]; then
+  say "systemd is not running here (a container or chroot?): installed, but could not start ${SERVICES[*]};"
+  say "  on the target system: systemctl enable --now ${SERVICES[*]}"
 fi
 
 # A Raspberry Pi needs I2C and SPI enabled for the sensor and the screen.

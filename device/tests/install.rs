@@ -141,6 +141,9 @@ fn the_systemd_units_verify() {
             "PrivateTmp=yes",
             "ReadWritePaths=/var/lib/wattstream",
             "User=wattstream",
+            "MemoryMax=",
+            "TasksMax=",
+            "LimitNOFILE=",
         ] {
             assert!(text.contains(needed), "{unit} lacks {needed}");
         }
@@ -156,4 +159,8 @@ fn the_systemd_units_verify() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let meter = std::fs::read_to_string(repo().join("systemd/power-meter.service")).unwrap();
     assert!(meter.contains("SupplementaryGroups=i2c spi gpio"));
+    assert!(
+        meter.contains("After=network-online.target time-sync.target"),
+        "signs with a synchronised clock"
+    );
 }
