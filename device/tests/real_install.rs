@@ -53,7 +53,13 @@ fn exists(what: &str, args: &[&str]) -> bool {
 /// hold (and kill) is the service itself.
 fn as_service_user(cmd: &str) -> Command {
     let mut c = Command::new("setpriv");
-    c.args(["--reuid=wattstream", "--regid=wattstream", "--init-groups", "--", cmd]);
+    c.args([
+        "--reuid=wattstream",
+        "--regid=wattstream",
+        "--init-groups",
+        "--",
+        cmd,
+    ]);
     c
 }
 

@@ -62,12 +62,16 @@ impl RewardsConfig {
 pub struct AppletsConfig {
     /// The project whose applets run over events from `POST /v1/events`.
     pub default_project: String,
+    /// `/healthz` says `degraded` when the applet worker is more than this
+    /// many stored events behind.
+    pub max_lag_events: u64,
 }
 
 impl Default for AppletsConfig {
     fn default() -> Self {
         AppletsConfig {
             default_project: "default".into(),
+            max_lag_events: 100_000,
         }
     }
 }

@@ -52,8 +52,54 @@ impl Histogram {
     }
 }
 
+/// How the applet worker is doing: a heartbeat per applet call and per
+/// loop, how many stored events it has not run yet, how often its
+/// supervisor restarted it.
+#[derive(Default)]
+pub struct WorkerHealth {
+    beat_ms: AtomicU64,
+    lag: AtomicU64,
+    restarts: AtomicU64,
+}
+
+impl WorkerHealth {
+    pub fn beat(&self) {
+        self.beat_ms
+            .store(wattstream_sdk::time::unix_now_ms(), Ordering::Relaxed);
+    }
+
+    /// Time since the last heartbeat (`None` before the first).
+    pub fn since_beat(&self) -> Option<Duration> {
+        match self.beat_ms.load(Ordering::Relaxed) {
+            0 => None,
+            ms => Some(Duration::from_millis(
+                wattstream_sdk::time::unix_now_ms().saturating_sub(ms),
+            )),
+        }
+    }
+
+    pub fn set_lag(&self, events: u64) {
+        self.lag.store(events, Ordering::Relaxed);
+    }
+
+    /// Stored events the worker has not run yet.
+    pub fn lag(&self) -> u64 {
+        self.lag.load(Ordering::Relaxed)
+    }
+
+    pub fn restarted(&self) {
+        self.restarts.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn restarts(&self) -> u64 {
+        self.restarts.load(Ordering::Relaxed)
+    }
+}
+
 /// All the processor's metrics.
 pub struct Metrics {
+    /// The applet worker's health (also in `/healthz`).
+    pub worker: WorkerHealth,
     events: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
     requests: Mutex<BTreeMap<(String, String, u16), u64>>,
     commit_events: Histogram,
@@ -69,6 +115,7 @@ pub struct Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Metrics {
+            worker: WorkerHealth::default(),
             events: Mutex::default(),
             requests: Mutex::default(),
             commit_events: Histogram::new(&[1.0, 2.0, 5.0, 10.0, 50.0, 100.0, 500.0, 1000.0, 5000.0]),
@@ -189,6 +236,24 @@ impl Metrics {
             "wattstream_applet_call_seconds",
             "Applet call duration, seconds.",
         );
+        let w = &self.worker;
+        let _ = writeln!(
+            out,
+            "# HELP wattstream_applet_worker_lag_events Stored events the applet worker has not run yet.\n# TYPE wattstream_applet_worker_lag_events gauge\nwattstream_applet_worker_lag_events {}",
+            w.lag()
+        );
+        let _ = writeln!(
+            out,
+            "# HELP wattstream_applet_worker_restarts_total Times the supervisor restarted the applet worker after a panic.\n# TYPE wattstream_applet_worker_restarts_total counter\nwattstream_applet_worker_restarts_total {}",
+            w.restarts()
+        );
+        if let Some(age) = w.since_beat() {
+            let _ = writeln!(
+                out,
+                "# HELP wattstream_applet_worker_heartbeat_age_seconds Seconds since the applet worker last made progress.\n# TYPE wattstream_applet_worker_heartbeat_age_seconds gauge\nwattstream_applet_worker_heartbeat_age_seconds {:.3}",
+                age.as_secs_f64()
+            );
+        }
         out.push_str(
             "# HELP wattstream_applet_metric Sums of the numbers applets submitted with ws_submit_metrics.\n",
         );

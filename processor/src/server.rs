@@ -68,6 +68,7 @@ pub async fn serve_until(
         registry,
         metrics,
         admin_token: config.admin_token.clone(),
+        max_lag_events: config.applets.max_lag_events,
         projects: projects.clone(),
         applets: worker.waker.clone(),
         default_project: config.applets.default_project.clone(),
@@ -83,14 +84,7 @@ pub async fn serve_until(
     tracing::info!(%addr, data_dir = %config.data_dir.display(), devices = rows.len(), "wattstream listening");
     on_listen(addr);
     wattstream_sdk::notify::ready();
-    let watchdog = tokio::spawn(async {
-        // The event loop is alive while this ticks; a wedged runtime stops the pings.
-        let mut dog = wattstream_sdk::notify::Watchdog::from_env();
-        loop {
-            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-            dog.ping();
-        }
-    });
+    let watchdog = tokio::spawn(watchdog(state.writer.clone(), state.metrics.clone()));
     axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
         .await?;
@@ -108,6 +102,34 @@ pub async fn serve_until(
     Ok(())
 }
 
+/// The systemd watchdog: pinged only while the event loop runs, the store
+/// writer answers (it has worked through everything queued before the probe)
+/// and the applet worker beats; when any of them wedges the pings stop and
+/// systemd restarts the processor.
+async fn watchdog(writer: crate::store::Writer, metrics: Arc<crate::metrics::Metrics>) {
+    use std::time::Duration;
+    let mut dog = wattstream_sdk::notify::Watchdog::from_env();
+    loop {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let writer_ok = tokio::time::timeout(Duration::from_secs(10), writer.ping())
+            .await
+            .unwrap_or(false);
+        let worker_ok = metrics
+            .worker
+            .since_beat()
+            .is_none_or(|a| a < crate::api::WORKER_STALL);
+        if writer_ok && worker_ok {
+            dog.ping();
+        } else {
+            tracing::error!(
+                writer_ok,
+                worker_ok,
+                "not pinging the systemd watchdog: a part of the processor is stuck"
+            );
+        }
+    }
+}
+
 /// Every second: move new applet credits into the ledger, seal what is due.
 async fn run_ledger(rewards: Arc<Rewards>, projects: Arc<Projects>, project: String) {
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
@@ -116,10 +138,7 @@ async fn run_ledger(rewards: Arc<Rewards>, projects: Arc<Projects>, project: Str
         let (r, p, name) = (rewards.clone(), projects.clone(), project.clone());
         let result = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
             if let Some(project) = p.get(&name) {
-                let guard = project.db.lock().expect("project db lock");
-                if let Some(db) = guard.as_ref() {
-                    r.accrue(db)?;
-                }
+                project.db.read(|db| r.accrue(db))??;
             }
             r.seal_due(crate::pipeline::unix_now())?;
             Ok(())

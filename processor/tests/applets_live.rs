@@ -389,3 +389,73 @@ async fn the_w3bstream_event_endpoint_runs_a_project_with_a_publisher_token() {
     assert_eq!(answer["results"][0]["returnCode"], -1, "{answer}");
     assert_eq!(answer["results"][0]["credits"], 0, "{answer}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_chain_shows_as_lag_in_healthz_and_metrics_and_drains() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("wattstream.toml");
+    std::fs::write(&config, "[applets]\nmax_lag_events = 5\n").unwrap();
+    let server = Server::start_with(
+        &dir.path().join("data"),
+        &["--admin-token", TOKEN, "--config", config.to_str().unwrap()],
+    );
+    // Every call spins until its 20 ms deadline stops it.
+    let slow = r#"(module (memory (export "memory") 1)
+        (func (export "alloc") (param i32) (result i32) i32.const 1024)
+        (func (export "start") (param i32) (result i32) (loop br 0) i32.const 0))"#;
+    let r = client()
+        .post(format!(
+            "{}/v1/projects/default/applets/slow?deadline_ms=20",
+            server.url
+        ))
+        .bearer_auth(TOKEN)
+        .body(slow)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let key = DeviceKey::generate();
+    register(&server, &key.public_key().to_hex()).await;
+    let bodies: Vec<String> = (1..=60)
+        .map(|i| key.sign_reading(&Reading::new(2.0, now() - 600 + i).with_seq(i)))
+        .collect();
+    let r = client()
+        .post(format!("{}/v1/events", server.url))
+        .body(format!("[{}]", bodies.join(",")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let health = || async { get(&format!("{}/healthz", server.url)).await.1 };
+    let start = Instant::now();
+    let mut seen = health().await;
+    while seen["status"] != "degraded" && start.elapsed() < Duration::from_secs(20) {
+        seen = health().await;
+    }
+    assert_eq!(seen["status"], "degraded", "{seen}");
+    assert!(
+        seen["applet_worker"]["lag_events"].as_u64().unwrap() > 5,
+        "{seen}"
+    );
+    assert!(seen["problems"][0].as_str().unwrap().contains("behind"), "{seen}");
+    let metrics = client()
+        .get(format!("{}/metrics", server.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("wattstream_applet_worker_lag_events "),
+        "{metrics}"
+    );
+    assert!(metrics.contains("wattstream_applet_worker_restarts_total 0"));
+    // It drains: 60 calls of 20 ms.
+    while seen["status"] != "ok" && start.elapsed() < Duration::from_secs(60) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        seen = health().await;
+    }
+    assert_eq!(seen["status"], "ok", "{seen}");
+    assert_eq!(seen["applet_worker"]["lag_events"], 0, "{seen}");
+}

@@ -31,6 +31,8 @@ pub struct AppState {
     pub registry: Arc<Registry>,
     pub metrics: Arc<Metrics>,
     pub admin_token: Option<String>,
+    /// `applets.max_lag_events`: past it `/healthz` says `degraded`.
+    pub max_lag_events: u64,
     pub projects: Arc<crate::applets::projects::Projects>,
     /// Wakes the applet worker.
     pub applets: crate::applets::worker::Waker,
@@ -193,15 +195,45 @@ async fn method_not_allowed(req: Request) -> ApiError {
     )
 }
 
+/// How long the applet worker may go without a heartbeat before `/healthz`
+/// calls it stalled (a call ends within its deadline, at most 10 s).
+pub const WORKER_STALL: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// `GET /healthz`: 503 when the store does not answer; otherwise 200 with
+/// `ok`, or `degraded` and the problems (the applet worker stalled, or more
+/// than `applets.max_lag_events` behind): ingest still works then.
 async fn healthz(State(state): State<Shared>) -> Response {
-    match state
+    if let Err(e) = state
         .reads
         .with(|c| c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0)))
         .await
     {
-        Ok(_) => axum::Json(json!({"status": "ok", "devices": state.registry.len()})).into_response(),
-        Err(e) => ApiError::store(e).into_response(),
+        return ApiError::store(e).into_response();
     }
+    let w = &state.metrics.worker;
+    let mut problems = Vec::new();
+    if w.lag() > state.max_lag_events {
+        problems.push(format!(
+            "the applet worker is {} events behind (limit {})",
+            w.lag(),
+            state.max_lag_events
+        ));
+    }
+    let age = w.since_beat();
+    if age.is_some_and(|a| a > WORKER_STALL) {
+        problems.push("the applet worker has made no progress for 30 s".to_string());
+    }
+    axum::Json(json!({
+        "status": if problems.is_empty() { "ok" } else { "degraded" },
+        "problems": problems,
+        "devices": state.registry.len(),
+        "applet_worker": {
+            "lag_events": w.lag(),
+            "heartbeat_age_s": age.map(|a| a.as_secs_f64()),
+            "restarts": w.restarts(),
+        },
+    }))
+    .into_response()
 }
 
 async fn metrics(State(state): State<Shared>) -> Response {

@@ -169,9 +169,11 @@ async fn with_project_db<T: Send + 'static>(
     f: impl FnOnce(&ProjectDb) -> rusqlite::Result<T> + Send + 'static,
 ) -> Result<T, ApiError> {
     tokio::task::spawn_blocking(move || {
-        let guard = project.db.lock().expect("project db lock");
-        let db = guard.as_ref().expect("the project database is in place");
-        f(db)
+        project
+            .db
+            .read(f)
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())
     })
     .await
     .map_err(task_error)?
@@ -331,38 +333,39 @@ pub async fn w3bstream_event(
     let projects = state.projects.clone();
     let et = event_type.clone();
     let results = tokio::task::spawn_blocking(move || {
-        let mut guard = p.db.lock().expect("project db lock");
-        let mut db = guard.take().expect("the project database is in place");
-        let mut results = Vec::new();
-        for applet in p.chain(&et) {
-            let input = EventInput {
-                rid: 1,
-                payload: payload.clone(),
-                event_type: et.clone(),
-                env: p.env.clone(),
-                // Nothing stores this path's effects: no ledger settles its mints.
-                token: None,
-                seed: 0,
-                time_ns: 0,
-            };
-            let (o, back) = projects
-                .runtime
-                .run(&applet.applet, &applet.handler, input, db, &applet.limits);
-            db = back;
-            results.push(json!({
-                "appletName": applet.name,
-                "handler": applet.handler,
-                "returnValue": o.effects.response,
-                "returnCode": o.code.unwrap_or(-1),
-                "error": o.error,
-                "credits": o.effects.credits.len(),
-            }));
-        }
-        *guard = Some(db);
-        results
+        p.db.with(|mut db| {
+            let mut results = Vec::new();
+            for applet in p.chain(&et) {
+                let input = EventInput {
+                    rid: 1,
+                    payload: payload.clone(),
+                    event_type: et.clone(),
+                    env: p.env.clone(),
+                    // Nothing stores this path's effects: no ledger settles its mints.
+                    token: None,
+                    seed: 0,
+                    time_ns: 0,
+                };
+                let (o, back) =
+                    projects
+                        .runtime
+                        .run(&applet.applet, &applet.handler, input, db, &applet.limits);
+                db = back;
+                results.push(json!({
+                    "appletName": applet.name,
+                    "handler": applet.handler,
+                    "returnValue": o.effects.response,
+                    "returnCode": o.code.unwrap_or(-1),
+                    "error": o.error,
+                    "credits": o.effects.credits.len(),
+                }));
+            }
+            (db, results)
+        })
     })
     .await
-    .map_err(task_error)?;
+    .map_err(task_error)?
+    .map_err(ApiError::store)?;
     Ok(
         axum::Json(json!({"projectName": project, "eventType": event_type, "results": results}))
             .into_response(),

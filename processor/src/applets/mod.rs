@@ -5,6 +5,7 @@
 //! - [`abi`]: the host functions.
 //! - [`db`]: a project's database (its KV store and the applets' SQL tables).
 //! - [`evm`]: the ledger calls behind `ws_send_tx` and `ws_call_contract`.
+//! - [`slot`]: where a project database waits between calls.
 //! - [`state`]: what one call sees and produces.
 //! - [`projects`]: deployed applets, strategies, environments, publishers.
 //! - [`worker`]: runs the default project's applets over the stored stream.
@@ -16,5 +17,6 @@ pub mod evm;
 pub mod projects;
 pub mod runner;
 pub mod runtime;
+pub mod slot;
 pub mod state;
 pub mod worker;

@@ -6,15 +6,15 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use super::db::ProjectDb;
 use super::runtime::{Applet, AppletError, Runtime};
+use super::slot::DbSlot;
 use super::state::AppletLimits;
 
 /// Why a project operation failed.
@@ -56,7 +56,8 @@ pub struct Project {
     pub name: String,
     pub applets: Vec<Deployed>,
     pub env: HashMap<String, String>,
-    pub db: Mutex<Option<ProjectDb>>,
+    /// Shared by every version of the project (see [`DbSlot`]).
+    pub db: Arc<DbSlot>,
 }
 
 impl Project {
@@ -173,17 +174,19 @@ impl Projects {
         let conn = self.conn()?;
         let applets = load_deployed(&self.runtime, &conn, name)?;
         let env = load_env(&conn, name)?;
-        // Keep the open project database across reloads.
-        let old_db = self.get(name).and_then(|p| p.db.lock().expect("db lock").take());
-        let db = match old_db {
-            Some(db) => db,
-            None => ProjectDb::open(Some(&self.dir.join(format!("{name}.db"))), self.sql_limit)?,
+        // Keep the project database across reloads: the new version shares the slot.
+        let db = match self.get(name) {
+            Some(p) => p.db.clone(),
+            None => Arc::new(DbSlot::open(
+                Some(self.dir.join(format!("{name}.db"))),
+                self.sql_limit,
+            )?),
         };
         let project = Arc::new(Project {
             name: name.to_string(),
             applets,
             env,
-            db: Mutex::new(Some(db)),
+            db,
         });
         self.projects
             .write()
@@ -355,5 +358,49 @@ impl Projects {
                 .flatten()
             })
             .is_some()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const APPLET: &str = r#"(module (memory (export "memory") 1)
+        (func (export "alloc") (param i32) (result i32) i32.const 1024)
+        (func (export "start") (param i32) (result i32) i32.const 0))"#;
+
+    #[test]
+    fn a_redeploy_keeps_the_database_for_whoever_holds_the_previous_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("store.db");
+        crate::store::migrate(&mut Connection::open(&db).unwrap()).unwrap();
+        let projects = Projects::open(&db, dir.path()).unwrap();
+        let deploy = |name: &str| {
+            projects
+                .deploy(
+                    "default",
+                    name,
+                    APPLET.as_bytes(),
+                    "DATA",
+                    "start",
+                    AppletLimits::default(),
+                )
+                .unwrap()
+        };
+        deploy("first");
+        let held = projects.get("default").unwrap();
+        held.db.read(|d| d.kv_set(b"k", b"v").unwrap()).unwrap();
+        deploy("second");
+        let current = projects.get("default").unwrap();
+        assert_eq!(current.applets.len(), 2);
+        assert!(
+            Arc::ptr_eq(&held.db, &current.db),
+            "one database for every version"
+        );
+        // The worker's stale handle still reaches the database (it used to find it taken).
+        assert_eq!(
+            held.db.read(|d| d.kv_get(b"k").unwrap()).unwrap().as_deref(),
+            Some(&b"v"[..])
+        );
     }
 }

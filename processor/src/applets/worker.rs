@@ -80,14 +80,13 @@ impl Worker {
         let handle = std::thread::Builder::new()
             .name("applet-worker".into())
             .spawn(move || {
-                while !s.load(Ordering::Relaxed) {
-                    match process(&projects, &reads, &project, &metrics) {
-                        Ok(n) if n == BATCH => continue,
-                        Ok(_) => {}
-                        Err(e) => tracing::error!(error = %e, "applet worker"),
-                    }
-                    w.wait(Duration::from_millis(500));
-                }
+                supervise(&s, &w, &metrics.worker, || {
+                    // Lag before and after: a long batch shows as lag while it runs.
+                    metrics.worker.set_lag(lag(&projects, &reads, &project)?);
+                    let n = process(&projects, &reads, &project, &metrics)?;
+                    metrics.worker.set_lag(lag(&projects, &reads, &project)?);
+                    Ok(n)
+                })
             })
             .expect("spawn the applet worker");
         Worker {
@@ -105,6 +104,51 @@ impl Worker {
             let _ = h.join();
         }
     }
+}
+
+/// The worker's loop under supervision: a step that panics is logged,
+/// counted and run again after a pause, so the worker never dies silently;
+/// a step that covered a whole batch runs again at once, otherwise the loop
+/// waits to be woken (or half a second).
+fn supervise(
+    stop: &AtomicBool,
+    waker: &Waker,
+    health: &crate::metrics::WorkerHealth,
+    mut step: impl FnMut() -> anyhow::Result<usize>,
+) {
+    while !stop.load(Ordering::Relaxed) {
+        health.beat();
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(&mut step)) {
+            Ok(Ok(n)) if n == BATCH => continue,
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "applet worker"),
+            Err(_) => {
+                health.restarted();
+                tracing::error!(
+                    "the applet worker panicked; restarting it (the unfinished batch runs again)"
+                );
+            }
+        }
+        waker.wait(Duration::from_millis(500));
+    }
+}
+
+/// Stored events after the project's cursor (0 when it has no chain yet).
+fn lag(projects: &Projects, reads: &Reads, name: &str) -> anyhow::Result<u64> {
+    let Some(project) = projects.get(name) else {
+        return Ok(0);
+    };
+    let cursor: Option<i64> = project.db.read(|db| {
+        db.conn()
+            .query_row("SELECT last_event_id FROM _ws_cursor WHERE id = 1", [], |r| {
+                r.get(0)
+            })
+            .optional()
+    })??;
+    let Some(cursor) = cursor else { return Ok(0) };
+    let newest: i64 =
+        reads.with_blocking(|c| c.query_row("SELECT COALESCE(MAX(id), 0) FROM events", [], |r| r.get(0)))?;
+    Ok(newest.saturating_sub(cursor).max(0) as u64)
 }
 
 pub(crate) fn load_events(reads: &Reads, after: i64) -> anyhow::Result<Vec<StoredEvent>> {
@@ -138,11 +182,9 @@ pub fn process(projects: &Projects, reads: &Reads, name: &str, metrics: &Metrics
     if project.chain("DATA").next().is_none() {
         return Ok(0);
     }
-    let mut guard = project.db.lock().expect("project db lock");
-    let db = guard.take().expect("the project database is in place");
-    let (db, result) = process_batch(projects, reads, &project, db, metrics);
-    *guard = Some(db);
-    result
+    project
+        .db
+        .with(|db| process_batch(projects, reads, &project, db, metrics))?
 }
 
 fn process_batch(
@@ -255,6 +297,8 @@ pub(crate) fn run_event(
         };
         let (o, back) = runtime.run(&applet.applet, &applet.handler, input, db, &applet.limits);
         db = back;
+        // A call ends within its deadline: a beat per call shows progress.
+        metrics.worker.beat();
         metrics.record_applet(&project.name, &applet.name, o.ok(), o.duration);
         if let Err(e) = record(
             &db,
@@ -312,4 +356,26 @@ fn record(
         metrics.record_applet_metrics(project, applet, m);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::WorkerHealth;
+
+    #[test]
+    fn a_panicking_step_is_restarted_and_counted() {
+        let (stop, waker, health) = (AtomicBool::new(false), Waker::default(), WorkerHealth::default());
+        let mut calls = 0;
+        supervise(&stop, &waker, &health, || {
+            calls += 1;
+            if calls == 1 {
+                panic!("a bug in the first batch");
+            }
+            stop.store(true, Ordering::Relaxed);
+            Ok(0)
+        });
+        assert_eq!((calls, health.restarts()), (2, 1));
+        assert!(health.since_beat().is_some());
+    }
 }

@@ -4,7 +4,6 @@
 //! computed honestly replays to the same roots.
 
 use std::path::Path;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use rusqlite::Connection;
@@ -56,7 +55,11 @@ pub fn replay(data_dir: &Path, config: &crate::config::Config) -> anyhow::Result
         name: name.clone(),
         applets,
         env: load_env(&c, name)?,
-        db: Mutex::new(None),
+        // Replay runs on its own in-memory database, not this slot's.
+        db: std::sync::Arc::new(crate::applets::slot::DbSlot::open(
+            None,
+            Duration::from_millis(1000),
+        )?),
     };
     let token = project.token();
     let start: i64 = Connection::open_with_flags(

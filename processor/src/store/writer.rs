@@ -61,6 +61,9 @@ enum Op {
     Register(NewDevice, Reply<RegisterOutcome>),
     Revoke(String, i64, Reply<bool>),
     Rejected(String),
+    /// Answered once every op queued before it has been committed or failed:
+    /// the watchdog's proof that the writer makes progress.
+    Ping(oneshot::Sender<()>),
 }
 
 impl Op {
@@ -116,6 +119,13 @@ impl Writer {
         self.call(|r| Op::Revoke(device_id, at, r)).await
     }
 
+    /// Resolves once the writer has worked through everything queued before
+    /// it; `false` when the writer is gone.
+    pub async fn ping(&self) -> bool {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(Op::Ping(tx)).await.is_ok() && rx.await.is_ok()
+    }
+
     /// Counts a rejected envelope against a registered device; not waited for.
     pub fn count_rejected(&self, device_id: String) {
         let _ = self.tx.try_send(Op::Rejected(device_id));
@@ -157,6 +167,8 @@ fn run(mut conn: Connection, mut rx: mpsc::Receiver<Op>, max_events: usize, metr
                 _ => 0,
             })
             .sum();
+        // Pings are answered after this group, whatever its outcome.
+        let (pings, ops): (Vec<Op>, Vec<Op>) = ops.into_iter().partition(|o| matches!(o, Op::Ping(_)));
         match apply(&mut conn, ops) {
             Ok(answers) => {
                 metrics.record_commit(events, started.elapsed());
@@ -174,6 +186,11 @@ fn run(mut conn: Connection, mut rx: mpsc::Receiver<Op>, max_events: usize, metr
                 for reply in replies {
                     reply(e.to_string());
                 }
+            }
+        }
+        for p in pings {
+            if let Op::Ping(reply) = p {
+                let _ = reply.send(());
             }
         }
     }
@@ -239,6 +256,7 @@ fn apply(conn: &mut Connection, ops: Vec<Op>) -> Result<Vec<Answer>, (rusqlite::
                         answers.push(Answer::Revoke(reply, n == 1));
                     }
                     Op::Rejected(id) => counts.entry(id).or_default().rejected += 1,
+                    Op::Ping(_) => {}
                 }
             }
             let mut update = tx.prepare_cached(

@@ -140,6 +140,7 @@ pub fn vectors_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../sdk/tests/vectors"))
 }
 
+#[allow(unused_imports)]
 pub use wattstream_sdk::time::unix_now as now;
 
 /// A built example applet (`applets/build.sh` puts them in `applets/dist`).
