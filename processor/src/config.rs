@@ -65,6 +65,10 @@ pub struct AppletsConfig {
     /// `/healthz` says `degraded` when the applet worker is more than this
     /// many stored events behind.
     pub max_lag_events: u64,
+    /// An event whose batch fails this many times in a row is quarantined:
+    /// listed in the project's failures and skipped, so one poisonous event
+    /// cannot stop the stream.
+    pub quarantine_after: u32,
 }
 
 impl Default for AppletsConfig {
@@ -72,6 +76,7 @@ impl Default for AppletsConfig {
         AppletsConfig {
             default_project: "default".into(),
             max_lag_events: 100_000,
+            quarantine_after: 3,
         }
     }
 }

@@ -51,7 +51,7 @@ pub async fn serve_until(
     let worker = Worker::start(
         projects.clone(),
         reads.clone(),
-        config.applets.default_project.clone(),
+        config.applets.clone(),
         metrics.clone(),
     );
     let projects_for_ledger = projects.clone();

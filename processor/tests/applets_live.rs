@@ -459,3 +459,85 @@ async fn a_slow_chain_shows_as_lag_in_healthz_and_metrics_and_drains() {
     assert_eq!(seen["status"], "ok", "{seen}");
     assert_eq!(seen["applet_worker"]["lag_events"], 0, "{seen}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_whose_batch_keeps_failing_is_quarantined_and_the_stream_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let logger = r#"(module
+        (import "env" "ws_log" (func $log (param i32 i32 i32) (result i32)))
+        (memory (export "memory") 1)
+        (data (i32.const 16) "seen")
+        (func (export "alloc") (param i32) (result i32) i32.const 1024)
+        (func (export "start") (param i32) (result i32)
+          (drop (call $log (i32.const 4) (i32.const 16) (i32.const 4))) i32.const 0))"#;
+    let r = client()
+        .post(format!("{}/v1/projects/default/applets/logger", server.url))
+        .bearer_auth(TOKEN)
+        .body(logger)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let key = DeviceKey::generate();
+    register(&server, &key.public_key().to_hex()).await;
+    let send = |seq: u64| {
+        let body = key.sign_reading(&Reading::new(2.0, now() - 100 + seq).with_seq(seq));
+        let url = format!("{}/v1/events", server.url);
+        async move {
+            let answer: serde_json::Value = client()
+                .post(url)
+                .body(body)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            answer["event_id"].as_i64().unwrap()
+        }
+    };
+    let rows = |what: &'static str| {
+        let url = format!("{}/v1/projects/default/{what}?limit=100", server.url);
+        async move {
+            admin(Method::GET, &url, TOKEN, None).await.1[what]
+                .as_array()
+                .unwrap()
+                .clone()
+        }
+    };
+    let logged = |event: i64| async move { rows("logs").await.iter().any(|l| l["event_id"] == event) };
+    let wait = || async { tokio::time::sleep(Duration::from_millis(50)).await };
+    let start = Instant::now();
+    let a = send(1).await;
+    while !logged(a).await && start.elapsed() < Duration::from_secs(20) {
+        wait().await;
+    }
+    assert!(logged(a).await, "the first event ran");
+
+    // Every log insert now fails: the batch of the next event cannot commit.
+    let project_db = rusqlite::Connection::open(dir.path().join("projects/default.db")).unwrap();
+    project_db
+        .execute_batch(
+            "CREATE TRIGGER poison BEFORE INSERT ON _ws_logs BEGIN SELECT RAISE(ABORT, 'poisoned'); END",
+        )
+        .unwrap();
+    let b = send(2).await;
+    let quarantined = || async move { rows("failures").await.into_iter().find(|f| f["event_id"] == b) };
+    while quarantined().await.is_none() && start.elapsed() < Duration::from_secs(30) {
+        wait().await;
+    }
+    let failure = quarantined().await.expect("the poisonous event is quarantined");
+    assert!(
+        failure["error"].as_str().unwrap().contains("quarantined after 3"),
+        "{failure}"
+    );
+    assert!(!logged(b).await);
+
+    project_db.execute_batch("DROP TRIGGER poison").unwrap();
+    let c = send(3).await;
+    while !logged(c).await && start.elapsed() < Duration::from_secs(40) {
+        wait().await;
+    }
+    assert!(logged(c).await, "the stream goes on after the quarantined event");
+}

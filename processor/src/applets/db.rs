@@ -1,8 +1,17 @@
 //! A project's database: one SQLite file (or an in-memory one for the local
 //! runner) holding the applets' own SQL tables and the project's key-value store
-//! (`_ws_kv`). Applet SQL runs under an authorizer that refuses any table whose
-//! name starts with `_ws_`, `ATTACH`, `DETACH` and `PRAGMA`, and under a time
-//! limit; so an applet reaches its own project's data and nothing else.
+//! (`_ws_kv`), beside the worker's bookkeeping (`_ws_*`). Applet SQL runs under
+//! an authorizer and limits, so that an applet reaches its own project's data
+//! and cannot disturb the worker's transaction:
+//! - no table whose name starts with `_ws_`, and no statement that names one
+//!   (a `REFERENCES _ws_cursor` would otherwise tie the worker's updates to an
+//!   applet table);
+//! - no transaction control and no savepoints (the worker's batch is one
+//!   transaction, each call a savepoint the host owns);
+//! - no `ATTACH`, `DETACH`, `PRAGMA`, virtual tables, `dbstat`, and no writes
+//!   to `sqlite_*`; foreign keys are off on project databases;
+//! - a statement deadline, values of at most [`MAX_LENGTH`] bytes, queries of
+//!   at most [`MAX_ROWS`] rows and [`MAX_RESULT_BYTES`] bytes of JSON.
 
 use std::time::{Duration, Instant};
 
@@ -60,15 +69,51 @@ impl SqlRequest {
     }
 }
 
+/// Largest string or blob a project database holds (`SQLITE_LIMIT_LENGTH`).
+pub const MAX_LENGTH: i32 = 2 << 20;
+/// Longest applet statement (`SQLITE_LIMIT_SQL_LENGTH`).
+pub const MAX_SQL_LENGTH: i32 = 100_000;
+/// Most rows one applet query returns.
+pub const MAX_ROWS: usize = 10_000;
+/// Most bytes of JSON one applet query returns.
+pub const MAX_RESULT_BYTES: usize = 1 << 20;
+
 fn internal(name: &str) -> bool {
     name.len() >= 4 && name[..4].eq_ignore_ascii_case("_ws_")
+}
+
+/// Whether an applet statement names an internal table anywhere (in a
+/// `REFERENCES` clause, a trigger body, a view), which the authorizer's
+/// per-table checks do not all see.
+fn names_internal(statement: &str) -> bool {
+    statement.to_ascii_lowercase().contains("_ws_")
 }
 
 /// The authorizer for applet statements.
 fn applet_authorizer(ctx: AuthContext<'_>) -> Authorization {
     use AuthAction::*;
     let table = match ctx.action {
-        Pragma { .. } | Attach { .. } | Detach { .. } | CreateVtable { .. } | DropVtable { .. } => {
+        Pragma { .. }
+        | Attach { .. }
+        | Detach { .. }
+        | CreateVtable { .. }
+        | DropVtable { .. }
+        | Transaction { .. }
+        | Savepoint { .. } => {
+            return Authorization::Deny;
+        }
+        // DDL writes the schema table itself (SQLite refuses direct writes to it);
+        // the other sqlite_* tables (sequence, statistics) are SQLite's, not the applet's.
+        Insert { table_name } | Delete { table_name } | Update { table_name, .. }
+            if table_name.starts_with("sqlite_")
+                && !matches!(
+                    table_name,
+                    "sqlite_master" | "sqlite_temp_master" | "sqlite_schema"
+                ) =>
+        {
+            return Authorization::Deny;
+        }
+        Read { table_name, .. } if table_name == "dbstat" || table_name == "sqlite_dbpage" => {
             return Authorization::Deny;
         }
         CreateIndex { table_name, .. }
@@ -117,6 +162,11 @@ impl ProjectDb {
             None => Connection::open_in_memory()?,
         };
         conn.busy_timeout(Duration::from_secs(5))?;
+        // Applet tables may declare REFERENCES: never enforced here, so no
+        // applet row can make the worker's own writes fail.
+        conn.pragma_update(None, "foreign_keys", "OFF")?;
+        conn.set_limit(rusqlite::limits::Limit::SQLITE_LIMIT_LENGTH, MAX_LENGTH)?;
+        conn.set_limit(rusqlite::limits::Limit::SQLITE_LIMIT_SQL_LENGTH, MAX_SQL_LENGTH)?;
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS _ws_kv (key BLOB PRIMARY KEY, value BLOB NOT NULL);
              CREATE TABLE IF NOT EXISTS _ws_cursor (id INTEGER PRIMARY KEY CHECK (id = 1), last_event_id INTEGER NOT NULL);
@@ -141,6 +191,12 @@ impl ProjectDb {
     /// The connection, for the processor's own bookkeeping tables.
     pub fn conn(&self) -> &Connection {
         &self.conn
+    }
+
+    /// For tests that inject storage faults (hooks need `&mut`).
+    #[cfg(test)]
+    pub fn conn_mut(&mut self) -> &mut Connection {
+        &mut self.conn
     }
 
     /// Opens a savepoint for one applet call (a transaction when none is open).
@@ -191,7 +247,14 @@ impl ProjectDb {
     }
 
     /// Runs applet SQL under the authorizer and the time limit.
-    fn guarded<T>(&mut self, f: impl FnOnce(&Connection) -> Result<T, DbError>) -> Result<T, DbError> {
+    fn guarded<T>(
+        &mut self,
+        statement: &str,
+        f: impl FnOnce(&Connection) -> Result<T, DbError>,
+    ) -> Result<T, DbError> {
+        if names_internal(statement) {
+            return Err(DbError::Request("statements may not name _ws_ tables".into()));
+        }
         let deadline = Instant::now() + self.statement_limit;
         self.conn.authorizer(Some(applet_authorizer))?;
         self.conn
@@ -206,18 +269,25 @@ impl ProjectDb {
     /// Executes a statement; returns the rows changed.
     pub fn exec(&mut self, req: &SqlRequest) -> Result<usize, DbError> {
         let values = req.values()?;
-        self.guarded(|c| Ok(c.execute(&req.statement, params_from_iter(values))?))
+        self.guarded(&req.statement, |c| {
+            Ok(c.execute(&req.statement, params_from_iter(values))?)
+        })
     }
 
     /// Runs a query; returns a JSON array of row objects.
     pub fn query(&mut self, req: &SqlRequest) -> Result<Vec<u8>, DbError> {
         let values = req.values()?;
-        self.guarded(|c| {
+        self.guarded(&req.statement, |c| {
             let mut stmt = c.prepare(&req.statement)?;
             let names: Vec<String> = stmt.column_names().map(|s| s.to_string()).collect();
             let mut rows = stmt.query(params_from_iter(values))?;
-            let mut out = Vec::new();
+            let (mut out, mut bytes) = (Vec::new(), 2usize);
             while let Some(row) = rows.next()? {
+                if out.len() == MAX_ROWS {
+                    return Err(DbError::Request(format!(
+                        "the result has more than {MAX_ROWS} rows"
+                    )));
+                }
                 let mut obj = serde_json::Map::new();
                 for (i, name) in names.iter().enumerate() {
                     let v = match row.get_ref(i)? {
@@ -229,7 +299,13 @@ impl ProjectDb {
                         ValueRef::Text(t) => String::from_utf8_lossy(t).into_owned().into(),
                         ValueRef::Blob(b) => base64::engine::general_purpose::STANDARD.encode(b).into(),
                     };
+                    bytes += name.len() + 4 + v.to_string().len();
                     obj.insert(name.clone(), v);
+                }
+                if bytes > MAX_RESULT_BYTES {
+                    return Err(DbError::Request(format!(
+                        "the result is larger than {MAX_RESULT_BYTES} bytes"
+                    )));
                 }
                 out.push(serde_json::Value::Object(obj));
             }
@@ -283,6 +359,60 @@ mod tests {
             Some(&b"v"[..]),
             "internal access still works"
         );
+    }
+
+    #[test]
+    fn applets_cannot_touch_the_workers_transaction_or_tie_tables_to_it() {
+        let mut db = ProjectDb::open(None, Duration::from_millis(100)).unwrap();
+        db.conn().execute_batch("BEGIN").unwrap();
+        db.savepoint().unwrap();
+        for s in [
+            "COMMIT",
+            "ROLLBACK",
+            "BEGIN",
+            "END",
+            "SAVEPOINT mine",
+            "RELEASE applet_call",
+            "ROLLBACK TO applet_call",
+            "CREATE TABLE x (id INTEGER REFERENCES _ws_cursor(id))",
+            "CREATE VIEW v AS SELECT * FROM \"_WS_KV\"",
+            "SELECT * FROM dbstat",
+            "INSERT INTO sqlite_sequence VALUES ('t', 1)",
+        ] {
+            let r = req(&serde_json::json!({ "statement": s }).to_string());
+            assert!(db.exec(&r).is_err() && db.query(&r).is_err(), "{s}");
+        }
+        // The host's savepoint and transaction are still there to release and commit.
+        db.release().unwrap();
+        db.conn().execute_batch("COMMIT").unwrap();
+        let fk: i64 = db
+            .conn()
+            .query_row("PRAGMA foreign_keys", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(fk, 0, "foreign keys are off on project databases");
+    }
+
+    #[test]
+    fn values_rows_and_results_are_bounded() {
+        let mut db = ProjectDb::open(None, Duration::from_millis(500)).unwrap();
+        let big = req(&format!(
+            r#"{{"statement":"SELECT zeroblob({}) AS b"}}"#,
+            MAX_LENGTH + 1
+        ));
+        assert!(db.query(&big).unwrap_err().to_string().contains("too big"));
+        let many = req(&format!(
+            r#"{{"statement":"WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c LIMIT {}) SELECT x FROM c"}}"#,
+            MAX_ROWS + 1
+        ));
+        assert!(db.query(&many).unwrap_err().to_string().contains("rows"));
+        let wide = req(
+            r#"{"statement":"WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c LIMIT 20) SELECT x, hex(zeroblob(60000)) AS h FROM c"}"#,
+        );
+        assert!(db.query(&wide).unwrap_err().to_string().contains("bytes"));
+        let fine = req(
+            r#"{"statement":"WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c LIMIT 100) SELECT x FROM c"}"#,
+        );
+        assert!(db.query(&fine).is_ok());
     }
 
     #[test]

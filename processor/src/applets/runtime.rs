@@ -258,10 +258,12 @@ impl Runtime {
         let mut state = store.into_data();
         if code == Some(0) {
             if let Err(e) = state.db.release() {
+                // Its writes are gone, so the call failed: no credits, and the
+                // chain stops as for any failure.
                 state.db.rollback_call();
                 return (
                     RunOutcome {
-                        code,
+                        code: None,
                         error: Some(format!("commit failed: {e}")),
                         effects: Effects::default(),
                         duration: started.elapsed(),
@@ -302,4 +304,52 @@ fn describe(e: &wasmtime::Error, limits: &AppletLimits) -> String {
         return format!("limit: memory above {} MiB", limits.memory_bytes >> 20);
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::applets::abi::testing::event;
+
+    #[test]
+    fn a_call_whose_writes_cannot_be_kept_is_a_failed_call() {
+        let runtime = Runtime::new(None).unwrap();
+        // Stores a KV pair, mints, and returns 0.
+        let tx = format!(
+            r#"{{"to":"{}","data":"0x40c10f19{:0>64}{:064x}"}}"#,
+            wattstream_abi::LEDGER_TOKEN,
+            "ab".repeat(20),
+            7
+        );
+        let wat = format!(
+            r#"(module
+              (import "env" "ws_set_db" (func $set (param i32 i32 i32 i32) (result i32)))
+              (import "env" "ws_send_tx" (func $tx (param i32 i32 i32 i32 i32) (result i32)))
+              (memory (export "memory") 1)
+              (data (i32.const 0) "kv")
+              (data (i32.const 64) "{}")
+              (func (export "alloc") (param i32) (result i32) i32.const 4096)
+              (func (export "start") (param i32) (result i32)
+                (drop (call $set (i32.const 0) (i32.const 1) (i32.const 1) (i32.const 1)))
+                (drop (call $tx (i32.const 0) (i32.const 64) (i32.const {}) (i32.const 32) (i32.const 36)))
+                i32.const 0))"#,
+            tx.replace('"', "\\\""),
+            tx.len()
+        );
+        let applet = runtime.compile(wat.as_bytes()).unwrap();
+        let db = ProjectDb::open(None, Duration::from_millis(100)).unwrap();
+        let limits = AppletLimits::default();
+        let (ok, mut db) = runtime.run(&applet, "start", event(), db, &limits);
+        assert!(ok.ok() && ok.effects.credits.len() == 1, "{ok:?}");
+        // The commit of the call's savepoint now fails.
+        db.conn_mut().commit_hook(Some(|| true)).unwrap();
+        let (failed, mut db) = runtime.run(&applet, "start", event(), db, &limits);
+        assert!(!failed.ok(), "{failed:?}");
+        assert!(failed.error.unwrap().contains("commit failed"));
+        assert!(
+            failed.effects.credits.is_empty(),
+            "no credit from a call whose writes were lost"
+        );
+        db.conn_mut().commit_hook(None::<fn() -> bool>).unwrap();
+    }
 }

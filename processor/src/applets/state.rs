@@ -106,6 +106,21 @@ pub struct Effects {
     pub sql: Vec<(String, usize)>,
 }
 
+/// Most effects of each kind one call may leave (beyond them the import
+/// answers `Failed`, with one log line): a call is one event's work.
+pub const MAX_CREDITS: usize = 64;
+pub const MAX_SQL_STATEMENTS: usize = 1000;
+pub const MAX_METRICS: usize = 64;
+pub const MAX_LOG_LINES: usize = 1000;
+
+/// The kinds of effect a call is limited in.
+#[derive(Debug, Clone, Copy)]
+pub enum Effect {
+    Credit,
+    Sql,
+    Metrics,
+}
+
 /// The store's data for one call.
 pub struct HostState {
     pub limits: StoreLimits,
@@ -121,7 +136,12 @@ impl HostState {
     pub fn log(&mut self, level: &'static str, message: &[u8]) {
         const LINE_MAX: usize = 4096;
         let budget = self.applet_limits.log_bytes.saturating_sub(self.log_bytes);
-        let take = message.len().min(LINE_MAX).min(budget);
+        let lines_left = self.effects.logs.len() < MAX_LOG_LINES;
+        let take = if lines_left {
+            message.len().min(LINE_MAX).min(budget)
+        } else {
+            0
+        };
         self.effects.dropped_log_bytes += message.len() - take;
         if take == 0 {
             return;
@@ -131,6 +151,21 @@ impl HostState {
             level,
             message: String::from_utf8_lossy(&message[..take]).into_owned(),
         });
+    }
+
+    /// Whether the call may leave one more effect of `kind`; logs the refusal.
+    pub fn room_for(&mut self, kind: Effect) -> bool {
+        let (have, max) = match kind {
+            Effect::Credit => (self.effects.credits.len(), MAX_CREDITS),
+            Effect::Sql => (self.effects.sql.len(), MAX_SQL_STATEMENTS),
+            Effect::Metrics => (self.effects.metrics.len(), MAX_METRICS),
+        };
+        if have < max {
+            return true;
+        }
+        let line = format!("{kind:?} limit: a call may leave at most {max}");
+        self.log("error", line.as_bytes());
+        false
     }
 
     /// The ledger balance of `address`: the project's credits so far plus the

@@ -73,7 +73,15 @@ pub struct Worker {
 
 impl Worker {
     /// Starts the worker for `project`.
-    pub fn start(projects: Arc<Projects>, reads: Reads, project: String, metrics: Arc<Metrics>) -> Worker {
+    pub fn start(
+        projects: Arc<Projects>,
+        reads: Reads,
+        config: crate::config::AppletsConfig,
+        metrics: Arc<Metrics>,
+    ) -> Worker {
+        let project = config.default_project;
+        // (first event of the failing batch, consecutive failures)
+        let mut strikes = (0i64, 0u32);
         let waker = Waker::default();
         let stop = Arc::new(AtomicBool::new(false));
         let (w, s) = (waker.clone(), stop.clone());
@@ -83,7 +91,21 @@ impl Worker {
                 supervise(&s, &w, &metrics.worker, || {
                     // Lag before and after: a long batch shows as lag while it runs.
                     metrics.worker.set_lag(lag(&projects, &reads, &project)?);
-                    let n = process(&projects, &reads, &project, &metrics)?;
+                    let n = match process(&projects, &reads, &project, &metrics) {
+                        Ok(n) => n,
+                        Err(e) => {
+                            let Some(failed) = e.downcast_ref::<BatchFailed>() else {
+                                return Err(e);
+                            };
+                            let first = failed.first_event;
+                            strikes = (first, if strikes.0 == first { strikes.1 + 1 } else { 1 });
+                            if strikes.1 < config.quarantine_after {
+                                return Err(e);
+                            }
+                            quarantine(&projects, &project, first, strikes.1, &e)?;
+                            1
+                        }
+                    };
                     metrics.worker.set_lag(lag(&projects, &reads, &project)?);
                     Ok(n)
                 })
@@ -131,6 +153,52 @@ fn supervise(
         }
         waker.wait(Duration::from_millis(500));
     }
+}
+
+/// A batch that failed as a whole (its transaction rolled back).
+#[derive(Debug, thiserror::Error)]
+#[error("the batch from event {first_event} failed: {source:#}")]
+pub struct BatchFailed {
+    pub first_event: i64,
+    source: anyhow::Error,
+}
+
+/// Skips `event` for good: a failure row says why, and the cursor moves past it.
+fn quarantine(
+    projects: &Projects,
+    name: &str,
+    event: i64,
+    tries: u32,
+    why: &anyhow::Error,
+) -> anyhow::Result<()> {
+    let Some(project) = projects.get(name) else {
+        return Ok(());
+    };
+    tracing::error!(event, tries, error = %why, "quarantining an event whose batch keeps failing");
+    project.db.with(|db| {
+        let r = (|| -> rusqlite::Result<()> {
+            let c = db.conn();
+            c.execute_batch("BEGIN IMMEDIATE")?;
+            c.execute(
+                "INSERT INTO _ws_failures (event_id, applet, code, error, at) VALUES (?1, '*', NULL, ?2, ?3)",
+                params![
+                    event,
+                    format!("quarantined after {tries} failed batches: {why:#}"),
+                    wattstream_sdk::time::unix_now() as i64
+                ],
+            )?;
+            c.execute(
+                "UPDATE _ws_cursor SET last_event_id = ?1 WHERE id = 1 AND last_event_id < ?1",
+                [event],
+            )?;
+            c.execute_batch("COMMIT")
+        })();
+        if r.is_err() {
+            let _ = db.conn().execute_batch("ROLLBACK");
+        }
+        (db, r)
+    })??;
+    Ok(())
 }
 
 /// Stored events after the project's cursor (0 when it has no chain yet).
@@ -258,7 +326,13 @@ fn run_batch(
     if result.is_err() {
         let _ = db.conn().execute_batch("ROLLBACK");
     }
-    (db, result.map(|()| events.len()))
+    let first_event = events.first().map_or(cursor, |e| e.id);
+    (
+        db,
+        result
+            .map(|()| events.len())
+            .map_err(|source| BatchFailed { first_event, source }.into()),
+    )
 }
 
 /// Runs the chain for one event inside the batch transaction.

@@ -9,7 +9,7 @@ use wattstream_abi::{Level, Status};
 
 use super::memory::{C, READ_MAX, read, write_out};
 use crate::applets::evm::{self, LedgerCall};
-use crate::applets::state::{Credit, HostState};
+use crate::applets::state::{Credit, Effect, HostState};
 
 pub fn link(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     linker.func_wrap(
@@ -27,6 +27,9 @@ pub fn link(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
                 return Ok(Status::Failed.code());
             };
             match evm::decode(&bytes, &token) {
+                Ok(LedgerCall::Mint { .. }) if !c.data_mut().room_for(Effect::Credit) => {
+                    Ok(Status::Failed.code())
+                }
                 Ok(LedgerCall::Mint { address, amount }) => {
                     let state = c.data_mut();
                     let n = state.effects.credits.len();
@@ -139,5 +142,22 @@ mod tests {
         );
         assert!(g.state().effects.credits.is_empty());
         assert!(g.state().effects.logs[0].message.contains("POST /v1/events"));
+    }
+
+    #[test]
+    fn a_call_mints_at_most_max_credits_times() {
+        let mint = tx("40c10f19", Some(1));
+        // The request sits past the out pointers (100, 104), which each call rewrites.
+        let mut g = Guest::new(&wat(&[(ENV, WS_SEND_TX, 5)], &[(400, &mint)]), link);
+        let call = |g: &mut Guest| g.call(WS_SEND_TX, &[0, 400, mint.len() as i32, 100, 104]);
+        for _ in 0..crate::applets::state::MAX_CREDITS {
+            assert_eq!(call(&mut g), 0);
+        }
+        assert_eq!(call(&mut g), Status::Failed.code());
+        assert_eq!(
+            g.state().effects.credits.len(),
+            crate::applets::state::MAX_CREDITS
+        );
+        assert!(g.state().effects.logs[0].message.contains("limit"));
     }
 }

@@ -7,7 +7,7 @@ use wattstream_abi::imports::{ABORT, ENV, STAT, WS_LOG, WS_SUBMIT_METRICS};
 use wattstream_abi::{Level, Status};
 
 use super::memory::{C, as_string, in_bounds, read};
-use crate::applets::state::HostState;
+use crate::applets::state::{Effect, HostState};
 
 /// Longest line read from the guest; the rest is counted as dropped.
 const LINE_MAX: usize = 4096;
@@ -39,7 +39,7 @@ pub fn link(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
                 return Status::FromVmFailed.code();
             };
             match serde_json::from_slice::<serde_json::Value>(&bytes) {
-                Ok(v) if v.is_object() => {
+                Ok(v) if v.is_object() && c.data_mut().room_for(Effect::Metrics) => {
                     c.data_mut().effects.metrics.push(v);
                     Status::Ok.code()
                 }

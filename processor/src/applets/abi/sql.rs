@@ -9,7 +9,7 @@ use wattstream_abi::{Level, Status};
 
 use super::memory::{C, READ_MAX, read, write_out};
 use crate::applets::db::SqlRequest;
-use crate::applets::state::HostState;
+use crate::applets::state::{Effect, HostState};
 
 pub fn link(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     linker.func_wrap(ENV, WS_SET_SQL_DB, |mut c: C<'_>, ptr: i32, len: i32| -> i32 {
@@ -21,6 +21,9 @@ pub fn link(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
                 .log(Level::Error.name(), b"ws_set_sql_db: not a SQL request");
             return Status::Failed.code();
         };
+        if !c.data_mut().room_for(Effect::Sql) {
+            return Status::Failed.code();
+        }
         let result = c.data_mut().db.exec(&req);
         match result {
             Ok(n) => {
