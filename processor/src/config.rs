@@ -93,6 +93,13 @@ pub struct Limits {
     pub max_json_depth: usize,
     /// How far in the future a reading's timestamp may be, seconds.
     pub max_future_s: u64,
+    /// Time a client has to send a request's headers, and the longest a
+    /// kept-alive connection may sit idle between requests, seconds.
+    pub header_read_timeout_s: u64,
+    /// Time a client has to send a request's body, seconds.
+    pub body_read_timeout_s: u64,
+    /// Most client connections open at once; more wait in the listen backlog.
+    pub max_connections: usize,
 }
 
 /// The SQLite store.
@@ -126,6 +133,9 @@ impl Default for Limits {
             max_batch: 1000,
             max_json_depth: 32,
             max_future_s: 300,
+            header_read_timeout_s: 10,
+            body_read_timeout_s: 30,
+            max_connections: 4096,
         }
     }
 }

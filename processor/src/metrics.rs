@@ -101,7 +101,7 @@ pub struct Metrics {
     /// The applet worker's health (also in `/healthz`).
     pub worker: WorkerHealth,
     events: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
-    requests: Mutex<BTreeMap<(String, String, u16), u64>>,
+    requests: Mutex<BTreeMap<(&'static str, String, u16), u64>>,
     commit_events: Histogram,
     commit_seconds: Histogram,
     commit_failures: AtomicU64,
@@ -141,12 +141,12 @@ impl Metrics {
     }
 
     /// One HTTP request.
-    pub fn record_request(&self, method: &str, route: &str, status: u16) {
+    pub fn record_request(&self, method: &'static str, route: &str, status: u16) {
         *self
             .requests
             .lock()
             .expect("metrics lock")
-            .entry((method.to_string(), route.to_string(), status))
+            .entry((method, route.to_string(), status))
             .or_default() += 1;
     }
 

@@ -85,9 +85,7 @@ pub async fn serve_until(
     on_listen(addr);
     wattstream_sdk::notify::ready();
     let watchdog = tokio::spawn(watchdog(state.writer.clone(), state.metrics.clone()));
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    crate::http::serve(listener, router(state), &config.limits, shutdown).await;
     watchdog.abort();
     wattstream_sdk::notify::stopping();
     tracing::info!("stopped accepting; finishing the applet batch in progress and the store writer");

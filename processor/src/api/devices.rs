@@ -43,7 +43,7 @@ pub async fn register(
     body: Body,
 ) -> Result<Response, ApiError> {
     require_admin(&state, &headers)?;
-    let bytes = read_body(&headers, body, ADMIN_BODY_MAX).await?;
+    let bytes = read_body(&headers, body, ADMIN_BODY_MAX, state.body_timeout()).await?;
     let req: RegisterRequest = serde_json::from_slice(&bytes).map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,

@@ -22,7 +22,7 @@ fn single_status(status: EventStatus, reason: Option<&str>) -> StatusCode {
 
 pub async fn post_events(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
     let limits = &state.pipeline.limits;
-    let bytes = match read_body(&headers, body, limits.max_body_bytes).await {
+    let bytes = match read_body(&headers, body, limits.max_body_bytes, state.body_timeout()).await {
         Ok(b) => b,
         Err(e) => {
             state.metrics.record_event("rejected", e.reason);

@@ -41,6 +41,13 @@ pub struct AppState {
     pub rewards: Arc<crate::rewards::Rewards>,
 }
 
+impl AppState {
+    /// `limits.body_read_timeout_s`.
+    pub fn body_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.pipeline.limits.body_read_timeout_s.max(1))
+    }
+}
+
 type Shared = Arc<AppState>;
 
 /// An error answer: a 4xx/5xx status and `{"status":"rejected","reason":CODE,"detail":TEXT}`.
@@ -60,12 +67,14 @@ impl ApiError {
         }
     }
 
+    /// A store failure: logged in full, answered without its details (they
+    /// name files and SQL, which are the operator's business).
     pub(crate) fn store(e: impl std::fmt::Display) -> Self {
         tracing::error!(error = %e, "store error");
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "store_unavailable",
-            e.to_string(),
+            "the store is unavailable; nothing was changed, try again",
         )
     }
 }
@@ -85,6 +94,23 @@ const DRAIN_MAX: usize = 32 << 20;
 /// Reads a request body, refusing (413) anything over `max` bytes. Memory use is
 /// bounded by `max`: the excess is discarded as it arrives.
 pub async fn read_body(
+    headers: &HeaderMap,
+    body: Body,
+    max: usize,
+    within: std::time::Duration,
+) -> Result<axum::body::Bytes, ApiError> {
+    tokio::time::timeout(within, read_body_untimed(headers, body, max))
+        .await
+        .unwrap_or_else(|_| {
+            Err(ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "timeout",
+                format!("the body did not arrive within {} s", within.as_secs()),
+            ))
+        })
+}
+
+async fn read_body_untimed(
     headers: &HeaderMap,
     mut body: Body,
     max: usize,
@@ -162,8 +188,23 @@ pub fn require_admin(state: &AppState, headers: &HeaderMap) -> Result<(), ApiErr
     }
 }
 
+/// A request method as a metrics label: the methods the API knows, else
+/// `other` (a client must not be able to grow the label set).
+fn method_label(m: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *m {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
+}
+
 async fn record_request(State(state): State<Shared>, req: Request, next: Next) -> Response {
-    let method = req.method().to_string();
+    let method = method_label(req.method());
     let route = req
         .extensions()
         .get::<MatchedPath>()
@@ -172,14 +213,14 @@ async fn record_request(State(state): State<Shared>, req: Request, next: Next) -
     let response = next.run(req).await;
     state
         .metrics
-        .record_request(&method, &route, response.status().as_u16());
+        .record_request(method, &route, response.status().as_u16());
     response
 }
 
 async fn not_found(State(state): State<Shared>, req: Request) -> ApiError {
     state
         .metrics
-        .record_request(req.method().as_str(), "unmatched", 404);
+        .record_request(method_label(req.method()), "unmatched", 404);
     ApiError::new(
         StatusCode::NOT_FOUND,
         "not_found",

@@ -25,16 +25,13 @@ fn project_error(e: ProjectError) -> ApiError {
     match e {
         ProjectError::Applet(e) => ApiError::new(StatusCode::BAD_REQUEST, "invalid_applet", e.to_string()),
         ProjectError::Invalid(e) => ApiError::new(StatusCode::BAD_REQUEST, "malformed", e),
-        other => ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "store_unavailable",
-            other.to_string(),
-        ),
+        other => ApiError::store(other),
     }
 }
 
 fn task_error(e: tokio::task::JoinError) -> ApiError {
-    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+    tracing::error!(error = %e, "request task failed");
+    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error")
 }
 
 #[derive(Deserialize)]
@@ -55,7 +52,7 @@ pub async fn deploy(
 ) -> Result<Response, ApiError> {
     require_admin(&state, &headers)?;
     let Query(q) = query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "malformed", e.body_text()))?;
-    let wasm = read_body(&headers, body, WASM_MAX).await?;
+    let wasm = read_body(&headers, body, WASM_MAX, state.body_timeout()).await?;
     let defaults = AppletLimits::default();
     let limits = AppletLimits {
         deadline_ms: q.deadline_ms.unwrap_or(defaults.deadline_ms),
@@ -121,7 +118,7 @@ pub async fn set_env(
     body: Body,
 ) -> Result<Response, ApiError> {
     require_admin(&state, &headers)?;
-    let bytes = read_body(&headers, body, 64 << 10).await?;
+    let bytes = read_body(&headers, body, 64 << 10, state.body_timeout()).await?;
     let vars: HashMap<String, Option<String>> = serde_json::from_slice(&bytes).map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -177,13 +174,7 @@ async fn with_project_db<T: Send + 'static>(
     })
     .await
     .map_err(task_error)?
-    .map_err(|e| {
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "store_unavailable",
-            e.to_string(),
-        )
-    })
+    .map_err(ApiError::store)
 }
 
 fn project_or_404(state: &AppState, name: &str) -> Result<Arc<Project>, ApiError> {
@@ -319,9 +310,14 @@ pub async fn w3bstream_event(
             "missing or wrong publisher token",
         ));
     }
-    let payload = read_body(&headers, body, state.pipeline.limits.max_body_bytes)
-        .await?
-        .to_vec();
+    let payload = read_body(
+        &headers,
+        body,
+        state.pipeline.limits.max_body_bytes,
+        state.body_timeout(),
+    )
+    .await?
+    .to_vec();
     let event_type = q.event_type.unwrap_or_else(|| "DEFAULT".into());
     let Some(p) = state.projects.get(&project) else {
         return Err(ApiError::new(

@@ -1,0 +1,77 @@
+//! Serving the API to clients that may be hostile: an accept loop over
+//! hyper's HTTP/1 server instead of `axum::serve`, which sets no timer and so
+//! lets a slow-loris client hold a connection (and a file descriptor) forever.
+//!
+//! - headers must arrive within `limits.header_read_timeout_s`; the same
+//!   timer runs while a kept-alive connection waits for its next request, so
+//!   idle connections are closed too;
+//! - bodies must arrive within `limits.body_read_timeout_s` (enforced where
+//!   they are read, `api::read_body`);
+//! - at most `limits.max_connections` connections are served at once; the
+//!   rest wait in the kernel's backlog, so a flood delays clients instead of
+//!   exhausting descriptors;
+//! - on shutdown the listener closes, requests in flight finish (for at most
+//!   30 s), and idle connections are closed.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+use crate::config::Limits;
+
+/// How long requests in flight may take to finish after shutdown begins.
+const DRAIN: Duration = Duration::from_secs(30);
+
+/// Serves `router` on `listener` until `shutdown` completes.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    limits: &Limits,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(limits.header_read_timeout_s.max(1)))
+        .keep_alive(true);
+    let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            p = slots.clone().acquire_owned() => p.expect("the semaphore is never closed"),
+            () = &mut shutdown => break,
+        };
+        let stream = tokio::select! {
+            r = listener.accept() => match r {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of descriptors and the like: pause rather than spin.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let conn = http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(router.clone()));
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+    tokio::select! {
+        () = graceful.shutdown() => {}
+        () = tokio::time::sleep(DRAIN) => tracing::warn!("connections still open after {DRAIN:?}; closing them"),
+    }
+}
