@@ -13,6 +13,7 @@ pub mod config;
 pub mod http;
 pub mod metrics;
 pub mod pipeline;
+pub mod read_tokens;
 pub mod registry;
 pub mod rewards;
 pub mod server;

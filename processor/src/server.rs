@@ -73,6 +73,7 @@ pub async fn serve_until(
         applets: worker.waker.clone(),
         default_project: config.applets.default_project.clone(),
         rewards: rewards.clone(),
+        read_tokens: crate::read_tokens::ReadTokens::open(&config.data_dir)?,
     });
     let ledger_task = tokio::spawn(run_ledger(
         rewards,

@@ -79,7 +79,7 @@ async fn signed_vectors_get_their_expected_status() {
     let first = wattstream_sdk::PublicKey::from_hex(devices["devices"][0].as_str().unwrap())
         .unwrap()
         .device_id();
-    let (_, d) = get(&format!("{}/v1/devices/{first}", server.url)).await;
+    let (_, d) = admin_get(&format!("{}/v1/devices/{first}", server.url)).await;
     // Device A: the seed, meter-format, high-S, upper-case and compressed-key
     // cases are its readings; both replays are its duplicates.
     assert_eq!(d["counts"]["accepted"], 5, "{d}");
@@ -210,7 +210,15 @@ async fn a_batch_answers_in_order_and_stores_the_good_ones() {
     );
     // The API gives back the exact signed bytes, so anyone can verify them again.
     let url = format!("{}/v1/devices/{id}/events", server.url);
-    let text = client().get(url).send().await.unwrap().text().await.unwrap();
+    let text = client()
+        .get(url)
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     let start = text.find("\"data\":").unwrap() + "\"data\":".len();
     let data = &text[start..start + text[start..].find('}').unwrap() + 1];
     assert!(
@@ -273,7 +281,7 @@ async fn a_revoked_device_is_refused_but_its_history_stays() {
 
     let (s, a) = post(&url, key.sign_reading(&Reading::new(1.0, now()).with_seq(2))).await;
     assert_eq!((s, a["reason"].as_str()), (403, Some("revoked_device")));
-    let (_, d) = get(&format!("{}/v1/devices/{id}", server.url)).await;
+    let (_, d) = admin_get(&format!("{}/v1/devices/{id}", server.url)).await;
     assert_eq!(d["status"], "revoked");
     assert_eq!(d["counts"]["accepted"], 1);
     assert_eq!(all_events(&server, &id).await.len(), 1, "history stays queryable");
@@ -315,7 +323,7 @@ async fn events_are_paginated_by_time() {
     )
     .await;
     assert_eq!(s, 200);
-    let (_, page) = get(&format!(
+    let (_, page) = admin_get(&format!(
         "{}/v1/devices/{id}/events?from={}&to={}&limit=4",
         server.url,
         t0 + 10,
@@ -330,7 +338,7 @@ async fn events_are_paginated_by_time() {
         .collect();
     assert_eq!(seqs, [2, 3, 4, 5]);
     let next = page["next"].as_str().unwrap();
-    let (_, page) = get(&format!(
+    let (_, page) = admin_get(&format!(
         "{}/v1/devices/{id}/events?from={}&to={}&limit=4&after={next}",
         server.url,
         t0 + 10,
@@ -345,7 +353,7 @@ async fn events_are_paginated_by_time() {
         .collect();
     assert_eq!(seqs, [6, 7, 8, 9]);
     assert_eq!(all_events(&server, &id).await.len(), 25);
-    let (s, _) = get(&format!("{}/v1/devices/{id}/events?limit=oops", server.url)).await;
+    let (s, _) = admin_get(&format!("{}/v1/devices/{id}/events?limit=oops", server.url)).await;
     assert_eq!(s, 400);
 }
 
@@ -399,4 +407,67 @@ fn verify_command_checks_an_envelope_offline() {
     let (code, text) = run(&key.sign_reading(&Reading::new(3.0, now() + 3600)));
     assert_eq!(code, Some(1));
     assert!(text.starts_with("future_timestamp"), "{text}");
+}
+
+#[tokio::test]
+async fn readings_and_owners_need_the_admin_or_the_devices_read_token_and_rewards_stay_public() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let (mine, other) = (DeviceKey::generate(), DeviceKey::generate());
+    let id = register(&server, &mine.public_key().to_hex()).await;
+    let other_id = register(&server, &other.public_key().to_hex()).await;
+    let body = mine.sign_reading(&Reading::new(2.5, now()).with_seq(1));
+    assert_eq!(post(&format!("{}/v1/events", server.url), body).await.0, 200);
+
+    // The operator hands the owner a read token (CLI, as an operator would).
+    let out = cli(&[
+        "device",
+        "token",
+        "--server",
+        &server.url,
+        "--token",
+        TOKEN,
+        "--id",
+        &id,
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let token: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let token = token["token"].as_str().unwrap().to_string();
+    let (_, other_token) = admin(
+        Method::POST,
+        &format!("{}/v1/devices/{other_id}/read-token", server.url),
+        TOKEN,
+        None,
+    )
+    .await;
+    let other_token = other_token["token"].as_str().unwrap();
+
+    for path in [format!("/v1/devices/{id}"), format!("/v1/devices/{id}/events")] {
+        let url = format!("{}{path}", server.url);
+        assert_eq!(get(&url).await.0, 401, "{path} without a token");
+        assert_eq!(
+            get_as(&url, Some(other_token)).await.0,
+            401,
+            "{path} with another device's token"
+        );
+        assert_eq!(get_as(&url, Some("0".repeat(64).as_str())).await.0, 401);
+        assert_eq!(admin_get(&url).await.0, 200, "{path} with the admin token");
+        let (s, answer) = get_as(&url, Some(&token)).await;
+        assert_eq!(s, 200, "{path} with its own read token: {answer}");
+    }
+    // Only the admin mints read tokens.
+    let (s, _) = admin(
+        Method::POST,
+        &format!("{}/v1/devices/{id}/read-token", server.url),
+        &token,
+        None,
+    )
+    .await;
+    assert_eq!(s, 401);
+    // Rewards and the ledger head stay public.
+    assert_eq!(
+        get(&format!("{}/v1/devices/{id}/rewards", server.url)).await.0,
+        200
+    );
+    assert_eq!(get(&format!("{}/v1/ledger/head", server.url)).await.0, 200);
 }

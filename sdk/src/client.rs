@@ -185,7 +185,13 @@ impl ProcessorClient {
         self.json(self.http.delete(&url), &url).await
     }
 
-    /// A device's registration, last reading and counts.
+    /// A device's read token (admin): it lets the owner read the device's readings.
+    pub async fn read_token(&self, device_id: &str) -> Result<Value, ClientError> {
+        let url = self.url(&format!("/v1/devices/{device_id}/read-token"));
+        self.json(self.http.post(&url), &url).await
+    }
+
+    /// A device's registration, last reading and counts (admin or read token).
     pub async fn device(&self, device_id: &str) -> Result<Value, ClientError> {
         let url = self.url(&format!("/v1/devices/{device_id}"));
         self.json(self.http.get(&url), &url).await

@@ -1,5 +1,6 @@
-//! The registry (admin: register, list, revoke) and the device queries (public:
-//! one device's registration, last reading and counts; its events, paginated).
+//! The registry (admin: register, list, revoke, read tokens) and the device
+//! queries (one device's registration, last reading and counts; its events,
+//! paginated), which need the admin token or the device's read token.
 
 use std::sync::Arc;
 
@@ -11,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use wattstream_sdk::{DeviceId, PublicKey};
 
-use super::{ApiError, AppState, read_body, require_admin};
+use super::{ApiError, AppState, read_body, require_admin, require_reader};
 use crate::pipeline::unix_now;
 use crate::store::{EventRow, NewDevice, Reads, RegisterOutcome};
 
@@ -125,8 +126,26 @@ pub async fn revoke(
     Ok(axum::Json(json!({"device_id": id.to_string(), "status": "revoked"})).into_response())
 }
 
-pub async fn show(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Result<Response, ApiError> {
+/// `POST /v1/devices/{id}/read-token` (admin): the token that lets the
+/// device's owner read its readings.
+pub async fn read_token(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    require_admin(&state, &headers)?;
     let id = parse_id(&id)?.to_string();
+    let token = state.read_tokens.token_for(&id);
+    Ok(axum::Json(json!({"device_id": id, "token": token})).into_response())
+}
+
+pub async fn show(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let id = parse_id(&id)?.to_string();
+    require_reader(&state, &headers, &id)?;
     let key = id.clone();
     let (device, last) = state
         .reads
@@ -206,11 +225,13 @@ const PAGE_MAX: usize = 1000;
 
 pub async fn events(
     State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
     Path(id): Path<String>,
     query: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let Query(q) = query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "malformed", e.body_text()))?;
     let id = parse_id(&id)?.to_string();
+    require_reader(&state, &headers, &id)?;
+    let Query(q) = query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "malformed", e.body_text()))?;
     let limit = q.limit.unwrap_or(100).clamp(1, PAGE_MAX);
     let after = match q.after.as_deref() {
         None => None,

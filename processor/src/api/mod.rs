@@ -39,6 +39,8 @@ pub struct AppState {
     /// The project whose applets run over `POST /v1/events`.
     pub default_project: String,
     pub rewards: Arc<crate::rewards::Rewards>,
+    /// Per-device read tokens (event history and owner are personal data).
+    pub read_tokens: crate::read_tokens::ReadTokens,
 }
 
 impl AppState {
@@ -188,6 +190,26 @@ pub fn require_admin(state: &AppState, headers: &HeaderMap) -> Result<(), ApiErr
     }
 }
 
+/// Checks that the caller may read `device_id`'s readings and owner: the
+/// admin token, or that device's read token.
+pub fn require_reader(state: &AppState, headers: &HeaderMap, device_id: &str) -> Result<(), ApiError> {
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let admin = state.admin_token.as_deref();
+    match given {
+        Some(t) if admin.is_some_and(|a| same_secret(t.as_bytes(), a.as_bytes())) => Ok(()),
+        Some(t) if state.read_tokens.check(device_id, t) => Ok(()),
+        _ => Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "a device's readings and owner need the admin token or that device's read token \
+             (`wattstream device token --id`)",
+        )),
+    }
+}
+
 /// A request method as a metrics label: the methods the API knows, else
 /// `other` (a client must not be able to grow the label set).
 fn method_label(m: &axum::http::Method) -> &'static str {
@@ -292,6 +314,7 @@ pub fn router(state: Shared) -> Router {
         .route("/v1/devices", post(devices::register).get(devices::list))
         .route("/v1/devices/{id}", get(devices::show).delete(devices::revoke))
         .route("/v1/devices/{id}/events", get(devices::events))
+        .route("/v1/devices/{id}/read-token", post(devices::read_token))
         .route("/v1/devices/{id}/rewards", get(projects::rewards))
         .route("/v1/epochs/{epoch}", get(projects::epoch))
         .route("/v1/ledger/head", get(projects::ledger_head))

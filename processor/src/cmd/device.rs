@@ -22,6 +22,14 @@ pub enum Command {
         #[command(flatten)]
         remote: Remote,
     },
+    /// Print a device's read token: with it, its owner may read the device's
+    /// readings (`GET /v1/devices/{id}` and `/events`) without the admin token.
+    Token {
+        #[command(flatten)]
+        remote: Remote,
+        #[arg(long)]
+        id: String,
+    },
     /// Revoke a device: its new envelopes are rejected, its history stays.
     Revoke {
         #[command(flatten)]
@@ -40,5 +48,6 @@ pub fn run(command: Command) -> Result<i32> {
         } => remote.call(|c| async move { c.register_device(&public_key, owner.as_deref()).await }),
         Command::List { remote } => remote.call(|c| async move { c.list_devices().await }),
         Command::Revoke { remote, id } => remote.call(|c| async move { c.revoke_device(&id).await }),
+        Command::Token { remote, id } => remote.call(|c| async move { c.read_token(&id).await }),
     }
 }

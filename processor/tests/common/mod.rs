@@ -86,7 +86,20 @@ pub async fn post(url: &str, body: impl Into<reqwest::Body>) -> (u16, Value) {
 }
 
 pub async fn get(url: &str) -> (u16, Value) {
-    let resp = client().get(url).send().await.expect("request completes");
+    get_as(url, None).await
+}
+
+/// A GET with the admin token (device readings are not public).
+pub async fn admin_get(url: &str) -> (u16, Value) {
+    get_as(url, Some(TOKEN)).await
+}
+
+pub async fn get_as(url: &str, token: Option<&str>) -> (u16, Value) {
+    let mut req = client().get(url);
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let resp = req.send().await.expect("request completes");
     let status = resp.status().as_u16();
     let text = resp.text().await.unwrap();
     (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
@@ -124,7 +137,7 @@ pub async fn all_events(server: &Server, device_id: &str) -> Vec<Value> {
         if let Some(a) = &after {
             url.push_str(&format!("&after={a}"));
         }
-        let (status, page) = get(&url).await;
+        let (status, page) = admin_get(&url).await;
         assert_eq!(status, 200, "{page}");
         out.extend(page["events"].as_array().unwrap().iter().cloned());
         match page["next"].as_str() {
