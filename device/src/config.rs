@@ -26,6 +26,9 @@ pub struct MeterConfig {
     pub state_file: Option<PathBuf>,
     /// The processor's public key (SEC1 hex), to check rewards proofs.
     pub processor_public_key: Option<String>,
+    /// Asked before the outbox opens: `yes` when the clock is synchronised,
+    /// `no` to wait; `[]` does not wait (see `clock.rs`).
+    pub clock_sync_command: Vec<String>,
     pub sensor: SensorConfig,
     pub sim: SimConfig,
     pub uplink: UplinkConfig,
@@ -96,6 +99,9 @@ impl Default for MeterConfig {
             sample_ms: 100,
             state_file: None,
             processor_public_key: None,
+            clock_sync_command: ["timedatectl", "show", "-p", "NTPSynchronized", "--value"]
+                .map(String::from)
+                .to_vec(),
             sensor: SensorConfig::default(),
             sim: SimConfig::default(),
             uplink: UplinkConfig::default(),

@@ -15,7 +15,9 @@ use embedded_hal::i2c::I2c;
 use tokio::sync::{Notify, mpsc, watch};
 use wattstream_sdk::client::{ProcessorClient, RewardsView};
 use wattstream_sdk::notify;
-use wattstream_sdk::state::{LinkState, MeterState, ProofStatus, RewardsState, STATE_VERSION, SensorState};
+use wattstream_sdk::state::{
+    ClockStatus, LinkState, MeterState, ProofStatus, RewardsState, STATE_VERSION, SensorState,
+};
 use wattstream_sdk::{DeviceKey, load_key};
 
 use crate::config::MeterConfig;
@@ -170,6 +172,13 @@ pub fn run(cfg: MeterConfig, sim: bool) -> Result<()> {
     let key = load_key(&cfg.key)
         .with_context(|| "cannot load the device key (create one with `power-meter keygen`)")?;
     let read = open_sensor(&cfg, sim)?;
+    // Nothing is signed, and no outbox made, before the clock can be trusted.
+    let clock = crate::clock::wait_for_sync(
+        &cfg.clock_sync_command,
+        &key.device_id().to_string(),
+        cfg.window_s,
+        &cfg.state_path(),
+    );
     let outbox = Outbox::open(&cfg.data_dir, cfg.uplink.outbox_max)?;
     tracing::info!(
         device = %key.device_id(),
@@ -182,10 +191,17 @@ pub fn run(cfg: MeterConfig, sim: bool) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(run_async(cfg, sim, key, read, outbox))
+    runtime.block_on(run_async(cfg, sim, key, read, outbox, clock))
 }
 
-async fn run_async(cfg: MeterConfig, sim: bool, key: DeviceKey, read: Reader, outbox: Outbox) -> Result<()> {
+async fn run_async(
+    cfg: MeterConfig,
+    sim: bool,
+    key: DeviceKey,
+    read: Reader,
+    outbox: Outbox,
+    clock: ClockStatus,
+) -> Result<()> {
     let client = ProcessorClient::new(&cfg.processor, None, Duration::from_secs(cfg.uplink.timeout_s))?;
     let outbox = Arc::new(Mutex::new(outbox));
     let link = Arc::new(Mutex::new(LinkState::default()));
@@ -278,6 +294,7 @@ async fn run_async(cfg: MeterConfig, sim: bool, key: DeviceKey, read: Reader, ou
                 missed: counters.missed.load(Ordering::Relaxed),
                 simulated: sim,
             },
+            clock,
         };
         if let Err(e) = state.write(&state_path) {
             tracing::warn!(error = %e, "could not write the state file");

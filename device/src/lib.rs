@@ -5,6 +5,7 @@
 //! signed envelopes in a durable outbox, an uplink with backoff and a dead-letter
 //! file, a state file for the screen, and systemd notify/watchdog.
 
+pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod outbox;

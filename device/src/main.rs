@@ -38,6 +38,16 @@ enum Command {
     },
     /// Run the meter daemon.
     Run(RunArgs),
+    /// Put the windows of the dead-letter file back in the outbox (after a
+    /// clock or registration fault); the running daemon sends them.
+    ResendDeadLetters {
+        /// TOML configuration (for `data_dir`).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Data directory (overrides `data_dir`).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
 }
 
 #[derive(clap::Args)]
@@ -106,6 +116,18 @@ fn run(cli: Cli) -> Result<()> {
         Command::Keygen { key, force } => provision::keygen(&key, force, &mut out),
         Command::Id { key } => provision::id(&key, &mut out),
         Command::Sign { key } => provision::sign(&key, &mut std::io::stdin().lock(), &mut out),
+        Command::ResendDeadLetters { config, data_dir } => {
+            let cfg = match &config {
+                Some(p) => MeterConfig::load(p)?,
+                None => MeterConfig::default(),
+            };
+            let dir = data_dir.unwrap_or(cfg.data_dir);
+            let n = wattstream_device::outbox::Outbox::open(&dir, cfg.uplink.outbox_max)?
+                .resend_dead_letters()?;
+            use std::io::Write;
+            writeln!(out, "{n} dead letters back in the outbox of {}", dir.display())?;
+            Ok(())
+        }
         Command::Run(args) => {
             let (cfg, sim) = args.config()?;
             daemon::run(cfg, sim)

@@ -212,6 +212,52 @@ impl Outbox {
         Ok(())
     }
 
+    /// Puts every dead letter back in the outbox (with its original `seq` and
+    /// signed bytes, so the processor deduplicates it if it ever got it) and
+    /// moves the dead-letter file aside as `dead-letter.resent-UNIXTIME.jsonl`.
+    /// Lines that do not parse stay in a fresh dead-letter file. Returns how
+    /// many entries went back.
+    pub fn resend_dead_letters(&mut self) -> Result<usize, OutboxError> {
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| OutboxError::Io { path, source }
+        };
+        let text = match std::fs::read_to_string(&self.dead_letter) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(io(&self.dead_letter)(e)),
+        };
+        #[derive(serde::Deserialize)]
+        struct Line {
+            seq: u64,
+            body: String,
+        }
+        let (mut back, mut bad) = (Vec::new(), Vec::new());
+        for l in text.lines().filter(|l| !l.trim().is_empty()) {
+            match serde_json::from_str::<Line>(l) {
+                Ok(line) => back.push(line),
+                Err(_) => bad.push(l),
+            }
+        }
+        let aside = self
+            .dead_letter
+            .with_file_name(format!("dead-letter.resent-{}.jsonl", now_s()));
+        std::fs::rename(&self.dead_letter, &aside).map_err(io(&self.dead_letter))?;
+        if !bad.is_empty() {
+            std::fs::write(&self.dead_letter, bad.join("\n") + "\n").map_err(io(&self.dead_letter))?;
+        }
+        let tx = self.conn.transaction()?;
+        for line in &back {
+            tx.execute(
+                "INSERT OR IGNORE INTO outbox (seq, body, created_at) VALUES (?1, ?2, ?3)",
+                params![line.seq as i64, line.body, now_s() as i64],
+            )?;
+        }
+        tx.commit()?;
+        tracing::info!(resent = back.len(), kept = bad.len(), aside = %aside.display(), "dead letters back in the outbox");
+        Ok(back.len())
+    }
+
     /// How many entries wait to be sent.
     pub fn depth(&self) -> Result<u64, OutboxError> {
         Ok(self
@@ -260,6 +306,23 @@ mod tests {
             o.peek(10).unwrap().iter().map(|e| e.seq).collect::<Vec<_>>(),
             seqs[2..]
         );
+    }
+
+    #[test]
+    fn dead_letters_go_back_to_the_outbox_with_their_own_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = DeviceKey::generate();
+        let mut o = Outbox::open(dir.path(), 10).unwrap();
+        let a = o.append(&key, Reading::new(1.0, 1_795_515_000)).unwrap();
+        let b = o.append(&key, Reading::new(2.0, 1_795_515_005)).unwrap();
+        o.dead_letter(&a, "future_timestamp", "clock").unwrap();
+        o.dead_letter(&b, "bad_signature", "x").unwrap();
+        assert_eq!(o.depth().unwrap(), 0);
+        assert_eq!(o.resend_dead_letters().unwrap(), 2);
+        assert_eq!(o.peek(10).unwrap(), vec![a, b], "same seq, same signed bytes");
+        assert!(!dir.path().join("dead-letter.jsonl").exists());
+        assert_eq!(o.resend_dead_letters().unwrap(), 0, "nothing twice");
+        assert_eq!(o.depth().unwrap(), 2);
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! Sending the outbox to the processor: oldest first, in batches, each entry
 //! removed only once the processor has it (`accepted` or `duplicate`). Network
 //! failures and 5xx answers back off exponentially with jitter; a rejected entry
-//! goes to the dead-letter file, except `unknown_device`, which waits for the
-//! device to be registered and is retried.
+//! goes to the dead-letter file, except the answers that say "not yet" and are
+//! retried: `unknown_device` (the device is not registered yet) and
+//! `future_timestamp` (one of the two clocks is wrong, and will be set right).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -81,7 +82,10 @@ impl Uplink {
         for (entry, result) in entries.iter().zip(results) {
             match (result.status, result.reason.as_deref()) {
                 (EventStatus::Accepted | EventStatus::Duplicate, _) => delivered.push(entry.seq),
-                (_, Some("unknown_device")) => retry_later = true,
+                (_, Some(reason @ ("unknown_device" | "future_timestamp"))) => {
+                    retry_later = true;
+                    tracing::warn!(seq = entry.seq, reason, "kept in the outbox, to be sent again");
+                }
                 (_, reason) => outbox.dead_letter(
                     entry,
                     reason.unwrap_or("rejected"),
@@ -90,11 +94,6 @@ impl Uplink {
             }
         }
         outbox.remove(&delivered)?;
-        if retry_later {
-            tracing::warn!(
-                "the processor does not know this device yet: register it; windows are kept and retried"
-            );
-        }
         Ok(retry_later)
     }
 
@@ -184,6 +183,53 @@ fn short_error(e: &ClientError) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use wattstream_sdk::{DeviceKey, Reading};
+
+    fn result(status: EventStatus, reason: Option<&str>) -> EventResult {
+        EventResult {
+            index: None,
+            status,
+            reason: reason.map(str::to_string),
+            detail: None,
+            device_id: None,
+            event_id: None,
+        }
+    }
+
+    #[test]
+    fn not_yet_answers_are_kept_and_retried_and_rejections_are_dead_lettered() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut outbox = Outbox::open(dir.path(), 100).unwrap();
+        let key = DeviceKey::generate();
+        let entries: Vec<Entry> = (0..4)
+            .map(|i| outbox.append(&key, Reading::new(1.0, 1_795_515_000 + i)).unwrap())
+            .collect();
+        let uplink = Uplink {
+            client: ProcessorClient::new("http://127.0.0.1:9", None, Duration::from_secs(1)).unwrap(),
+            outbox: Arc::new(Mutex::new(outbox)),
+            link: Arc::default(),
+            wake: Arc::default(),
+            batch: 10,
+        };
+        let results = [
+            result(EventStatus::Accepted, None),
+            result(EventStatus::Rejected, Some("future_timestamp")),
+            result(EventStatus::Rejected, Some("unknown_device")),
+            result(EventStatus::Rejected, Some("bad_signature")),
+        ];
+        assert!(
+            uplink.apply(&entries, &results).unwrap(),
+            "some entries wait for a retry"
+        );
+        let o = uplink.outbox.lock().unwrap();
+        let left: Vec<u64> = o.peek(10).unwrap().iter().map(|e| e.seq).collect();
+        assert_eq!(
+            left,
+            [entries[1].seq, entries[2].seq],
+            "future_timestamp is never dead-lettered"
+        );
+        assert_eq!(o.dead_lettered().unwrap(), 1);
+    }
 
     #[test]
     fn backoff_doubles_with_jitter_up_to_the_cap() {

@@ -237,7 +237,7 @@ fn config(dir: &Path, processor: &str) -> PathBuf {
     std::fs::write(
         &path,
         format!(
-            "processor = \"{processor}\"\nkey = \"{key}\"\ndata_dir = \"{data}\"\nwindow_s = 1\nsample_ms = 50\n\
+            "processor = \"{processor}\"\nkey = \"{key}\"\ndata_dir = \"{data}\"\nwindow_s = 1\nsample_ms = 50\nclock_sync_command = []\n\
              [sim]\nprofile = \"constant\"\nwatts = 6.0\n\
              [uplink]\nbatch = 20\nbackoff_min_ms = 100\nbackoff_max_s = 1\nrewards_poll_s = 3600\n",
             key = dir.join("device.pem").display(),
@@ -426,4 +426,76 @@ fn config_errors_name_the_file_or_the_key() {
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("window_s"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_meter_signs_nothing_until_the_clock_is_synchronised() {
+    let dir = tempfile::tempdir().unwrap();
+    provision(dir.path());
+    let mut stand = Stand::start().await;
+    let cfg = config(dir.path(), &stand.url());
+    let flag = dir.path().join("synced");
+    let check = format!(
+        "clock_sync_command = [\"sh\", \"-c\", \"test -e {} && echo yes || echo no\"]",
+        flag.display()
+    );
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("clock_sync_command = []", &check);
+    std::fs::write(&cfg, text).unwrap();
+    let _meter = start_meter(&cfg);
+    let state_file = dir.path().join("data/state.json");
+    let clock = || {
+        std::fs::read_to_string(&state_file)
+            .ok()
+            .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+            .map(|s| s["clock"].as_str().unwrap_or_default().to_string())
+    };
+    let start = Instant::now();
+    while clock().as_deref() != Some("waiting") && start.elapsed() < Duration::from_secs(20) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        clock().as_deref(),
+        Some("waiting"),
+        "the state file says why nothing is sent"
+    );
+    assert!(
+        !dir.path().join("data/outbox.db").exists(),
+        "no outbox before the clock is trusted"
+    );
+    assert!(stand.seqs().is_empty(), "nothing signed");
+
+    std::fs::write(&flag, "").unwrap();
+    stand
+        .wait_for("windows once the clock is synchronised", |s| s.seqs().len() >= 2)
+        .await;
+    while clock().as_deref() != Some("synchronized") && start.elapsed() < Duration::from_secs(40) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(clock().as_deref(), Some("synchronized"));
+}
+
+#[test]
+fn resend_dead_letters_puts_them_back_in_the_outbox() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let key = wattstream_sdk::DeviceKey::generate();
+    let mut outbox = wattstream_device::outbox::Outbox::open(&data, 100).unwrap();
+    let e = outbox
+        .append(&key, wattstream_sdk::Reading::new(1.0, 1_795_515_000))
+        .unwrap();
+    outbox
+        .dead_letter(&e, "future_timestamp", "the meter's clock was ahead")
+        .unwrap();
+    drop(outbox);
+    let out = power_meter()
+        .args(["resend-dead-letters", "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("1 dead letters back"));
+    let outbox = wattstream_device::outbox::Outbox::open(&data, 100).unwrap();
+    assert_eq!(outbox.peek(10).unwrap(), vec![e]);
 }

@@ -3,7 +3,7 @@
 //! state files so anyone can look at every screen.
 
 use wattstream_sdk::state::{
-    LinkState, LinkStatus, MeterState, ProofStatus, RewardsState, STATE_VERSION, SensorState,
+    ClockStatus, LinkState, LinkStatus, MeterState, ProofStatus, RewardsState, STATE_VERSION, SensorState,
 };
 
 /// The Unix time the samples are rendered at.
@@ -48,6 +48,7 @@ fn base() -> MeterState {
             missed: 0,
             simulated: true,
         },
+        clock: ClockStatus::Synchronized,
     }
 }
 

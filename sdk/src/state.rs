@@ -41,6 +41,20 @@ pub enum ProofStatus {
     Unknown,
 }
 
+/// Whether the meter trusts its clock (readings are signed with wall-clock
+/// timestamps; a Pi without a real-time clock boots in the past).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ClockStatus {
+    /// The kernel says the clock is synchronised (NTP).
+    Synchronized,
+    /// Not synchronised yet: the meter waits before signing anything.
+    Waiting,
+    /// No way to tell here (no systemd-timedated): the meter goes on.
+    #[default]
+    Unknown,
+}
+
 /// The uplink.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(default)]
@@ -106,6 +120,8 @@ pub struct MeterState {
     pub rewards: RewardsState,
     #[serde(default)]
     pub sensor: SensorState,
+    #[serde(default)]
+    pub clock: ClockStatus,
 }
 
 /// Why a state file could not be read or written.
@@ -172,6 +188,7 @@ mod tests {
             },
             rewards: RewardsState::default(),
             sensor: SensorState::default(),
+            clock: ClockStatus::Synchronized,
         };
         s.write(&path).unwrap();
         assert_eq!(MeterState::read(&path).unwrap(), s);
