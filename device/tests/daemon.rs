@@ -432,7 +432,7 @@ fn config_errors_name_the_file_or_the_key() {
 async fn the_meter_signs_nothing_until_the_clock_is_synchronised() {
     let dir = tempfile::tempdir().unwrap();
     provision(dir.path());
-    let mut stand = Stand::start().await;
+    let stand = Stand::start().await;
     let cfg = config(dir.path(), &stand.url());
     let flag = dir.path().join("synced");
     let check = format!(
