@@ -14,6 +14,15 @@ use wattstream_abi::LEDGER_TOKEN;
 use wattstream_sdk::{DeviceKey, Reading};
 
 fn deploy(server: &Server, name: &str) {
+    deploy_with(server, name, &[]).unwrap();
+}
+
+/// `wattstream applet deploy` with extra arguments; the error output on failure.
+fn deploy_with(server: &Server, name: &str, extra: &[&str]) -> Result<(), String> {
+    let mut extra = extra.to_vec();
+    if name == "identity" && !extra.contains(&"--gate") {
+        extra.push("--gate");
+    }
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_wattstream"))
         .args([
             "applet",
@@ -27,9 +36,14 @@ fn deploy(server: &Server, name: &str) {
             "--wasm",
         ])
         .arg(dist(name))
+        .args(&extra)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
 }
 
 async fn register_with_owner(server: &Server, key: &DeviceKey, owner: Option<&str>) -> String {
@@ -540,4 +554,65 @@ async fn an_event_whose_batch_keeps_failing_is_quarantined_and_the_stream_goes_o
         wait().await;
     }
     assert!(logged(c).await, "the stream goes on after the quarantined event");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chain_where_a_minter_runs_before_the_gate_is_refused_unless_forced() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    deploy(&server, "rewards-tiered");
+    // identity is a gate: appended after the minter it would come too late.
+    let e = deploy_with(&server, "identity", &[]).unwrap_err();
+    assert!(e.contains("409") && e.contains("mints before the gate"), "{e}");
+    let listed = || async {
+        let (_, a) = admin(
+            Method::GET,
+            &format!("{}/v1/projects/default/applets", server.url),
+            TOKEN,
+            None,
+        )
+        .await;
+        a["applets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| {
+                (
+                    x["position"].as_u64().unwrap(),
+                    x["name"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        listed().await,
+        [(1, "rewards-tiered".to_string())],
+        "nothing changed"
+    );
+    deploy_with(&server, "identity", &["--before", "rewards-tiered"]).unwrap();
+    assert_eq!(
+        listed().await,
+        [(1, "identity".to_string()), (2, "rewards-tiered".to_string())]
+    );
+    // Moving the minter ahead of the gate is refused too, and allowed when forced.
+    assert!(deploy_with(&server, "rewards-tiered", &["--before", "identity"]).is_err());
+    deploy_with(&server, "rewards-tiered", &["--before", "identity", "--force"]).unwrap();
+    assert_eq!(
+        listed().await,
+        [(1, "rewards-tiered".to_string()), (2, "identity".to_string())]
+    );
+    let (_, a) = admin(
+        Method::GET,
+        &format!("{}/v1/projects/default/applets", server.url),
+        TOKEN,
+        None,
+    )
+    .await;
+    assert_eq!(
+        (
+            a["applets"][0]["mints"].as_bool(),
+            a["applets"][1]["gate"].as_bool()
+        ),
+        (Some(true), Some(true))
+    );
 }

@@ -15,7 +15,8 @@ use wattstream_sdk::DeviceId;
 
 use super::{ApiError, AppState, read_body, require_admin};
 use crate::applets::db::ProjectDb;
-use crate::applets::projects::{Project, ProjectError};
+use crate::applets::order::Place;
+use crate::applets::projects::{Deploy, Project, ProjectError};
 use crate::applets::state::{AppletLimits, EventInput};
 
 /// Largest applet module.
@@ -25,6 +26,7 @@ fn project_error(e: ProjectError) -> ApiError {
     match e {
         ProjectError::Applet(e) => ApiError::new(StatusCode::BAD_REQUEST, "invalid_applet", e.to_string()),
         ProjectError::Invalid(e) => ApiError::new(StatusCode::BAD_REQUEST, "malformed", e),
+        ProjectError::Order(e) => ApiError::new(StatusCode::CONFLICT, "chain_order", e),
         other => ApiError::store(other),
     }
 }
@@ -41,6 +43,16 @@ pub struct DeployQuery {
     handler: Option<String>,
     deadline_ms: Option<u64>,
     memory_mb: Option<usize>,
+    /// Place it before this applet of the chain.
+    before: Option<String>,
+    /// Place it after this applet of the chain.
+    after: Option<String>,
+    /// It decides whether an event may be rewarded: it must run before minters.
+    #[serde(default)]
+    gate: bool,
+    /// Deploy even where a minter would run before a gate.
+    #[serde(default)]
+    force: bool,
 }
 
 pub async fn deploy(
@@ -61,16 +73,31 @@ pub async fn deploy(
             .map_or(defaults.memory_bytes, |m| m.saturating_mul(1 << 20)),
         ..defaults
     };
+    let place = match (q.before, q.after) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "malformed",
+                "give `before` or `after`, not both",
+            ));
+        }
+        (Some(b), None) => Place::Before(b),
+        (None, Some(a)) => Place::After(a),
+        (None, None) => Place::Keep,
+    };
     let projects = state.projects.clone();
     let info = tokio::task::spawn_blocking(move || {
-        projects.deploy(
-            &project,
-            &name,
-            &wasm,
-            q.event_type.as_deref().unwrap_or("DATA"),
-            q.handler.as_deref().unwrap_or("start"),
+        let d = Deploy {
+            name: &name,
+            wasm: &wasm,
+            event_type: q.event_type.as_deref().unwrap_or("DATA"),
+            handler: q.handler.as_deref().unwrap_or("start"),
             limits,
-        )
+            place,
+            gate: q.gate,
+            force: q.force,
+        };
+        projects.deploy(&project, d)
     })
     .await
     .map_err(task_error)?

@@ -7,6 +7,7 @@
 //! - [`evm`]: the ledger calls behind `ws_send_tx` and `ws_call_contract`.
 //! - [`slot`]: where a project database waits between calls.
 //! - [`state`]: what one call sees and produces.
+//! - [`order`]: where applets go in a chain, and gates before minters.
 //! - [`projects`]: deployed applets, strategies, environments, publishers.
 //! - [`worker`]: runs the default project's applets over the stored stream.
 //! - [`runner`]: one applet on one event, in memory (`wattstream applet run`).
@@ -14,6 +15,7 @@
 pub mod abi;
 pub mod db;
 pub mod evm;
+pub mod order;
 pub mod projects;
 pub mod runner;
 pub mod runtime;

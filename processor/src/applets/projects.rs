@@ -13,6 +13,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use super::order::{self, Link, Place};
 use super::runtime::{Applet, AppletError, Runtime};
 use super::slot::DbSlot;
 use super::state::AppletLimits;
@@ -28,6 +29,9 @@ pub enum ProjectError {
     Db(#[from] super::db::DbError),
     #[error("{0}")]
     Invalid(String),
+    /// The chain order would let a minter pay before a gate.
+    #[error("{0}")]
+    Order(String),
 }
 
 /// A deployed applet.
@@ -37,18 +41,48 @@ pub struct Deployed {
     pub event_type: String,
     pub handler: String,
     pub limits: AppletLimits,
+    /// Decides whether an event may be rewarded: runs before every minter.
+    pub gate: bool,
     pub applet: Applet,
+}
+
+impl Deployed {
+    fn link(&self) -> Link {
+        Link {
+            name: self.name.clone(),
+            event_type: self.event_type.clone(),
+            gate: self.gate,
+            mints: self.applet.mints,
+        }
+    }
+}
+
+/// What to deploy, and where in the chain.
+pub struct Deploy<'a> {
+    pub name: &'a str,
+    pub wasm: &'a [u8],
+    pub event_type: &'a str,
+    pub handler: &'a str,
+    pub limits: AppletLimits,
+    pub place: Place,
+    pub gate: bool,
+    /// Deploy even where a minter would run before a gate.
+    pub force: bool,
 }
 
 /// What the API lists about an applet.
 #[derive(Debug, Serialize)]
 pub struct AppletInfo {
+    /// 1 runs first.
+    pub position: usize,
     pub name: String,
     pub hash: String,
     pub event_type: String,
     pub handler: String,
     pub handlers: Vec<String>,
     pub limits: AppletLimits,
+    pub gate: bool,
+    pub mints: bool,
 }
 
 /// One project in memory.
@@ -91,15 +125,24 @@ pub fn load_deployed(
     project: &str,
 ) -> Result<Vec<Deployed>, ProjectError> {
     let mut stmt = conn.prepare(
-        "SELECT name, hash, wasm, event_type, handler, limits FROM applets WHERE project = ?1 ORDER BY position",
+        "SELECT name, hash, wasm, event_type, handler, limits, gate FROM applets WHERE project = ?1 ORDER BY position",
     )?;
-    let rows: Vec<(String, String, Vec<u8>, String, String, String)> = stmt
+    type Row = (String, String, Vec<u8>, String, String, String, bool);
+    let rows: Vec<Row> = stmt
         .query_map([project], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+                r.get(6)?,
+            ))
         })?
         .collect::<Result<_, _>>()?;
     rows.into_iter()
-        .map(|(name, hash, wasm, event_type, handler, limits)| {
+        .map(|(name, hash, wasm, event_type, handler, limits, gate)| {
             Ok(Deployed {
                 applet: runtime.compile(&wasm)?,
                 name,
@@ -107,6 +150,7 @@ pub fn load_deployed(
                 event_type,
                 handler,
                 limits: serde_json::from_str(&limits).unwrap_or_default(),
+                gate,
             })
         })
         .collect()
@@ -195,21 +239,16 @@ impl Projects {
         Ok(())
     }
 
-    /// Deploys (or replaces) an applet; returns what was deployed.
-    pub fn deploy(
-        &self,
-        project: &str,
-        name: &str,
-        wasm: &[u8],
-        event_type: &str,
-        handler: &str,
-        limits: AppletLimits,
-    ) -> Result<AppletInfo, ProjectError> {
-        if !valid_name(project) || !valid_name(name) {
+    /// Deploys (or replaces) an applet at its place in the chain; returns
+    /// what was deployed. A chain where a minter would run before a gate is
+    /// refused unless forced (see [`super::order`]).
+    pub fn deploy(&self, project: &str, d: Deploy<'_>) -> Result<AppletInfo, ProjectError> {
+        if !valid_name(project) || !valid_name(d.name) {
             return Err(ProjectError::Invalid(
                 "project and applet names are 1-64 of [A-Za-z0-9_-]".into(),
             ));
         }
+        let limits = d.limits;
         if limits.memory_bytes > super::runtime::MEMORY_CEILING
             || limits.deadline_ms == 0
             || limits.deadline_ms > 10_000
@@ -218,53 +257,64 @@ impl Projects {
                 "limits: memory up to 256 MiB, deadline 1..=10000 ms".into(),
             ));
         }
-        let applet = self.runtime.compile(wasm)?;
-        if !applet.handlers.iter().any(|h| h == handler) || handler == "alloc" {
+        let applet = self.runtime.compile(d.wasm)?;
+        if !applet.handlers.iter().any(|h| h == d.handler) || d.handler == "alloc" {
             return Err(ProjectError::Invalid(format!(
-                "the applet has no handler `{handler}`; it exports {}",
+                "the applet has no handler `{}`; it exports {}",
+                d.handler,
                 applet.handlers.join(", ")
             )));
         }
-        let hash = hex::encode(Sha256::digest(wasm));
-        let conn = self.conn()?;
-        let position: i64 = conn
-            .query_row(
-                "SELECT position FROM applets WHERE project = ?1 AND name = ?2",
-                params![project, name],
-                |r| r.get(0),
-            )
-            .optional()?
-            .unwrap_or(
-                conn.query_row("SELECT COALESCE(MAX(position), 0) + 1 FROM applets", [], |r| {
-                    r.get(0)
-                })?,
-            );
-        conn.execute(
-            "INSERT INTO applets (project, name, hash, wasm, event_type, handler, limits, position, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+        let current: Vec<Link> = self
+            .get(project)
+            .map(|p| p.applets.iter().map(Deployed::link).collect())
+            .unwrap_or_default();
+        let link = Link {
+            name: d.name.to_string(),
+            event_type: d.event_type.to_string(),
+            gate: d.gate,
+            mints: applet.mints,
+        };
+        let chain = order::place(&current, link, &d.place).map_err(ProjectError::Invalid)?;
+        if let Err(e) = order::check(&chain)
+            && !d.force
+        {
+            return Err(ProjectError::Order(e));
+        }
+        let hash = hex::encode(Sha256::digest(d.wasm));
+        let mut conn = self.conn()?;
+        let tx = conn.transaction()?;
+        tx.execute(
+            "INSERT INTO applets (project, name, hash, wasm, event_type, handler, limits, position, created_at, gate)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0, ?8, ?9)
              ON CONFLICT(project, name) DO UPDATE SET hash = excluded.hash, wasm = excluded.wasm,
-               event_type = excluded.event_type, handler = excluded.handler, limits = excluded.limits",
+               event_type = excluded.event_type, handler = excluded.handler, limits = excluded.limits,
+               gate = excluded.gate",
             params![
                 project,
-                name,
+                d.name,
                 hash,
-                wasm,
-                event_type,
-                handler,
+                d.wasm,
+                d.event_type,
+                d.handler,
                 serde_json::to_string(&limits).expect("limits serialise"),
-                position,
-                now()
+                now(),
+                d.gate
             ],
         )?;
+        for (i, l) in chain.iter().enumerate() {
+            tx.execute(
+                "UPDATE applets SET position = ?1 WHERE project = ?2 AND name = ?3",
+                params![i as i64 + 1, project, l.name],
+            )?;
+        }
+        tx.commit()?;
         self.reload(project)?;
-        Ok(AppletInfo {
-            name: name.to_string(),
-            hash,
-            event_type: event_type.to_string(),
-            handler: handler.to_string(),
-            handlers: applet.handlers,
-            limits,
-        })
+        Ok(self
+            .list(project)
+            .into_iter()
+            .find(|a| a.name == d.name)
+            .expect("just deployed"))
     }
 
     /// Removes an applet; `false` when there was none.
@@ -285,7 +335,11 @@ impl Projects {
             .map(|p| {
                 p.applets
                     .iter()
-                    .map(|a| AppletInfo {
+                    .enumerate()
+                    .map(|(i, a)| AppletInfo {
+                        position: i + 1,
+                        gate: a.gate,
+                        mints: a.applet.mints,
                         name: a.name.clone(),
                         hash: a.hash.clone(),
                         event_type: a.event_type.clone(),
@@ -376,16 +430,17 @@ mod tests {
         crate::store::migrate(&mut Connection::open(&db).unwrap()).unwrap();
         let projects = Projects::open(&db, dir.path()).unwrap();
         let deploy = |name: &str| {
-            projects
-                .deploy(
-                    "default",
-                    name,
-                    APPLET.as_bytes(),
-                    "DATA",
-                    "start",
-                    AppletLimits::default(),
-                )
-                .unwrap()
+            let d = Deploy {
+                name,
+                wasm: APPLET.as_bytes(),
+                event_type: "DATA",
+                handler: "start",
+                limits: AppletLimits::default(),
+                place: Place::Keep,
+                gate: false,
+                force: false,
+            };
+            projects.deploy("default", d).unwrap()
         };
         deploy("first");
         let held = projects.get("default").unwrap();

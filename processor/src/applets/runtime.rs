@@ -45,6 +45,8 @@ pub struct Applet {
     pre: InstancePre<HostState>,
     /// Exported functions usable as handlers (`(i32) -> i32`).
     pub handlers: Vec<String>,
+    /// Whether it imports `ws_send_tx`, so can mint.
+    pub mints: bool,
 }
 
 /// How a call ended.
@@ -205,11 +207,19 @@ impl Runtime {
                 "it does not export `alloc(i32) -> i32`".into(),
             ));
         }
+        let mints = module.imports().any(|i| {
+            i.module() == wattstream_abi::imports::ENV && i.name() == wattstream_abi::imports::WS_SEND_TX
+        });
         let pre = self
             .linker
             .instantiate_pre(&module)
             .map_err(|e| AppletError::Invalid(format!("{e:#}")))?;
-        Ok(Applet { hash, pre, handlers })
+        Ok(Applet {
+            hash,
+            pre,
+            handlers,
+            mints,
+        })
     }
 
     /// Runs `handler` of `applet` on one event. The database work of the call is

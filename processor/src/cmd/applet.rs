@@ -50,6 +50,18 @@ pub enum Command {
         /// Memory cap, MiB.
         #[arg(long)]
         memory_mb: Option<usize>,
+        /// Place it before this applet of the chain (default: where it was, else last).
+        #[arg(long, conflicts_with = "after")]
+        before: Option<String>,
+        /// Place it after this applet of the chain.
+        #[arg(long)]
+        after: Option<String>,
+        /// It gates rewards (like `identity`): it must run before every applet that mints.
+        #[arg(long)]
+        gate: bool,
+        /// Deploy even where an applet that mints would run before a gate.
+        #[arg(long)]
+        force: bool,
     },
     /// List a project's applets.
     List {
@@ -115,16 +127,24 @@ pub fn run(command: Command) -> Result<i32> {
             handler,
             deadline_ms,
             memory_mb,
+            before,
+            after,
+            gate,
+            force,
         } => {
             let bytes = read(&wasm)?;
             let mut path = target.path(&format!(
-                "applets/{name}?event_type={event_type}&handler={handler}"
+                "applets/{name}?event_type={event_type}&handler={handler}&gate={gate}&force={force}"
             ));
-            if let Some(d) = deadline_ms {
-                path.push_str(&format!("&deadline_ms={d}"));
-            }
-            if let Some(m) = memory_mb {
-                path.push_str(&format!("&memory_mb={m}"));
+            for (key, value) in [
+                ("deadline_ms", deadline_ms.map(|d| d.to_string())),
+                ("memory_mb", memory_mb.map(|m| m.to_string())),
+                ("before", before),
+                ("after", after),
+            ] {
+                if let Some(v) = value {
+                    path.push_str(&format!("&{key}={v}"));
+                }
             }
             target
                 .remote

@@ -156,7 +156,11 @@ fn run_demo(opts: DemoOptions) -> Result<()> {
     for name in order {
         let path = opts.applets.join(format!("{name}.wasm"));
         if let Ok(wasm) = std::fs::read(&path) {
-            runtime.block_on(client.post_bytes(&format!("/v1/projects/default/applets/{name}"), wasm))?;
+            // identity gates the rewards: it must run before any applet that mints.
+            let gate = name == "identity";
+            runtime.block_on(
+                client.post_bytes(&format!("/v1/projects/default/applets/{name}?gate={gate}"), wasm),
+            )?;
             deployed.push(name);
         }
     }

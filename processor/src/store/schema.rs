@@ -85,6 +85,8 @@ const MIGRATIONS: &[&str] = &[
         sealed_at  INTEGER NOT NULL
     ) STRICT;
     CREATE TABLE ledger_meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) STRICT;",
+    // 4: gates: applets that must run before any applet that mints.
+    "ALTER TABLE applets ADD COLUMN gate INTEGER NOT NULL DEFAULT 0;",
 ];
 
 /// Settings every connection gets: WAL so readers never block the writer,

@@ -174,7 +174,10 @@ fn ingest(
         for name in ["identity", "rewards-tiered"] {
             if let Ok(wasm) = std::fs::read(args.applets.join(format!("{name}.wasm"))) {
                 admin
-                    .post_bytes(&format!("/v1/projects/default/applets/{name}"), wasm)
+                    .post_bytes(
+                        &format!("/v1/projects/default/applets/{name}?gate={}", name == "identity"),
+                        wasm,
+                    )
                     .await?;
                 deployed.push(name);
             }
