@@ -344,7 +344,19 @@ async fn a_rejected_window_goes_to_the_dead_letter_file() {
         .mock
         .poison_second_of_next_batch
         .store(true, Ordering::SeqCst);
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    // Until a batch of several windows waits in the outbox.
+    let depth = || {
+        std::fs::read_to_string(data.join("state.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+            .and_then(|s| s["link"]["outbox_depth"].as_u64())
+            .unwrap_or(0)
+    };
+    let start = Instant::now();
+    while depth() < 3 {
+        assert!(start.elapsed() < Duration::from_secs(30), "no backlog builds up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     stand.come_back().await;
     stand
         .wait_for("the poisoned batch", |s| s.mock.poison.lock().unwrap().is_some())

@@ -155,12 +155,88 @@ async fn sigterm_finishes_in_flight_work_and_exits_cleanly() {
     .unwrap();
     assert!(status.success(), "exit status {status}");
     // The request was either answered in full (then every event is stored) or
-    // never taken (then nothing is).
+    // never taken (then nothing is): what is stored is exactly what was
+    // acknowledged.
     let acked = match request.await.unwrap() {
         Some(a) => a["results"].as_array().unwrap().len(),
         None => 0,
     };
     let server = Server::start(dir.path());
     let stored = all_events(&server, &id).await.len();
-    assert!(stored == acked || acked == 0, "acked {acked}, stored {stored}");
+    assert_eq!(stored, acked, "acked {acked}, stored {stored}");
+}
+
+/// An `LD_PRELOAD` shim that appends a line to `$FSYNC_LOG` for every
+/// `fsync`/`fdatasync` the process makes, then does the real call.
+const FSYNC_SHIM: &str = r#"
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <unistd.h>
+static void note(void) {
+    const char *p = getenv("FSYNC_LOG");
+    if (!p) return;
+    int fd = open(p, O_WRONLY | O_CREAT | O_APPEND, 0644);
+    if (fd < 0) return;
+    (void)!write(fd, "s\n", 2);
+    close(fd);
+}
+int fsync(int fd) {
+    static int (*real)(int);
+    if (!real) real = (int (*)(int))dlsym(RTLD_NEXT, "fsync");
+    note();
+    return real(fd);
+}
+int fdatasync(int fd) {
+    static int (*real)(int);
+    if (!real) real = (int (*)(int))dlsym(RTLD_NEXT, "fdatasync");
+    note();
+    return real(fd);
+}
+"#;
+
+fn syncs(log: &std::path::Path) -> u64 {
+    std::fs::metadata(log).map_or(0, |m| m.len() / 2)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_acknowledgement_follows_a_sync_to_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let (src, shim, log) = (
+        dir.path().join("shim.c"),
+        dir.path().join("fsync-shim.so"),
+        dir.path().join("fsync.log"),
+    );
+    std::fs::write(&src, FSYNC_SHIM).unwrap();
+    let cc = std::process::Command::new("cc")
+        .args(["-shared", "-fPIC", "-o"])
+        .arg(&shim)
+        .arg(&src)
+        .arg("-ldl")
+        .output()
+        .expect("a C compiler (build-essential) builds the fsync shim");
+    assert!(cc.status.success(), "{}", String::from_utf8_lossy(&cc.stderr));
+    let server = Server::start_env(
+        &dir.path().join("data"),
+        &["--admin-token", TOKEN],
+        &[("LD_PRELOAD", &shim), ("FSYNC_LOG", &log)],
+    );
+    let key = DeviceKey::generate();
+    register(&server, &key.public_key().to_hex()).await;
+    let before = syncs(&log);
+    assert!(before > 0, "the shim sees the store's syncs");
+    // One request at a time: each is its own group commit, acknowledged only
+    // after its commit reached the disk.
+    let requests = 20u64;
+    for s in 0..requests {
+        let body = key.sign_reading(&Reading::new(1.0, now() - 100 + s).with_seq(s));
+        let (status, a) = post(&format!("{}/v1/events", server.url), body).await;
+        assert_eq!((status, a["status"].as_str()), (200, Some("accepted")), "{a}");
+        assert!(
+            syncs(&log) >= before + s + 1,
+            "request {s} was acknowledged before a sync: {} syncs",
+            syncs(&log) - before
+        );
+    }
 }
