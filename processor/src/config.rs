@@ -69,6 +69,10 @@ pub struct AppletsConfig {
     /// listed in the project's failures and skipped, so one poisonous event
     /// cannot stop the stream.
     pub quarantine_after: u32,
+    /// Seconds without progress (an applet call or a loop) after which the
+    /// applet worker counts as stalled: `/healthz` says `degraded` and the
+    /// systemd watchdog is no longer pinged. Above the 10 s longest call.
+    pub stall_after_s: u64,
 }
 
 impl Default for AppletsConfig {
@@ -77,6 +81,7 @@ impl Default for AppletsConfig {
             default_project: "default".into(),
             max_lag_events: 100_000,
             quarantine_after: 3,
+            stall_after_s: 30,
         }
     }
 }

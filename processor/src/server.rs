@@ -69,6 +69,7 @@ pub async fn serve_until(
         metrics,
         admin_token: config.admin_token.clone(),
         max_lag_events: config.applets.max_lag_events,
+        worker_stall: std::time::Duration::from_secs(config.applets.stall_after_s.max(1)),
         projects: projects.clone(),
         applets: worker.waker.clone(),
         default_project: config.applets.default_project.clone(),
@@ -85,7 +86,11 @@ pub async fn serve_until(
     tracing::info!(%addr, data_dir = %config.data_dir.display(), devices = rows.len(), "wattstream listening");
     on_listen(addr);
     wattstream_sdk::notify::ready();
-    let watchdog = tokio::spawn(watchdog(state.writer.clone(), state.metrics.clone()));
+    let watchdog = tokio::spawn(watchdog(
+        state.writer.clone(),
+        state.metrics.clone(),
+        state.worker_stall,
+    ));
     crate::http::serve(listener, router(state), &config.limits, shutdown).await;
     watchdog.abort();
     wattstream_sdk::notify::stopping();
@@ -105,7 +110,11 @@ pub async fn serve_until(
 /// writer answers (it has worked through everything queued before the probe)
 /// and the applet worker beats; when any of them wedges the pings stop and
 /// systemd restarts the processor.
-async fn watchdog(writer: crate::store::Writer, metrics: Arc<crate::metrics::Metrics>) {
+async fn watchdog(
+    writer: crate::store::Writer,
+    metrics: Arc<crate::metrics::Metrics>,
+    stall: std::time::Duration,
+) {
     use std::time::Duration;
     let mut dog = wattstream_sdk::notify::Watchdog::from_env();
     loop {
@@ -113,10 +122,7 @@ async fn watchdog(writer: crate::store::Writer, metrics: Arc<crate::metrics::Met
         let writer_ok = tokio::time::timeout(Duration::from_secs(10), writer.ping())
             .await
             .unwrap_or(false);
-        let worker_ok = metrics
-            .worker
-            .since_beat()
-            .is_none_or(|a| a < crate::api::WORKER_STALL);
+        let worker_ok = metrics.worker.since_beat().is_none_or(|a| a < stall);
         if writer_ok && worker_ok {
             dog.ping();
         } else {

@@ -220,7 +220,7 @@ async fn every_acknowledgement_follows_a_sync_to_disk() {
     let server = Server::start_env(
         &dir.path().join("data"),
         &["--admin-token", TOKEN],
-        &[("LD_PRELOAD", &shim), ("FSYNC_LOG", &log)],
+        &[("LD_PRELOAD", shim.as_os_str()), ("FSYNC_LOG", log.as_os_str())],
     );
     let key = DeviceKey::generate();
     register(&server, &key.public_key().to_hex()).await;

@@ -33,6 +33,8 @@ pub struct AppState {
     pub admin_token: Option<String>,
     /// `applets.max_lag_events`: past it `/healthz` says `degraded`.
     pub max_lag_events: u64,
+    /// `applets.stall_after_s`.
+    pub worker_stall: std::time::Duration,
     pub projects: Arc<crate::applets::projects::Projects>,
     /// Wakes the applet worker.
     pub applets: crate::applets::worker::Waker,
@@ -258,13 +260,10 @@ async fn method_not_allowed(req: Request) -> ApiError {
     )
 }
 
-/// How long the applet worker may go without a heartbeat before `/healthz`
-/// calls it stalled (a call ends within its deadline, at most 10 s).
-pub const WORKER_STALL: std::time::Duration = std::time::Duration::from_secs(30);
-
 /// `GET /healthz`: 503 when the store does not answer; otherwise 200 with
-/// `ok`, or `degraded` and the problems (the applet worker stalled, or more
-/// than `applets.max_lag_events` behind): ingest still works then.
+/// `ok`, or `degraded` and the problems (the applet worker stalled for
+/// `applets.stall_after_s`, or more than `applets.max_lag_events` behind):
+/// ingest still works then.
 async fn healthz(State(state): State<Shared>) -> Response {
     if let Err(e) = state
         .reads
@@ -283,8 +282,11 @@ async fn healthz(State(state): State<Shared>) -> Response {
         ));
     }
     let age = w.since_beat();
-    if age.is_some_and(|a| a > WORKER_STALL) {
-        problems.push("the applet worker has made no progress for 30 s".to_string());
+    if age.is_some_and(|a| a > state.worker_stall) {
+        problems.push(format!(
+            "the applet worker has made no progress for {} s",
+            state.worker_stall.as_secs()
+        ));
     }
     axum::Json(json!({
         "status": if problems.is_empty() { "ok" } else { "degraded" },

@@ -28,7 +28,7 @@ impl Server {
     }
 
     /// With extra environment variables (an `LD_PRELOAD` shim, say).
-    pub fn start_env(data_dir: &Path, extra: &[&str], env: &[(&str, &Path)]) -> Server {
+    pub fn start_env(data_dir: &Path, extra: &[&str], env: &[(&str, &std::ffi::OsStr)]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_wattstream"))
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
