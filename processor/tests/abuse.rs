@@ -110,3 +110,37 @@ async fn made_up_methods_are_counted_as_other() {
         "{metrics}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_errors_reach_the_log_not_the_client() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let applet = r#"(module (memory (export "memory") 1)
+        (func (export "alloc") (param i32) (result i32) i32.const 1024)
+        (func (export "start") (param i32) (result i32) i32.const 0))"#;
+    let r = client()
+        .post(format!("{}/v1/projects/default/applets/noop", server.url))
+        .bearer_auth(TOKEN)
+        .body(applet)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    // A table the processor needs disappears under it.
+    rusqlite::Connection::open(dir.path().join("projects/default.db"))
+        .unwrap()
+        .execute_batch("DROP TABLE _ws_logs")
+        .unwrap();
+    let (s, a) = admin(
+        reqwest::Method::GET,
+        &format!("{}/v1/projects/default/logs", server.url),
+        TOKEN,
+        None,
+    )
+    .await;
+    assert_eq!((s, a["reason"].as_str()), (503, Some("store_unavailable")), "{a}");
+    let detail = a["detail"].as_str().unwrap().to_lowercase();
+    for leak in ["sqlite", "no such table", "_ws_logs", "projects/"] {
+        assert!(!detail.contains(leak), "the answer leaks {leak:?}: {detail}");
+    }
+}
