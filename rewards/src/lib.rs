@@ -26,8 +26,10 @@
 
 mod ledger;
 mod merkle;
+pub mod paid;
 mod verify;
 
 pub use ledger::{Credit, Entry, Ledger, Seal};
 pub use merkle::{Leaf, Tree};
+pub use paid::PaidTime;
 pub use verify::{Tamper, verify_ledger};
