@@ -96,8 +96,11 @@ pub struct Limits {
     pub max_batch: usize,
     /// Deepest JSON nesting accepted in a body.
     pub max_json_depth: usize,
-    /// How far in the future a reading's timestamp may be, seconds.
+    /// How far in the future a reading's timestamp may be, seconds (also the
+    /// clock difference the paid-time rule allows at registration).
     pub max_future_s: u64,
+    /// Longest window one reading is paid for, seconds, whatever it claims.
+    pub max_window_s: u64,
     /// Time a client has to send a request's headers, and the longest a
     /// kept-alive connection may sit idle between requests, seconds.
     pub header_read_timeout_s: u64,
@@ -131,6 +134,16 @@ impl Default for Config {
     }
 }
 
+impl Limits {
+    /// The paid-time rule these limits set.
+    pub fn paid_time(&self) -> wattstream_rewards::PaidTime {
+        wattstream_rewards::PaidTime {
+            max_window_s: self.max_window_s,
+            skew_s: self.max_future_s,
+        }
+    }
+}
+
 impl Default for Limits {
     fn default() -> Self {
         Limits {
@@ -138,6 +151,7 @@ impl Default for Limits {
             max_batch: 1000,
             max_json_depth: 32,
             max_future_s: 300,
+            max_window_s: 60,
             header_read_timeout_s: 10,
             body_read_timeout_s: 30,
             max_connections: 4096,

@@ -52,6 +52,7 @@ pub async fn serve_until(
         projects.clone(),
         reads.clone(),
         config.applets.clone(),
+        config.limits.paid_time(),
         metrics.clone(),
     );
     let projects_for_ledger = projects.clone();

@@ -162,6 +162,8 @@ fn baseline_rewards_savings_and_holds_the_cap() {
         let mut r = Reading::new(watts, t0 + i * 5).with_seq(i);
         r.window_s = Some(5);
         let mut vars = device_env(&id, Some("alice"), "active", i as i64);
+        // What the processor's paid-time rule gives 5 s windows 5 s apart.
+        vars.insert(wattstream_abi::env::PAID_S.into(), "5".into());
         vars.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         let input = EventInput {
             rid: 1,

@@ -53,7 +53,10 @@ async fn rewards_are_capped_sealed_proven_verified_and_replayed() {
     let config = dir.path().join("wattstream.toml");
     std::fs::write(
         &config,
-        "[rewards]\nepoch_s = 3600\nseal_after_s = 0\ncap_per_epoch = 0.03\n",
+        // Readings from two hours ago seal at once; the paid-time rule pays
+        // readings from before registration only within the allowed clock
+        // skew, so this test allows three hours of it.
+        "[rewards]\nepoch_s = 3600\nseal_after_s = 0\ncap_per_epoch = 0.03\n[limits]\nmax_future_s = 10800\n",
     )
     .unwrap();
     let server = Server::start_with(
@@ -188,7 +191,8 @@ use std::path::PathBuf;
 async fn a_crash_and_a_retry_do_not_change_any_balance() {
     let dir = tempfile::tempdir().unwrap();
     let key = DeviceKey::generate();
-    let t0 = (now() / 3600 - 2) * 3600 + 10;
+    // Readings after registration (the paid-time rule pays nothing before it).
+    let t0 = now();
     let bodies = windows(&key, 2.0, 6, t0);
     let batch = format!("[{}]", bodies.join(","));
     {

@@ -131,14 +131,18 @@ pub mod env {
     pub const DEVICE_STATUS: &str = "WS_DEVICE_STATUS";
     /// The stored event's id.
     pub const EVENT_ID: &str = "WS_EVENT_ID";
+    /// Seconds of this reading the rewards may pay for, decided by the
+    /// processor (never the device's own `window_s`): decimal.
+    pub const PAID_S: &str = "WS_PAID_S";
     /// Every reserved key, in the order the host sets them.
-    pub const RESERVED: [&str; 6] = [
+    pub const RESERVED: [&str; 7] = [
         VERIFIED,
         DEVICE_ID,
         DEVICE_ADDRESS,
         DEVICE_OWNER,
         DEVICE_STATUS,
         EVENT_ID,
+        PAID_S,
     ];
     /// Project key: the token `mint` goes to instead of [`crate::LEDGER_TOKEN`].
     pub const TOKEN_CONTRACT: &str = "TOKEN_CONTRACT";

@@ -21,7 +21,8 @@ fn env_f64(key: &str, default: f64) -> f64 {
 handler!(start, |event: Event| {
     let id = &event.device.id;
     let watts = event.reading.sensor_reading;
-    let window_h = event.reading.window_s.unwrap_or(5) as f64 / 3600.0;
+    // The time the processor pays for, not the window the device claims.
+    let window_h = event.paid_s as f64 / 3600.0;
     let key = format!("baseline/{id}");
     // [baseline W, windows seen]
     let (baseline, seen) = match get_db(key.as_bytes())? {

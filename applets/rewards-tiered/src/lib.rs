@@ -1,8 +1,9 @@
 //! `rewards-tiered`: the W3bstream demo's rule, pro-rated per window and minted
 //! through ERC-20 `mint` on the rewards ledger. Average power under 3 W earns
-//! 10 tokens an hour, under 5 W 4 tokens an hour, otherwise nothing. A window of
-//! `window_s` seconds (default 5) earns `rate × window_s / 3600` tokens, in
-//! 18-decimal units, rounded down.
+//! 10 tokens an hour, under 5 W 4 tokens an hour, otherwise nothing. A reading
+//! earns `rate × paid_s / 3600` tokens, in 18-decimal units, rounded down, where
+//! `paid_s` is the time the processor pays for (`WS_PAID_S`), not the
+//! `window_s` the device claims.
 
 #![no_std]
 
@@ -23,8 +24,8 @@ pub fn rate_per_hour(watts: f64) -> u128 {
 }
 
 handler!(start, |event: Event| {
-    let window_s = event.reading.window_s.unwrap_or(5) as u128;
-    let amount = rate_per_hour(event.reading.sensor_reading) * TOKEN * window_s / 3600;
+    let paid_s = event.paid_s as u128;
+    let amount = rate_per_hour(event.reading.sensor_reading) * TOKEN * paid_s / 3600;
     if amount == 0 {
         return Ok(());
     }

@@ -36,7 +36,9 @@
 //! what it verified through reserved environment keys, read by [`Event::load`]:
 //! `WS_VERIFIED` (`"true"`), `WS_DEVICE_ID`, `WS_DEVICE_ADDRESS` (`0x` + id),
 //! `WS_DEVICE_OWNER` (empty when none), `WS_DEVICE_STATUS` (`active`/`revoked`),
-//! `WS_EVENT_ID`.
+//! `WS_EVENT_ID`, and `WS_PAID_S` ([`Event::paid_s`]): the seconds of this
+//! reading the processor lets rewards pay for. The device signs its own
+//! `window_s`, so its owner can claim any: pay by `paid_s`.
 //!
 //! ## Rewards
 //! [`mint`] sends an ERC-20 `mint(address,uint256)` call through `ws_send_tx`;
@@ -312,6 +314,12 @@ pub struct Event {
     pub payload: Vec<u8>,
     pub reading: Reading,
     pub device: Device,
+    /// Seconds of this reading the rewards may pay for, as the processor
+    /// decided (`WS_PAID_S`): never more than the time since the device's
+    /// previous paid reading, nothing before its registration. Pay by this,
+    /// never by the device's own `reading.window_s`; 0 where no processor
+    /// says (so nothing is paid).
+    pub paid_s: u64,
 }
 
 impl Event {
@@ -331,6 +339,7 @@ impl Event {
                 status: var(env::DEVICE_STATUS),
                 verified: var(env::VERIFIED) == "true",
             },
+            paid_s: var(env::PAID_S).parse().unwrap_or(0),
             payload,
         })
     }

@@ -179,6 +179,8 @@ impl ProjectDb {
              CREATE TABLE IF NOT EXISTS _ws_logs (
                  id INTEGER PRIMARY KEY, event_id INTEGER, applet TEXT NOT NULL, level TEXT NOT NULL,
                  message TEXT NOT NULL, at INTEGER NOT NULL);
+             CREATE TABLE IF NOT EXISTS _ws_paid (device_id TEXT PRIMARY KEY, last_paid INTEGER NOT NULL);
+             CREATE TABLE IF NOT EXISTS _ws_event_paid (event_id INTEGER PRIMARY KEY, paid_s INTEGER NOT NULL);
              CREATE TABLE IF NOT EXISTS _ws_failures (
                  event_id INTEGER NOT NULL, applet TEXT NOT NULL, code INTEGER, error TEXT, at INTEGER NOT NULL);",
         )?;

@@ -2,7 +2,8 @@
 //! applet authors can test without a server. The project database is an
 //! in-memory SQLite, the ledger starts empty. When the event is a meter envelope
 //! whose signature verifies, the reserved `WS_*` keys describe its device as
-//! registered and active (owner `local`), as a server would after its checks;
+//! registered and active (owner `local`), as a server would after its checks,
+//! with `WS_PAID_S` what the paid-time rule gives a device's first reading;
 //! `--env` overrides any key.
 
 use std::collections::HashMap;
@@ -67,6 +68,11 @@ pub fn run_local(req: LocalRun<'_>) -> anyhow::Result<(String, Vec<String>, RunO
         time_ns = envelope.reading().timestamp.saturating_mul(1_000_000_000);
         if envelope.verify(VerifyPath::Fast).is_ok() {
             env = device_env(&envelope.device_id().to_string(), Some("local"), "active", 1);
+            // A device's first reading on a fresh processor, by the default rule.
+            let rule = crate::config::Limits::default().paid_time();
+            let window = envelope.reading().window_s.map(u64::from);
+            let (paid, _) = rule.pay(window, time_ns / 1_000_000_000, 0, None);
+            env.insert(wattstream_abi::env::PAID_S.to_string(), paid.to_string());
         }
     }
     env.extend(req.env);

@@ -26,6 +26,7 @@ use super::runtime::Runtime;
 use super::state::EventInput;
 use crate::metrics::Metrics;
 use crate::store::Reads;
+use wattstream_rewards::PaidTime;
 
 /// Events per transaction.
 const BATCH: usize = 256;
@@ -41,6 +42,7 @@ pub(crate) struct StoredEvent {
     public_key: String,
     owner: Option<String>,
     revoked: bool,
+    registered_at: i64,
 }
 
 /// Wakes the worker.
@@ -77,6 +79,7 @@ impl Worker {
         projects: Arc<Projects>,
         reads: Reads,
         config: crate::config::AppletsConfig,
+        paid: PaidTime,
         metrics: Arc<Metrics>,
     ) -> Worker {
         let project = config.default_project;
@@ -91,7 +94,7 @@ impl Worker {
                 supervise(&s, &w, &metrics.worker, || {
                     // Lag before and after: a long batch shows as lag while it runs.
                     metrics.worker.set_lag(lag(&projects, &reads, &project)?);
-                    let n = match process(&projects, &reads, &project, &metrics) {
+                    let n = match process(&projects, &reads, &project, &metrics, paid) {
                         Ok(n) => n,
                         Err(e) => {
                             let Some(failed) = e.downcast_ref::<BatchFailed>() else {
@@ -222,7 +225,7 @@ fn lag(projects: &Projects, reads: &Reads, name: &str) -> anyhow::Result<u64> {
 pub(crate) fn load_events(reads: &Reads, after: i64) -> anyhow::Result<Vec<StoredEvent>> {
     Ok(reads.with_blocking(|c| {
         let mut stmt = c.prepare_cached(
-            "SELECT e.id, e.device_id, e.data, e.signature, e.timestamp, d.public_key, d.owner, d.revoked_at
+            "SELECT e.id, e.device_id, e.data, e.signature, e.timestamp, d.public_key, d.owner, d.revoked_at, d.registered_at
              FROM events e JOIN devices d ON d.device_id = e.device_id
              WHERE e.id > ?1 ORDER BY e.id LIMIT ?2",
         )?;
@@ -236,6 +239,7 @@ pub(crate) fn load_events(reads: &Reads, after: i64) -> anyhow::Result<Vec<Store
                 public_key: r.get(5)?,
                 owner: r.get(6)?,
                 revoked: r.get::<_, Option<i64>>(7)?.is_some(),
+                registered_at: r.get(8)?,
             })
         })?
         .collect()
@@ -243,7 +247,13 @@ pub(crate) fn load_events(reads: &Reads, after: i64) -> anyhow::Result<Vec<Store
 }
 
 /// Processes one batch; returns how many events it covered.
-pub fn process(projects: &Projects, reads: &Reads, name: &str, metrics: &Metrics) -> anyhow::Result<usize> {
+pub fn process(
+    projects: &Projects,
+    reads: &Reads,
+    name: &str,
+    metrics: &Metrics,
+    paid: PaidTime,
+) -> anyhow::Result<usize> {
     let Some(project) = projects.get(name) else {
         return Ok(0);
     };
@@ -252,7 +262,7 @@ pub fn process(projects: &Projects, reads: &Reads, name: &str, metrics: &Metrics
     }
     project
         .db
-        .with(|db| process_batch(projects, reads, &project, db, metrics))?
+        .with(|db| process_batch(projects, reads, &project, db, metrics, paid))?
 }
 
 fn process_batch(
@@ -261,9 +271,18 @@ fn process_batch(
     project: &Project,
     db: ProjectDb,
     metrics: &Metrics,
+    paid: PaidTime,
 ) -> (ProjectDb, anyhow::Result<usize>) {
+    let chain = Chain {
+        runtime: &projects.runtime,
+        project,
+        metrics,
+        token: project.token(),
+        paid,
+        now: wattstream_sdk::time::unix_now() as i64,
+    };
     match start_batch(reads, &db) {
-        Ok(Some((cursor, events))) => run_batch(projects, project, db, metrics, cursor, events),
+        Ok(Some((cursor, events))) => run_batch(&chain, db, cursor, events),
         Ok(None) => (db, Ok(0)),
         Err(e) => (db, Err(e)),
     }
@@ -291,21 +310,17 @@ fn start_batch(reads: &Reads, db: &ProjectDb) -> anyhow::Result<Option<(i64, Vec
 }
 
 fn run_batch(
-    projects: &Projects,
-    project: &Project,
+    chain: &Chain<'_>,
     mut db: ProjectDb,
-    metrics: &Metrics,
     cursor: i64,
     events: Vec<StoredEvent>,
 ) -> (ProjectDb, anyhow::Result<usize>) {
-    let now = wattstream_sdk::time::unix_now() as i64;
     if let Err(e) = db.conn().execute_batch("BEGIN IMMEDIATE") {
         return (db, Err(e.into()));
     }
-    let token = project.token();
     let mut result = Ok(());
     for ev in &events {
-        let (back, r) = run_event(&projects.runtime, project, db, metrics, ev, now, &token);
+        let (back, r) = run_event(chain, db, ev);
         db = back;
         if let Err(e) = r {
             result = Err(e);
@@ -335,22 +350,76 @@ fn run_batch(
     )
 }
 
+/// What every event of a batch runs with.
+pub(crate) struct Chain<'a> {
+    pub(crate) runtime: &'a Runtime,
+    pub(crate) project: &'a Project,
+    pub(crate) metrics: &'a Metrics,
+    /// The token whose mints credit the ledger.
+    pub(crate) token: String,
+    /// The paid-time rule (`limits.max_window_s`, `limits.max_future_s`).
+    pub(crate) paid: PaidTime,
+    /// When the batch runs (log and failure rows).
+    pub(crate) now: i64,
+}
+
+/// The seconds this reading is paid for, by the rule in
+/// `wattstream_rewards::paid`, in stored order: the device's latest paid
+/// timestamp lives in the project database (`_ws_paid`), and each event's
+/// paid seconds are kept (`_ws_event_paid`) for audits. A replay into a fresh
+/// database runs the same events in the same order and computes the same.
+fn paid_seconds(db: &ProjectDb, rule: &PaidTime, ev: &StoredEvent) -> rusqlite::Result<u64> {
+    let c = db.conn();
+    let last: Option<i64> = c
+        .prepare_cached("SELECT last_paid FROM _ws_paid WHERE device_id = ?1")?
+        .query_row([&ev.device_id], |r| r.get(0))
+        .optional()?;
+    let claimed = serde_json::from_str::<serde_json::Value>(&ev.data)
+        .ok()
+        .and_then(|d| d.get("window_s").and_then(serde_json::Value::as_u64));
+    let (paid, next) = rule.pay(
+        claimed,
+        ev.timestamp.max(0) as u64,
+        ev.registered_at.max(0) as u64,
+        last.map(|t| t.max(0) as u64),
+    );
+    if let Some(next) = next {
+        c.prepare_cached(
+            "INSERT INTO _ws_paid (device_id, last_paid) VALUES (?1, ?2)
+             ON CONFLICT(device_id) DO UPDATE SET last_paid = excluded.last_paid",
+        )?
+        .execute(params![ev.device_id, next as i64])?;
+    }
+    c.prepare_cached("INSERT OR REPLACE INTO _ws_event_paid (event_id, paid_s) VALUES (?1, ?2)")?
+        .execute(params![ev.id, paid as i64])?;
+    Ok(paid)
+}
+
 /// Runs the chain for one event inside the batch transaction.
 pub(crate) fn run_event(
-    runtime: &Runtime,
-    project: &Project,
-    mut db: ProjectDb,
-    metrics: &Metrics,
+    chain: &Chain<'_>,
+    db: ProjectDb,
     ev: &StoredEvent,
-    now: i64,
-    token: &str,
 ) -> (ProjectDb, anyhow::Result<()>) {
+    let Chain {
+        runtime,
+        project,
+        metrics,
+        ref token,
+        now,
+        ..
+    } = *chain;
     let (Ok(pk), Ok(sig)) = (
         PublicKey::from_hex(&ev.public_key),
         Signature::from_slice(&ev.signature),
     ) else {
         return (db, Ok(()));
     };
+    let paid = match paid_seconds(&db, &chain.paid, ev) {
+        Ok(p) => p,
+        Err(e) => return (db, Err(e.into())),
+    };
+    let mut db = db;
     let payload = envelope_body(&ev.data, &sig, &pk).into_bytes();
     let mut env = project.env.clone();
     env.extend(device_env(
@@ -359,6 +428,7 @@ pub(crate) fn run_event(
         if ev.revoked { "revoked" } else { "active" },
         ev.id,
     ));
+    env.insert(wattstream_abi::env::PAID_S.to_string(), paid.to_string());
     for applet in project.chain("DATA") {
         let input = EventInput {
             rid: 1,

@@ -29,7 +29,7 @@ pub struct ReplayReport {
 pub fn replay(data_dir: &Path, config: &crate::config::Config) -> anyhow::Result<ReplayReport> {
     use crate::applets::projects::{Project, load_deployed, load_env};
     use crate::applets::runtime::Runtime;
-    use crate::applets::worker::{load_events, run_event};
+    use crate::applets::worker::{Chain, load_events, run_event};
 
     let db_path = crate::store::db_path(data_dir);
     let c = conn(&db_path)?;
@@ -87,7 +87,15 @@ pub fn replay(data_dir: &Path, config: &crate::config::Config) -> anyhow::Result
             break;
         };
         for ev in &events {
-            let (back, r) = run_event(&runtime, &project, db, &metrics, ev, 0, &token);
+            let chain = Chain {
+                runtime: &runtime,
+                project: &project,
+                metrics: &metrics,
+                token: token.clone(),
+                paid: config.limits.paid_time(),
+                now: 0,
+            };
+            let (back, r) = run_event(&chain, db, ev);
             db = back;
             r?;
             report.events += 1;
