@@ -101,6 +101,9 @@ pub struct Limits {
     pub max_future_s: u64,
     /// Longest window one reading is paid for, seconds, whatever it claims.
     pub max_window_s: u64,
+    /// Oldest reading accepted, seconds before now: older is
+    /// `stale_timestamp` (a meter keeps 7 days in its outbox).
+    pub max_age_s: u64,
     /// Time a client has to send a request's headers, and the longest a
     /// kept-alive connection may sit idle between requests, seconds.
     pub header_read_timeout_s: u64,
@@ -152,6 +155,7 @@ impl Default for Limits {
             max_json_depth: 32,
             max_future_s: 300,
             max_window_s: 60,
+            max_age_s: 604_800,
             header_read_timeout_s: 10,
             body_read_timeout_s: 30,
             max_connections: 4096,

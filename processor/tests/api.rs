@@ -18,7 +18,13 @@ fn cli(args: &[&str]) -> std::process::Output {
 #[tokio::test]
 async fn signed_vectors_get_their_expected_status() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path());
+    // The vectors carry fixed timestamps (November 2026): accept them at any age.
+    let config = dir.path().join("wattstream.toml");
+    std::fs::write(&config, "[limits]\nmax_age_s = 3153600000\n").unwrap();
+    let server = Server::start_with(
+        &dir.path().join("data"),
+        &["--admin-token", TOKEN, "--config", config.to_str().unwrap()],
+    );
     let devices: Value =
         serde_json::from_str(&std::fs::read_to_string(vectors_dir().join("devices.json")).unwrap()).unwrap();
     // Register through the CLI, as an operator would.
@@ -407,6 +413,10 @@ fn verify_command_checks_an_envelope_offline() {
     let (code, text) = run(&key.sign_reading(&Reading::new(3.0, now() + 3600)));
     assert_eq!(code, Some(1));
     assert!(text.starts_with("future_timestamp"), "{text}");
+    // Older than a meter's 7-day outbox: stale.
+    let (code, text) = run(&key.sign_reading(&Reading::new(3.0, now() - 8 * 86_400)));
+    assert_eq!(code, Some(1));
+    assert!(text.starts_with("stale_timestamp"), "{text}");
 }
 
 #[tokio::test]

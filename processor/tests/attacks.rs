@@ -42,7 +42,10 @@ async fn target() -> Target {
     );
     for (name, gate) in [("identity", true), ("rewards-tiered", false)] {
         let r = client()
-            .post(format!("{}/v1/projects/default/applets/{name}?gate={gate}", server.url))
+            .post(format!(
+                "{}/v1/projects/default/applets/{name}?gate={gate}",
+                server.url
+            ))
             .bearer_auth(TOKEN)
             .body(std::fs::read(dist(name)).expect("applets/dist is built"))
             .send()
@@ -77,9 +80,20 @@ fn reading(ts: u64, seq: u64, window_s: u32) -> Reading {
 async fn send(t: &Target, key: &DeviceKey, readings: &[Reading]) {
     let bodies: Vec<String> = readings.iter().map(|r| key.sign_reading(r)).collect();
     for chunk in bodies.chunks(500) {
-        let (s, a) = post(&format!("{}/v1/events", t.server.url), format!("[{}]", chunk.join(","))).await;
+        let (s, a) = post(
+            &format!("{}/v1/events", t.server.url),
+            format!("[{}]", chunk.join(",")),
+        )
+        .await;
         assert_eq!(s, 200, "{a}");
-        assert!(a["results"].as_array().unwrap().iter().all(|r| r["status"] == "accepted"), "{a}");
+        assert!(
+            a["results"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|r| r["status"] == "accepted"),
+            "{a}"
+        );
     }
 }
 
@@ -89,7 +103,10 @@ async fn settled_balance(t: &Target, id: &str) -> u128 {
     let start = Instant::now();
     let health = format!("{}/healthz", t.server.url);
     while get(&health).await.1["applet_worker"]["lag_events"] != 0 {
-        assert!(start.elapsed() < Duration::from_secs(60), "the worker does not catch up");
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the worker does not catch up"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let read = || async {
@@ -103,7 +120,10 @@ async fn settled_balance(t: &Target, id: &str) -> u128 {
         if now == last {
             return now;
         }
-        assert!(start.elapsed() < Duration::from_secs(60), "the ledger does not settle");
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the ledger does not settle"
+        );
         last = now;
     }
 }
@@ -127,7 +147,12 @@ async fn an_inflated_window_is_paid_as_the_time_that_passed() {
     let balance = settled_balance(&t, &id).await;
     // Paid: the first window up to the skew before registration (30 s), then 1 s each, then 5 s.
     let want = tiered(SKEW) + 19 * tiered(1) + tiered(5);
-    assert_eq!(balance, want, "{balance} units, honest bound {}", honest_bound(reg));
+    assert_eq!(
+        balance,
+        want,
+        "{balance} units, honest bound {}",
+        honest_bound(reg)
+    );
     assert!(balance <= honest_bound(reg));
 }
 
@@ -140,7 +165,11 @@ async fn many_readings_at_one_timestamp_are_paid_once() {
     send(&t, &key, &attack).await;
     send(&t, &key, &[reading(reg + 5, 201, 5)]).await;
     let balance = settled_balance(&t, &id).await;
-    assert_eq!(balance, tiered(5) + tiered(5), "one window for 200 copies of one moment, then the honest one");
+    assert_eq!(
+        balance,
+        tiered(5) + tiered(5),
+        "one window for 200 copies of one moment, then the honest one"
+    );
     assert!(balance <= honest_bound(reg));
 }
 
@@ -150,7 +179,9 @@ async fn backdated_readings_across_past_hours_earn_nothing() {
     let key = DeviceKey::generate();
     let (id, reg) = device(&t, &key).await;
     // 100 windows, one in each of the past 100 hours (each a fresh epoch and cap), ascending.
-    let attack: Vec<Reading> = (0..100).map(|i| reading(reg - 3600 * (100 - i), i + 1, 5)).collect();
+    let attack: Vec<Reading> = (0..100)
+        .map(|i| reading(reg - 3600 * (100 - i), i + 1, 5))
+        .collect();
     send(&t, &key, &attack).await;
     send(&t, &key, &[reading(reg + 5, 101, 5)]).await;
     let balance = settled_balance(&t, &id).await;

@@ -27,7 +27,16 @@ pub fn verify_ledger(
 ) -> Result<(), Tamper> {
     let mut prev = [0u8; 32];
     let mut totals: BTreeMap<(u64, [u8; 20]), u128> = BTreeMap::new();
+    // Seals by the entries they cover: a later entry may not land in an epoch
+    // sealed before it (late credits go to the oldest open epoch).
+    let mut by_coverage: Vec<&Seal> = seals.iter().collect();
+    by_coverage.sort_by_key(|s| s.upto_seq);
+    let (mut next_seal, mut sealed_max): (usize, Option<u64>) = (0, None);
     for (i, e) in entries.iter().enumerate() {
+        while let Some(s) = by_coverage.get(next_seal).filter(|s| s.upto_seq < e.seq) {
+            sealed_max = sealed_max.max(Some(s.epoch));
+            next_seal += 1;
+        }
         let bad = |reason: &str| Tamper::Entry {
             seq: e.seq,
             reason: reason.to_string(),
@@ -40,6 +49,9 @@ pub fn verify_ledger(
         }
         if e.hash != e.compute_hash() {
             return Err(bad("hash does not match its contents"));
+        }
+        if sealed_max.is_some_and(|m| e.epoch <= m) {
+            return Err(bad("credited to an epoch that was already sealed"));
         }
         let t = totals.entry((e.epoch, e.address)).or_default();
         *t = t.saturating_add(e.amount);
@@ -130,6 +142,28 @@ mod tests {
             forged.balance = (leaf.balance + 1).to_string();
             assert!(verify(&seal.view(), &forged, key.public_key()).is_err());
             assert!(verify(&seal.view(), &proof, DeviceKey::generate().public_key()).is_err());
+        }
+    }
+
+    #[test]
+    fn a_credit_into_an_already_sealed_epoch_is_named_even_with_a_consistent_chain() {
+        let key = DeviceKey::generate();
+        let l = sample(&key);
+        let first = &l.seals[0];
+        let mut entries = l.entries.clone();
+        let i = first.upto_seq as usize; // the first entry after the first seal
+        entries[i].epoch = first.epoch;
+        // Re-chain from there, as a forger with write access to the store would.
+        for j in i..entries.len() {
+            entries[j].prev = if j == 0 { [0; 32] } else { entries[j - 1].hash };
+            entries[j].hash = entries[j].compute_hash();
+        }
+        match verify_ledger(&entries, &l.seals, u128::MAX, None) {
+            Err(Tamper::Entry { seq, reason }) => {
+                assert_eq!(seq, entries[i].seq);
+                assert!(reason.contains("already sealed"), "{reason}");
+            }
+            other => panic!("{other:?}"),
         }
     }
 

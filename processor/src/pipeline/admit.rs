@@ -40,6 +40,7 @@ pub fn admit(
     item: &[u8],
     now: u64,
     max_future_s: u64,
+    max_age_s: u64,
     registry: Option<&Registry>,
 ) -> Result<NewEvent, Rejection> {
     let env = Envelope::parse(item).map_err(|e| Rejection::new(e.code(), e.to_string(), None))?;
@@ -61,6 +62,16 @@ pub fn admit(
                 "timestamp {} is {} s ahead of the processor clock (limit {max_future_s} s)",
                 reading.timestamp,
                 reading.timestamp - now
+            ),
+        ));
+    }
+    if reading.timestamp.saturating_add(max_age_s) < now {
+        return Err(reject(
+            "stale_timestamp",
+            format!(
+                "timestamp {} is {} s old (limit {max_age_s} s: older than a meter's outbox keeps)",
+                reading.timestamp,
+                now - reading.timestamp
             ),
         ));
     }
@@ -106,7 +117,14 @@ mod tests {
     fn a_good_envelope_becomes_an_event() {
         let key = DeviceKey::generate();
         let body = key.sign_reading(&Reading::new(3.5, NOW - 10).with_seq(4));
-        let event = admit(body.as_bytes(), NOW, 300, Some(&registry_with(&key, false))).unwrap();
+        let event = admit(
+            body.as_bytes(),
+            NOW,
+            300,
+            604_800,
+            Some(&registry_with(&key, false)),
+        )
+        .unwrap();
         assert_eq!(event.seq, Some(4));
         assert_eq!(event.device_id, key.device_id().to_string());
         assert!(body.contains(&event.data));
@@ -116,8 +134,11 @@ mod tests {
     fn each_rule_rejects_with_its_code() {
         let key = DeviceKey::generate();
         let active = registry_with(&key, false);
-        let reason =
-            |body: &str, reg: &Registry| admit(body.as_bytes(), NOW, 300, Some(reg)).unwrap_err().reason;
+        let reason = |body: &str, reg: &Registry| {
+            admit(body.as_bytes(), NOW, 300, 604_800, Some(reg))
+                .unwrap_err()
+                .reason
+        };
         let good = key.sign_reading(&Reading::new(3.5, NOW));
         assert_eq!(reason(&good, &Registry::default()), "unknown_device");
         assert_eq!(reason(&good, &registry_with(&key, true)), "revoked_device");
@@ -128,14 +149,19 @@ mod tests {
                 key.sign_reading(&Reading::new(3.5, NOW + 300)).as_bytes(),
                 NOW,
                 300,
+                604_800,
                 Some(&active)
             )
             .is_ok()
         );
-        let old = key.sign_reading(&Reading::new(3.5, 1_000));
-        assert!(
-            admit(old.as_bytes(), NOW, 300, Some(&active)).is_ok(),
-            "old readings are accepted"
+        // Up to max_age_s old (a meter catching up after a week offline): accepted.
+        let week = key.sign_reading(&Reading::new(3.5, NOW - 604_800));
+        assert!(admit(week.as_bytes(), NOW, 300, 604_800, Some(&active)).is_ok());
+        let stale = key.sign_reading(&Reading::new(3.5, NOW - 604_801));
+        assert_eq!(reason(&stale, &active), "stale_timestamp");
+        assert_eq!(
+            reason(&key.sign_reading(&Reading::new(3.5, 1_000)), &active),
+            "stale_timestamp"
         );
         assert_eq!(reason(&good.replace("3.5", "9.5"), &active), "bad_signature");
         assert_eq!(reason("{}", &active), "malformed");

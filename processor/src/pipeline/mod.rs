@@ -76,7 +76,15 @@ impl Pipeline {
     /// cores (signature checks are nearly all of the work), so one request's
     /// latency does not wait for one core to verify a hundred signatures.
     fn admit_all(&self, items: &[&[u8]], now: u64) -> Vec<Result<crate::store::NewEvent, Rejection>> {
-        let one = |item: &&[u8]| admit::admit(item, now, self.limits.max_future_s, Some(&self.registry));
+        let one = |item: &&[u8]| {
+            admit::admit(
+                item,
+                now,
+                self.limits.max_future_s,
+                self.limits.max_age_s,
+                Some(&self.registry),
+            )
+        };
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let multi_thread = tokio::runtime::Handle::try_current()
             .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);

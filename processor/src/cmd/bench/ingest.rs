@@ -135,8 +135,11 @@ impl Drop for ServerProcess {
     }
 }
 
-/// Signs `per_device` envelopes for each key, seq `first..`, on every core.
+/// Signs `per_device` envelopes for each key, seq `first..`, on every core,
+/// timestamped a minute ago plus 5 s per seq: fresh (not `stale_timestamp`)
+/// and paid (the keys were registered moments ago, within the clock skew).
 pub fn envelopes(keys: &[DeviceKey], first: u64, per_device: u64) -> Vec<String> {
+    let base = wattstream_sdk::time::unix_now() - 60;
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let chunk = keys.len().div_ceil(cores).max(1);
     std::thread::scope(|s| {
@@ -146,8 +149,7 @@ pub fn envelopes(keys: &[DeviceKey], first: u64, per_device: u64) -> Vec<String>
                     let mut out = Vec::with_capacity(ks.len() * per_device as usize);
                     for seq in first..first + per_device {
                         for k in ks {
-                            let mut r =
-                                Reading::new(2.0 + (seq % 5) as f64, 1_795_500_000 + seq * 5).with_seq(seq);
+                            let mut r = Reading::new(2.0 + (seq % 5) as f64, base + seq * 5).with_seq(seq);
                             r.window_s = Some(5);
                             out.push(k.sign_reading(&r));
                         }
