@@ -286,6 +286,7 @@ async fn run_async(
                 l.outbox_depth = o.depth().unwrap_or(0);
                 l.dropped = o.dropped().unwrap_or(0);
                 l.dead_lettered = o.dead_lettered().unwrap_or(0);
+                l.conflicts = o.conflicts().unwrap_or(0);
                 l
             },
             rewards: rewards.lock().expect("rewards lock").clone(),

@@ -113,6 +113,14 @@ impl Outbox {
         self.meta("dead_lettered")
     }
 
+    /// Entries the processor refused as `conflict`: it holds another reading
+    /// signed by this key for the same `seq`. A meter never does that itself,
+    /// so it means the key is used elsewhere, or the outbox was restored from
+    /// an old copy: an alarm, never "delivered".
+    pub fn conflicts(&self) -> Result<u64, OutboxError> {
+        self.meta("conflicts")
+    }
+
     /// Gives `reading` the next `seq`, signs it and stores it, in one transaction.
     /// Returns the stored entry.
     pub fn append(&mut self, key: &DeviceKey, mut reading: Reading) -> Result<Entry, OutboxError> {
@@ -202,13 +210,29 @@ impl Outbox {
             "UPDATE meta SET value = value + 1 WHERE key = 'dead_lettered'",
             [],
         )?;
+        if reason == "conflict" {
+            tx.execute(
+                "INSERT INTO meta (key, value) VALUES ('conflicts', 1)
+                 ON CONFLICT(key) DO UPDATE SET value = value + 1",
+                [],
+            )?;
+        }
         tx.commit()?;
-        tracing::warn!(
-            seq = entry.seq,
-            reason,
-            detail,
-            "window rejected by the processor: moved to the dead-letter file"
-        );
+        if reason == "conflict" {
+            tracing::error!(
+                seq = entry.seq,
+                detail,
+                "the processor holds another reading signed by this meter's key for this seq: \
+                 is the key used on another device, or was the outbox restored from a copy?"
+            );
+        } else {
+            tracing::warn!(
+                seq = entry.seq,
+                reason,
+                detail,
+                "window rejected by the processor: moved to the dead-letter file"
+            );
+        }
         Ok(())
     }
 
@@ -334,9 +358,19 @@ mod tests {
         o.dead_letter(&e, "bad_signature", "test").unwrap();
         assert_eq!(o.depth().unwrap(), 0);
         assert_eq!(o.dead_lettered().unwrap(), 1);
-        let line = std::fs::read_to_string(dir.path().join("dead-letter.jsonl")).unwrap();
-        let v: serde_json::Value = serde_json::from_str(line.trim()).unwrap();
-        assert_eq!(v["reason"], "bad_signature");
-        assert_eq!(v["body"], e.body);
+        assert_eq!(o.conflicts().unwrap(), 0);
+        let c = o
+            .append(&DeviceKey::generate(), Reading::new(1.0, 1_795_515_000))
+            .unwrap();
+        o.dead_letter(&c, "conflict", "another reading for this seq")
+            .unwrap();
+        assert_eq!((o.dead_lettered().unwrap(), o.conflicts().unwrap()), (2, 1));
+        let text = std::fs::read_to_string(dir.path().join("dead-letter.jsonl")).unwrap();
+        let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        assert_eq!(
+            (lines[0]["reason"].as_str(), &lines[0]["body"]),
+            (Some("bad_signature"), &e.body.clone().into())
+        );
+        assert_eq!(lines[1]["reason"], "conflict");
     }
 }

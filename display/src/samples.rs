@@ -36,6 +36,7 @@ fn base() -> MeterState {
             last_send: Some("ok (1 accepted)".into()),
             dropped: 0,
             dead_lettered: 0,
+            conflicts: 0,
         },
         rewards: RewardsState {
             balance: Some(123.45),

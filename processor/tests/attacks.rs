@@ -6,8 +6,8 @@
 //! registration plus the allowed clock skew at either end), and an honest
 //! window sent after the attack is still paid exactly.
 //!
-//! Not covered here yet: `conflict` resends (same `seq`, other bytes) and
-//! `stale_timestamp`; see the README's threat model.
+//! `stale_timestamp` (readings older than `limits.max_age_s`) is covered by the
+//! admission tests; see the README's threat model for each attack.
 
 mod common;
 
@@ -203,4 +203,52 @@ async fn readings_from_before_registration_earn_nothing() {
     // The honest window is paid from the skew floor: min(5, reg + 5 - (reg - 30)) = 5.
     assert_eq!(balance, tiered(5), "only the honest window");
     assert!(balance <= honest_bound(reg));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_reading_for_a_filled_slot_is_a_conflict_and_earns_nothing() {
+    let t = target().await;
+    let key = DeviceKey::generate();
+    let (id, reg) = device(&t, &key).await;
+    let honest = reading(reg + 5, 7, 5);
+    send(&t, &key, std::slice::from_ref(&honest)).await;
+    let url = format!("{}/v1/events", t.server.url);
+    // The same seq, other bytes (lower power for the higher tier, and a later time).
+    let mut forged = reading(reg + 6, 7, 5);
+    forged.sensor_reading = 0.5;
+    let (s, a) = post(&url, key.sign_reading(&forged)).await;
+    assert_eq!(
+        (s, a["status"].as_str(), a["reason"].as_str()),
+        (409, Some("rejected"), Some("conflict")),
+        "{a}"
+    );
+    // Inside a batch too; an exact copy stays a duplicate.
+    let (s, a) = post(
+        &url,
+        format!("[{},{}]", key.sign_reading(&forged), key.sign_reading(&honest)),
+    )
+    .await;
+    assert_eq!(s, 200);
+    assert_eq!(a["results"][0]["reason"], "conflict", "{a}");
+    assert_eq!(a["results"][1]["status"], "duplicate", "{a}");
+    let balance = settled_balance(&t, &id).await;
+    assert_eq!(balance, tiered(5), "only the first reading of the slot is paid");
+    assert!(balance <= honest_bound(reg));
+    let (_, d) = admin_get(&format!("{}/v1/devices/{id}", t.server.url)).await;
+    assert_eq!(d["counts"]["conflict"], 2, "{d}");
+    let stored = all_events(&t.server, &id).await;
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0]["sensor_reading"], 2.0, "the first reading stands");
+    let metrics = client()
+        .get(format!("{}/metrics", t.server.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("wattstream_events_total{status=\"rejected\",reason=\"conflict\"} 2"),
+        "{metrics}"
+    );
 }

@@ -70,6 +70,9 @@ pub struct LinkState {
     pub dropped: u64,
     /// Windows the processor rejected (in the dead-letter file).
     pub dead_lettered: u64,
+    /// Of those, refused as `conflict`: the processor holds another reading
+    /// signed with this meter's key for the same `seq` (an alarm).
+    pub conflicts: u64,
 }
 
 /// Rewards as the processor last reported them.

@@ -169,6 +169,7 @@ pub async fn show(
             accepted: d.accepted,
             duplicate: d.duplicate,
             rejected: d.rejected,
+            conflict: d.conflict,
         },
         last_reading: last,
         device_id: d.device_id,
@@ -186,6 +187,7 @@ struct Counts {
     accepted: i64,
     duplicate: i64,
     rejected: i64,
+    conflict: i64,
 }
 
 /// `GET /v1/devices/{id}`.

@@ -16,6 +16,7 @@ fn single_status(status: EventStatus, reason: Option<&str>) -> StatusCode {
     match (status, reason) {
         (EventStatus::Accepted | EventStatus::Duplicate, _) => StatusCode::OK,
         (_, Some("unknown_device" | "revoked_device")) => StatusCode::FORBIDDEN,
+        (_, Some("conflict")) => StatusCode::CONFLICT,
         _ => StatusCode::BAD_REQUEST,
     }
 }

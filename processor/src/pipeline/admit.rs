@@ -108,6 +108,7 @@ mod tests {
             duplicate: 0,
             rejected: 0,
             last_seen: None,
+            conflict: 0,
         }])
     }
 

@@ -152,6 +152,22 @@ impl Pipeline {
             let (status, event_id) = match outcome {
                 Committed::Accepted(id) => (EventStatus::Accepted, Some(id)),
                 Committed::Duplicate => (EventStatus::Duplicate, None),
+                Committed::Conflict => {
+                    self.metrics.record_event("rejected", "conflict");
+                    results[slot] = Some(ItemResult {
+                        index: None,
+                        status: EventStatus::Rejected,
+                        reason: Some("conflict".into()),
+                        detail: Some(
+                            "this device already has a different reading with this seq (or timestamp): \
+                             the first one stands"
+                                .into(),
+                        ),
+                        device_id: Some(device_id),
+                        event_id: None,
+                    });
+                    continue;
+                }
             };
             self.metrics.record_event(status.as_str(), "");
             results[slot] = Some(ItemResult {

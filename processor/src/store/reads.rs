@@ -21,6 +21,8 @@ pub struct DeviceRow {
     pub duplicate: i64,
     pub rejected: i64,
     pub last_seen: Option<i64>,
+    /// Envelopes refused as `conflict` (another reading for a filled slot).
+    pub conflict: i64,
 }
 
 /// A stored event.
@@ -44,8 +46,7 @@ pub struct Reads {
     pool: Arc<Mutex<Vec<Connection>>>,
 }
 
-const DEVICE_COLUMNS: &str =
-    "device_id, public_key, owner, registered_at, revoked_at, accepted, duplicate, rejected, last_seen";
+const DEVICE_COLUMNS: &str = "device_id, public_key, owner, registered_at, revoked_at, accepted, duplicate, rejected, last_seen, conflict";
 
 fn device_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DeviceRow> {
     Ok(DeviceRow {
@@ -58,6 +59,7 @@ fn device_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DeviceRow> {
         duplicate: r.get(6)?,
         rejected: r.get(7)?,
         last_seen: r.get(8)?,
+        conflict: r.get(9)?,
     })
 }
 

@@ -87,6 +87,8 @@ const MIGRATIONS: &[&str] = &[
     CREATE TABLE ledger_meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) STRICT;",
     // 4: gates: applets that must run before any applet that mints.
     "ALTER TABLE applets ADD COLUMN gate INTEGER NOT NULL DEFAULT 0;",
+    // 5: conflicts: a second, different reading for a slot a device already filled.
+    "ALTER TABLE devices ADD COLUMN conflict INTEGER NOT NULL DEFAULT 0;",
 ];
 
 /// Settings every connection gets: WAL so readers never block the writer,

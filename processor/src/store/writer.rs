@@ -33,8 +33,12 @@ pub struct NewEvent {
 pub enum Committed {
     /// Stored now, with this event id.
     Accepted(i64),
-    /// The store already had a reading with this device and seq (or timestamp).
+    /// The store already had this reading: same device, same seq (or
+    /// timestamp), same signed bytes.
     Duplicate,
+    /// The store already had a *different* reading for this device and seq
+    /// (or timestamp): the device signed two readings for one slot.
+    Conflict,
 }
 
 /// A device to register.
@@ -137,6 +141,7 @@ struct Counts {
     accepted: i64,
     duplicate: i64,
     rejected: i64,
+    conflict: i64,
     last_seen: i64,
 }
 
@@ -212,6 +217,8 @@ fn apply(conn: &mut Connection, ops: Vec<Op>) -> Result<Vec<Answer>, (rusqlite::
         let tx = conn.transaction()?;
         let mut counts: HashMap<String, Counts> = HashMap::new();
         {
+            let mut stored_data =
+                tx.prepare_cached("SELECT data FROM events WHERE device_id = ?1 AND dedup_key = ?2")?;
             let mut insert = tx.prepare_cached(
                 "INSERT OR IGNORE INTO events
                  (device_id, seq, timestamp, dedup_key, sensor_reading, data, signature, received_at)
@@ -237,9 +244,19 @@ fn apply(conn: &mut Connection, ops: Vec<Op>) -> Result<Vec<Answer>, (rusqlite::
                             if changed == 1 {
                                 c.accepted += 1;
                                 out.push(Committed::Accepted(tx.last_insert_rowid()));
-                            } else {
+                                continue;
+                            }
+                            // The slot is taken: the same bytes, or other ones?
+                            let stored: String = stored_data
+                                .query_row(params![e.device_id, dedup_key(e.seq, e.timestamp)], |r| {
+                                    r.get(0)
+                                })?;
+                            if stored == e.data {
                                 c.duplicate += 1;
                                 out.push(Committed::Duplicate);
+                            } else {
+                                c.conflict += 1;
+                                out.push(Committed::Conflict);
                             }
                         }
                         answers.push(Answer::Events(reply, out));
@@ -261,12 +278,19 @@ fn apply(conn: &mut Connection, ops: Vec<Op>) -> Result<Vec<Answer>, (rusqlite::
             }
             let mut update = tx.prepare_cached(
                 "UPDATE devices SET accepted = accepted + ?2, duplicate = duplicate + ?3,
-                 rejected = rejected + ?4,
+                 rejected = rejected + ?4, conflict = conflict + ?6,
                  last_seen = CASE WHEN ?5 > 0 THEN MAX(COALESCE(last_seen, 0), ?5) ELSE last_seen END
                  WHERE device_id = ?1",
             )?;
             for (id, c) in &counts {
-                update.execute(params![id, c.accepted, c.duplicate, c.rejected, c.last_seen])?;
+                update.execute(params![
+                    id,
+                    c.accepted,
+                    c.duplicate,
+                    c.rejected,
+                    c.last_seen,
+                    c.conflict
+                ])?;
             }
         }
         tx.commit()
