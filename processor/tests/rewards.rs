@@ -153,6 +153,15 @@ async fn rewards_are_capped_sealed_proven_verified_and_replayed() {
 
     let (code, out) = cli(&["rewards", "verify"], dir.path());
     assert_eq!(code, 0, "{out}");
+    // Against a key pinned from elsewhere (the one meters pin): the right one passes,
+    // any other names the first seal.
+    let processor_key = head["processor_public_key"].as_str().unwrap().to_string();
+    let (code, out) = cli(&["rewards", "verify", "--public-key", &processor_key], dir.path());
+    assert_eq!(code, 0, "{out}");
+    let stranger = DeviceKey::generate().public_key().to_hex();
+    let (code, out) = cli(&["rewards", "verify", "--public-key", &stranger], dir.path());
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("signed by another key"), "{out}");
     let (code, out) = cli(&["rewards", "replay"], dir.path());
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("seal matches") && !out.contains("DIFFERS"), "{out}");

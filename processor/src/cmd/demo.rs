@@ -297,7 +297,7 @@ fn run_demo(opts: DemoOptions) -> Result<()> {
     runtime.block_on(server)??;
 
     // The ledger, checked from the store as `wattstream rewards verify` does.
-    let verdict = wattstream_processor::rewards::verify_stored(&config.data_dir, &config.rewards)?;
+    let verdict = wattstream_processor::rewards::verify_stored(&config.data_dir, &config.rewards, None)?;
     println!("\n{summary}");
     match verdict {
         Ok(v) => println!(

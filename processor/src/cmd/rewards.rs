@@ -35,6 +35,10 @@ pub enum Command {
     Verify {
         #[command(flatten)]
         dir: DataDirArgs,
+        /// The processor's public key (SEC1 hex) from a source you trust (a
+        /// meter's `processor_public_key`); default: the key file beside the data.
+        #[arg(long)]
+        public_key: Option<String>,
     },
     /// Re-run the stored events through the deployed applets into a fresh ledger; report whether every seal matches.
     Replay {
@@ -52,16 +56,13 @@ pub enum Command {
 
 pub fn run(command: Command) -> Result<i32> {
     match command {
-        Command::Verify { dir } => match verify_stored(&dir.data_dir, &dir.config()?.rewards)? {
-            Ok(v) => {
-                println!("ok: {} entries and {} seals verify", v.entries, v.seals);
-                Ok(0)
-            }
-            Err(t) => {
-                println!("TAMPERED: {t}");
-                Ok(1)
-            }
-        },
+        Command::Verify { dir, public_key } => {
+            let pinned = public_key
+                .map(|h| wattstream_sdk::PublicKey::from_hex(h.trim()))
+                .transpose()
+                .context("--public-key is not a P-256 public key")?;
+            verify(&dir, pinned.as_ref())
+        }
         Command::Replay { dir } => {
             let report = replay(&dir.data_dir, &dir.config()?)?;
             println!(
@@ -102,6 +103,19 @@ pub fn run(command: Command) -> Result<i32> {
             }
             println!("balance: {total} units ({:.6} tokens)", total as f64 / 1e18);
             Ok(0)
+        }
+    }
+}
+
+fn verify(dir: &DataDirArgs, pinned: Option<&wattstream_sdk::PublicKey>) -> Result<i32> {
+    match verify_stored(&dir.data_dir, &dir.config()?.rewards, pinned)? {
+        Ok(v) => {
+            println!("ok: {} entries and {} seals verify", v.entries, v.seals);
+            Ok(0)
+        }
+        Err(t) => {
+            println!("TAMPERED: {t}");
+            Ok(1)
         }
     }
 }

@@ -69,19 +69,30 @@ pub struct Verified {
     pub seals: usize,
 }
 
-/// Recomputes the stored chain and every seal against the processor key in
-/// `data_dir`: `Ok(Err(..))` names the first entry or epoch that does not hold.
+/// Recomputes the stored chain and every seal: seals must be signed by
+/// `pinned` when given (a key the verifier got from somewhere it trusts, such
+/// as a meter's config), else by the processor key stored beside the data
+/// (which whoever changed the data could have replaced too). `Ok(Err(..))`
+/// names the first entry or epoch that does not hold.
 pub fn verify_stored(
     data_dir: &Path,
     config: &RewardsConfig,
+    pinned: Option<&wattstream_sdk::PublicKey>,
 ) -> anyhow::Result<Result<Verified, wattstream_rewards::Tamper>> {
     let path = crate::store::db_path(data_dir);
     anyhow::ensure!(path.exists(), "no processor store at {}", path.display());
     let c = Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
     let (entries, seals) = load(&c)?;
-    let key = load_key(&key_path(data_dir))?;
+    let stored;
+    let key = match pinned {
+        Some(k) => k,
+        None => {
+            stored = load_key(&key_path(data_dir))?;
+            stored.public_key()
+        }
+    };
     Ok(
-        verify_ledger(&entries, &seals, config.cap_units(), Some(key.public_key())).map(|()| Verified {
+        verify_ledger(&entries, &seals, config.cap_units(), Some(key)).map(|()| Verified {
             entries: entries.len(),
             seals: seals.len(),
         }),
