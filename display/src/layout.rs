@@ -251,9 +251,11 @@ fn live(fb: &mut Framebuffer, s: &MeterState, stale_s: Option<u64>, now: u64) {
         Alignment::Left,
     );
     text(fb, "BAL", 80, 105, &FONT_6X10, DIM, Alignment::Left);
+    // The proven balance when there is one; what was earned since its seal
+    // is shown apart, as pending, not added to the proven figure.
     text(
         fb,
-        &amount(s.rewards.balance),
+        &amount(s.rewards.proven.or(s.rewards.balance)),
         142,
         105,
         &FONT_6X10,
@@ -261,6 +263,17 @@ fn live(fb: &mut Framebuffer, s: &MeterState, stale_s: Option<u64>, now: u64) {
         Alignment::Right,
     );
     proof_mark(fb, s.rewards.proof, 146, 105);
+    if let Some(p) = s.rewards.pending.filter(|p| *p > 0.0) {
+        text(
+            fb,
+            &format!("+{} pending", format_amount(p)),
+            142,
+            117,
+            &FONT_4X6,
+            DIM,
+            Alignment::Right,
+        );
+    }
     text(fb, "TODAY", 4, 117, &FONT_6X10, DIM, Alignment::Left);
     text(
         fb,

@@ -42,6 +42,8 @@ fn base() -> MeterState {
             balance: Some(123.45),
             rate_per_h: Some(10.0),
             proof: ProofStatus::Verified,
+            proven: None,
+            pending: None,
             updated_at: Some(NOW - 30),
         },
         sensor: SensorState {
@@ -69,6 +71,10 @@ pub fn all() -> Vec<(&'static str, Option<MeterState>)> {
     stale.time = NOW - 75;
     let mut unverified = base();
     unverified.rewards.proof = ProofStatus::Unverified;
+    // The latest seal proves 120.00; 3.45 earned since waits for the next one.
+    let mut pending = base();
+    pending.rewards.proven = Some(120.0);
+    pending.rewards.pending = Some(3.45);
     vec![
         ("normal", Some(normal)),
         ("four-digit", Some(big)),
@@ -76,5 +82,6 @@ pub fn all() -> Vec<(&'static str, Option<MeterState>)> {
         ("no-data", None),
         ("stale", Some(stale)),
         ("unverified", Some(unverified)),
+        ("pending", Some(pending)),
     ]
 }

@@ -87,6 +87,46 @@ pub enum ProofError {
     RootMismatch,
     #[error("malformed proof: {0}")]
     Malformed(String),
+    #[error("the proof is for another device's address")]
+    NotMine,
+    #[error("the seal is of epoch {seal}, more than {max} epochs before the current one ({current})")]
+    Stale { seal: u64, current: u64, max: u64 },
+}
+
+/// The most epochs a seal may be behind the current one for a meter to call
+/// its balance verified.
+pub const MAX_SEAL_AGE_EPOCHS: u64 = 2;
+
+/// What a meter checks before it shows "verified": the seal is signed by the
+/// pinned processor key, the proof leads to its root, the proof is for
+/// `own` (this meter's address, not any device's), and the seal is at most
+/// [`MAX_SEAL_AGE_EPOCHS`] behind `current_epoch`. Returns the proven
+/// balance (token units, cumulative at the seal).
+pub fn verify_own(
+    seal: &SealView,
+    proof: &ProofView,
+    pinned: &PublicKey,
+    own: &[u8; 20],
+    current_epoch: u64,
+) -> Result<u128, ProofError> {
+    let mut address = [0u8; 20];
+    hex::decode_to_slice(proof.address.trim_start_matches("0x"), &mut address)
+        .map_err(|_| ProofError::Malformed("address".into()))?;
+    if &address != own {
+        return Err(ProofError::NotMine);
+    }
+    if seal.epoch.saturating_add(MAX_SEAL_AGE_EPOCHS) < current_epoch {
+        return Err(ProofError::Stale {
+            seal: seal.epoch,
+            current: current_epoch,
+            max: MAX_SEAL_AGE_EPOCHS,
+        });
+    }
+    verify(seal, proof, pinned)?;
+    proof
+        .balance
+        .parse()
+        .map_err(|_| ProofError::Malformed(format!("balance {}", proof.balance)))
 }
 
 fn h32(s: &str) -> Result<[u8; 32], ProofError> {

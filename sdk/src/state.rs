@@ -84,6 +84,11 @@ pub struct RewardsState {
     /// Tokens per hour over the last hour, as computed by the processor.
     pub rate_per_h: Option<f64>,
     pub proof: ProofStatus,
+    /// The balance the latest seal proves for this meter (when `proof` is
+    /// `verified`): what the screen shows as the balance.
+    pub proven: Option<f64>,
+    /// Earned since that seal, not proven yet (when `proof` is `verified`).
+    pub pending: Option<f64>,
     /// Unix seconds of the last successful fetch.
     pub updated_at: Option<u64>,
 }

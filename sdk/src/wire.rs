@@ -70,6 +70,9 @@ pub struct RewardsView {
     pub latest_epoch: Option<SealView>,
     /// This device's leaf in that epoch and its path to the root.
     pub proof: Option<ProofView>,
+    /// Epoch length, seconds (to tell how old the seal is).
+    #[serde(default)]
+    pub epoch_s: u64,
 }
 
 impl RewardsView {

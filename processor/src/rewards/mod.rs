@@ -279,6 +279,7 @@ impl Rewards {
             rate_per_h: last_hour as f64 / 1e18,
             latest_epoch,
             proof,
+            epoch_s: self.config.epoch_s,
         })
     }
 
