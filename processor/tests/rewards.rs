@@ -254,3 +254,86 @@ async fn a_crash_and_a_retry_do_not_change_any_balance() {
     let (_, head) = get(&format!("{}/v1/ledger/head", server.url)).await;
     assert_eq!(head["seq"], 6, "six entries, none twice");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_matches_after_a_revocation_an_env_change_and_a_late_deployment() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("wattstream.toml");
+    std::fs::write(&config, "[rewards]\nepoch_s = 10\nseal_after_s = 0\n").unwrap();
+    let server = Server::start_with(
+        dir.path(),
+        &["--admin-token", TOKEN, "--config", config.to_str().unwrap()],
+    );
+    let deploy = |name: &'static str, file: &'static str, gate: bool| {
+        let url = format!("{}/v1/projects/default/applets/{name}?gate={gate}", server.url);
+        async move {
+            let r = client()
+                .post(url)
+                .bearer_auth(TOKEN)
+                .body(std::fs::read(dist(file)).unwrap())
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 201);
+        }
+    };
+    deploy("identity", "identity", true).await;
+    deploy("rewards-tiered", "rewards-tiered", false).await;
+    let key = DeviceKey::generate();
+    let (s, a) = admin(
+        Method::POST,
+        &format!("{}/v1/devices", server.url),
+        TOKEN,
+        Some(json!({"public_key": key.public_key().to_hex(), "owner": "alice"})),
+    )
+    .await;
+    assert_eq!(s, 201, "{a}");
+    let id = a["device_id"].as_str().unwrap().to_string();
+    let t0 = now() - 20;
+    let (s, _) = post(
+        &format!("{}/v1/events", server.url),
+        format!("[{}]", windows(&key, 2.0, 3, t0).join(",")),
+    )
+    .await;
+    assert_eq!(s, 200);
+    // Wait until every entry is sealed.
+    let last_epoch = (t0 + 10) / 10;
+    let start = Instant::now();
+    loop {
+        let (_, head) = get(&format!("{}/v1/ledger/head", server.url)).await;
+        if head["seq"] == 3
+            && head["last_sealed_epoch"]
+                .as_u64()
+                .is_some_and(|e| e >= last_epoch)
+        {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(40), "{head}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Then everything the applets saw changes: the device is revoked, the
+    // environment would make identity refuse 2 W, a second minter arrives.
+    let (s, _) = admin(
+        Method::DELETE,
+        &format!("{}/v1/devices/{id}", server.url),
+        TOKEN,
+        None,
+    )
+    .await;
+    assert_eq!(s, 200);
+    let (s, _) = admin(
+        Method::PUT,
+        &format!("{}/v1/projects/default/env", server.url),
+        TOKEN,
+        Some(json!({"MAX_POWER_W": "1"})),
+    )
+    .await;
+    assert_eq!(s, 200);
+    deploy("tiered-again", "rewards-tiered", false).await;
+    drop(server);
+
+    let (code, out) = cli(&["rewards", "replay"], dir.path());
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("replayed 3 events into 3 entries"), "{out}");
+    assert!(out.contains("seal matches") && !out.contains("DIFFERS"), "{out}");
+}

@@ -180,7 +180,7 @@ impl ProjectDb {
                  id INTEGER PRIMARY KEY, event_id INTEGER, applet TEXT NOT NULL, level TEXT NOT NULL,
                  message TEXT NOT NULL, at INTEGER NOT NULL);
              CREATE TABLE IF NOT EXISTS _ws_paid (device_id TEXT PRIMARY KEY, last_paid INTEGER NOT NULL);
-             CREATE TABLE IF NOT EXISTS _ws_event_paid (event_id INTEGER PRIMARY KEY, paid_s INTEGER NOT NULL);
+             CREATE TABLE IF NOT EXISTS _ws_seen (event_id INTEGER PRIMARY KEY, seen TEXT NOT NULL);
              CREATE TABLE IF NOT EXISTS _ws_failures (
                  event_id INTEGER NOT NULL, applet TEXT NOT NULL, code INTEGER, error TEXT, at INTEGER NOT NULL);",
         )?;

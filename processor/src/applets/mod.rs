@@ -4,6 +4,7 @@
 //! - [`runtime`]: engine, module cache, limits, one fresh instance per call.
 //! - [`abi`]: the host functions.
 //! - [`db`]: a project's database (its KV store and the applets' SQL tables).
+//! - [`event`]: one event through the chain, and what its applets saw.
 //! - [`evm`]: the ledger calls behind `ws_send_tx` and `ws_call_contract`.
 //! - [`slot`]: where a project database waits between calls.
 //! - [`state`]: what one call sees and produces.
@@ -14,6 +15,7 @@
 
 pub mod abi;
 pub mod db;
+pub mod event;
 pub mod evm;
 pub mod order;
 pub mod projects;

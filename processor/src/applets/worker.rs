@@ -17,13 +17,10 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use rusqlite::{OptionalExtension, params};
-use wattstream_sdk::{PublicKey, Signature, envelope_body};
 
 use super::db::ProjectDb;
+use super::event::{Chain, run_event};
 use super::projects::{Project, Projects};
-use super::runner::device_env;
-use super::runtime::Runtime;
-use super::state::EventInput;
 use crate::metrics::Metrics;
 use crate::store::Reads;
 use wattstream_rewards::PaidTime;
@@ -35,14 +32,14 @@ const LOGS_KEPT: i64 = 10_000;
 
 pub(crate) struct StoredEvent {
     pub(crate) id: i64,
-    device_id: String,
-    data: String,
-    signature: Vec<u8>,
-    timestamp: i64,
-    public_key: String,
-    owner: Option<String>,
-    revoked: bool,
-    registered_at: i64,
+    pub(crate) device_id: String,
+    pub(crate) data: String,
+    pub(crate) signature: Vec<u8>,
+    pub(crate) timestamp: i64,
+    pub(crate) public_key: String,
+    pub(crate) owner: Option<String>,
+    pub(crate) revoked: bool,
+    pub(crate) registered_at: i64,
 }
 
 /// Wakes the worker.
@@ -280,6 +277,7 @@ fn process_batch(
         token: project.token(),
         paid,
         now: wattstream_sdk::time::unix_now() as i64,
+        replay_of: None,
     };
     match start_batch(reads, &db) {
         Ok(Some((cursor, events))) => run_batch(&chain, db, cursor, events),
@@ -301,6 +299,11 @@ fn start_batch(reads: &Reads, db: &ProjectDb) -> anyhow::Result<Option<(i64, Vec
             .with_blocking(|c| c.query_row("SELECT COALESCE(MAX(id), 0) FROM events", [], |r| r.get(0)))?;
         db.conn().execute(
             "INSERT INTO _ws_cursor (id, last_event_id) VALUES (1, ?1)",
+            [newest],
+        )?;
+        // Where this project's stream starts, for `rewards replay`.
+        db.conn().execute(
+            "INSERT OR REPLACE INTO _ws_meta (key, value) VALUES ('start_event_id', ?1)",
             [newest],
         )?;
         return Ok(None);
@@ -348,158 +351,6 @@ fn run_batch(
             .map(|()| events.len())
             .map_err(|source| BatchFailed { first_event, source }.into()),
     )
-}
-
-/// What every event of a batch runs with.
-pub(crate) struct Chain<'a> {
-    pub(crate) runtime: &'a Runtime,
-    pub(crate) project: &'a Project,
-    pub(crate) metrics: &'a Metrics,
-    /// The token whose mints credit the ledger.
-    pub(crate) token: String,
-    /// The paid-time rule (`limits.max_window_s`, `limits.max_future_s`).
-    pub(crate) paid: PaidTime,
-    /// When the batch runs (log and failure rows).
-    pub(crate) now: i64,
-}
-
-/// The seconds this reading is paid for, by the rule in
-/// `wattstream_rewards::paid`, in stored order: the device's latest paid
-/// timestamp lives in the project database (`_ws_paid`), and each event's
-/// paid seconds are kept (`_ws_event_paid`) for audits. A replay into a fresh
-/// database runs the same events in the same order and computes the same.
-fn paid_seconds(db: &ProjectDb, rule: &PaidTime, ev: &StoredEvent) -> rusqlite::Result<u64> {
-    let c = db.conn();
-    let last: Option<i64> = c
-        .prepare_cached("SELECT last_paid FROM _ws_paid WHERE device_id = ?1")?
-        .query_row([&ev.device_id], |r| r.get(0))
-        .optional()?;
-    let claimed = serde_json::from_str::<serde_json::Value>(&ev.data)
-        .ok()
-        .and_then(|d| d.get("window_s").and_then(serde_json::Value::as_u64));
-    let (paid, next) = rule.pay(
-        claimed,
-        ev.timestamp.max(0) as u64,
-        ev.registered_at.max(0) as u64,
-        last.map(|t| t.max(0) as u64),
-    );
-    if let Some(next) = next {
-        c.prepare_cached(
-            "INSERT INTO _ws_paid (device_id, last_paid) VALUES (?1, ?2)
-             ON CONFLICT(device_id) DO UPDATE SET last_paid = excluded.last_paid",
-        )?
-        .execute(params![ev.device_id, next as i64])?;
-    }
-    c.prepare_cached("INSERT OR REPLACE INTO _ws_event_paid (event_id, paid_s) VALUES (?1, ?2)")?
-        .execute(params![ev.id, paid as i64])?;
-    Ok(paid)
-}
-
-/// Runs the chain for one event inside the batch transaction.
-pub(crate) fn run_event(
-    chain: &Chain<'_>,
-    db: ProjectDb,
-    ev: &StoredEvent,
-) -> (ProjectDb, anyhow::Result<()>) {
-    let Chain {
-        runtime,
-        project,
-        metrics,
-        ref token,
-        now,
-        ..
-    } = *chain;
-    let (Ok(pk), Ok(sig)) = (
-        PublicKey::from_hex(&ev.public_key),
-        Signature::from_slice(&ev.signature),
-    ) else {
-        return (db, Ok(()));
-    };
-    let paid = match paid_seconds(&db, &chain.paid, ev) {
-        Ok(p) => p,
-        Err(e) => return (db, Err(e.into())),
-    };
-    let mut db = db;
-    let payload = envelope_body(&ev.data, &sig, &pk).into_bytes();
-    let mut env = project.env.clone();
-    env.extend(device_env(
-        &ev.device_id,
-        ev.owner.as_deref(),
-        if ev.revoked { "revoked" } else { "active" },
-        ev.id,
-    ));
-    env.insert(wattstream_abi::env::PAID_S.to_string(), paid.to_string());
-    for applet in project.chain("DATA") {
-        let input = EventInput {
-            rid: 1,
-            payload: payload.clone(),
-            event_type: "DATA".into(),
-            env: env.clone(),
-            token: Some(token.to_string()),
-            seed: ev.id as u64,
-            time_ns: (ev.timestamp as u64).saturating_mul(1_000_000_000),
-        };
-        let (o, back) = runtime.run(&applet.applet, &applet.handler, input, db, &applet.limits);
-        db = back;
-        // A call ends within its deadline: a beat per call shows progress.
-        metrics.worker.beat();
-        metrics.record_applet(&project.name, &applet.name, o.ok(), o.duration);
-        if let Err(e) = record(
-            &db,
-            ev,
-            &applet.name,
-            &applet.hash,
-            &o,
-            now,
-            metrics,
-            &project.name,
-        ) {
-            return (db, Err(e));
-        }
-        if !o.ok() {
-            break;
-        }
-    }
-    (db, Ok(()))
-}
-
-/// Stores a call's logs, and its credits or its failure.
-#[allow(clippy::too_many_arguments)]
-fn record(
-    db: &ProjectDb,
-    ev: &StoredEvent,
-    applet: &str,
-    hash: &str,
-    o: &super::runtime::RunOutcome,
-    now: i64,
-    metrics: &Metrics,
-    project: &str,
-) -> anyhow::Result<()> {
-    let c = db.conn();
-    for l in &o.effects.logs {
-        c.execute(
-            "INSERT INTO _ws_logs (event_id, applet, level, message, at) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![ev.id, applet, l.level, l.message, now],
-        )?;
-    }
-    if !o.ok() {
-        c.execute(
-            "INSERT INTO _ws_failures (event_id, applet, code, error, at) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![ev.id, applet, o.code, o.error, now],
-        )?;
-        return Ok(());
-    }
-    for (i, credit) in o.effects.credits.iter().enumerate() {
-        c.execute(
-            "INSERT OR IGNORE INTO _ws_credits (event_id, applet, idx, applet_hash, address, amount, timestamp)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            params![ev.id, applet, i as i64, hash, credit.address.to_ascii_lowercase(), credit.amount.to_string(), ev.timestamp],
-        )?;
-    }
-    for m in &o.effects.metrics {
-        metrics.record_applet_metrics(project, applet, m);
-    }
-    Ok(())
 }
 
 #[cfg(test)]

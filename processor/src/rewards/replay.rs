@@ -27,9 +27,10 @@ pub struct ReplayReport {
 /// hash) into a fresh project database and a fresh ledger, sealing where the
 /// stored ledger sealed, and compares every seal.
 pub fn replay(data_dir: &Path, config: &crate::config::Config) -> anyhow::Result<ReplayReport> {
+    use crate::applets::event::{Chain, run_event};
     use crate::applets::projects::{Project, load_deployed, load_env};
     use crate::applets::runtime::Runtime;
-    use crate::applets::worker::{Chain, load_events, run_event};
+    use crate::applets::worker::load_events;
 
     let db_path = crate::store::db_path(data_dir);
     let c = conn(&db_path)?;
@@ -61,19 +62,24 @@ pub fn replay(data_dir: &Path, config: &crate::config::Config) -> anyhow::Result
             Duration::from_millis(1000),
         )?),
     };
-    let token = project.token();
-    let start: i64 = Connection::open_with_flags(
+    // The live project database: where its stream started, and what each
+    // event's applets saw when it ran.
+    let live = Connection::open_with_flags(
         data_dir.join("projects").join(format!("{name}.db")),
         rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
     )
-    .and_then(|p| {
-        p.query_row(
-            "SELECT value FROM _ws_meta WHERE key = 'start_event_id'",
-            [],
-            |r| r.get(0),
-        )
-    })
-    .unwrap_or(0);
+    .ok();
+    let start: i64 = live
+        .as_ref()
+        .and_then(|p| {
+            p.query_row(
+                "SELECT value FROM _ws_meta WHERE key = 'start_event_id'",
+                [],
+                |r| r.get(0),
+            )
+            .ok()
+        })
+        .unwrap_or(0);
 
     let reads = crate::store::open_reads(data_dir)?;
     let metrics = crate::metrics::Metrics::default();
@@ -81,20 +87,21 @@ pub fn replay(data_dir: &Path, config: &crate::config::Config) -> anyhow::Result
     let mut ledger = Ledger::new(config.rewards.epoch_s, config.rewards.cap_units());
     let mut pending = seals.iter().peekable();
     let (mut after, mut credits_seen) = (start, 0i64);
+    let chain = Chain {
+        runtime: &runtime,
+        project: &project,
+        metrics: &metrics,
+        token: project.token(),
+        paid: config.limits.paid_time(),
+        now: 0,
+        replay_of: live.as_ref(),
+    };
     loop {
         let events = load_events(&reads, after)?;
         let Some(last) = events.last().map(|e| e.id) else {
             break;
         };
         for ev in &events {
-            let chain = Chain {
-                runtime: &runtime,
-                project: &project,
-                metrics: &metrics,
-                token: token.clone(),
-                paid: config.limits.paid_time(),
-                now: 0,
-            };
             let (back, r) = run_event(&chain, db, ev);
             db = back;
             r?;

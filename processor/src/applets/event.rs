@@ -1,0 +1,237 @@
+//! One stored event through a project's chain, inside the worker's batch
+//! transaction: what the applets see of it (the verified device, the project
+//! environment, the paid seconds), the calls in chain order, and what they
+//! leave (logs, failures, credits). What the applets saw is kept with the
+//! event (`_ws_seen`) so that `rewards replay` runs each event as it was run,
+//! whatever changed since: a revoked device, a new owner, a changed
+//! environment, applets deployed later.
+
+use std::collections::BTreeMap;
+
+use rusqlite::{Connection, OptionalExtension, params};
+use wattstream_rewards::PaidTime;
+use wattstream_sdk::{PublicKey, Signature, envelope_body};
+
+use super::db::ProjectDb;
+use super::projects::Project;
+use super::runner::device_env;
+use super::runtime::Runtime;
+use super::state::EventInput;
+use super::worker::StoredEvent;
+use crate::metrics::Metrics;
+
+/// What every event of a batch runs with.
+pub(crate) struct Chain<'a> {
+    pub(crate) runtime: &'a Runtime,
+    pub(crate) project: &'a Project,
+    pub(crate) metrics: &'a Metrics,
+    /// The token whose mints credit the ledger.
+    pub(crate) token: String,
+    /// The paid-time rule (`limits.max_window_s`, `limits.max_future_s`).
+    pub(crate) paid: PaidTime,
+    /// When the batch runs (log and failure rows).
+    pub(crate) now: i64,
+    /// For a replay: the live project database, whose `_ws_seen` says what
+    /// each event's applets saw when it first ran.
+    pub(crate) replay_of: Option<&'a Connection>,
+}
+
+/// What the applets saw of one event when it ran.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct Seen {
+    paid_s: u64,
+    /// `active` or `revoked`.
+    status: String,
+    owner: Option<String>,
+    /// The project environment (without the reserved keys).
+    env: BTreeMap<String, String>,
+    /// `name:hash` of every applet of the chain, in order.
+    chain: Vec<String>,
+}
+
+impl Seen {
+    fn load(conn: &Connection, event_id: i64) -> rusqlite::Result<Option<Seen>> {
+        let text: Option<String> = conn
+            .prepare_cached("SELECT seen FROM _ws_seen WHERE event_id = ?1")?
+            .query_row([event_id], |r| r.get(0))
+            .optional()?;
+        Ok(text.and_then(|t| serde_json::from_str(&t).ok()))
+    }
+
+    fn store(&self, db: &ProjectDb, event_id: i64) -> rusqlite::Result<()> {
+        let text = serde_json::to_string(self).expect("serialisable");
+        db.conn()
+            .prepare_cached("INSERT OR REPLACE INTO _ws_seen (event_id, seen) VALUES (?1, ?2)")?
+            .execute(params![event_id, text])?;
+        Ok(())
+    }
+}
+
+/// The seconds this reading is paid for, by the rule in
+/// `wattstream_rewards::paid`, in stored order: the device's latest paid
+/// timestamp lives in the project database (`_ws_paid`).
+fn paid_seconds(db: &ProjectDb, rule: &PaidTime, ev: &StoredEvent) -> rusqlite::Result<u64> {
+    let c = db.conn();
+    let last: Option<i64> = c
+        .prepare_cached("SELECT last_paid FROM _ws_paid WHERE device_id = ?1")?
+        .query_row([&ev.device_id], |r| r.get(0))
+        .optional()?;
+    let claimed = serde_json::from_str::<serde_json::Value>(&ev.data)
+        .ok()
+        .and_then(|d| d.get("window_s").and_then(serde_json::Value::as_u64));
+    let (paid, next) = rule.pay(
+        claimed,
+        ev.timestamp.max(0) as u64,
+        ev.registered_at.max(0) as u64,
+        last.map(|t| t.max(0) as u64),
+    );
+    if let Some(next) = next {
+        c.prepare_cached(
+            "INSERT INTO _ws_paid (device_id, last_paid) VALUES (?1, ?2)
+             ON CONFLICT(device_id) DO UPDATE SET last_paid = excluded.last_paid",
+        )?
+        .execute(params![ev.device_id, next as i64])?;
+    }
+    Ok(paid)
+}
+
+/// What the applets see of `ev`: as it was first run (a replay), or as it is
+/// now (computed, and kept with the event).
+fn seen(chain: &Chain<'_>, db: &ProjectDb, ev: &StoredEvent) -> anyhow::Result<Seen> {
+    if let Some(live) = chain.replay_of
+        && let Some(seen) = Seen::load(live, ev.id)?
+    {
+        return Ok(seen);
+    }
+    let seen = Seen {
+        paid_s: paid_seconds(db, &chain.paid, ev)?,
+        status: if ev.revoked { "revoked" } else { "active" }.into(),
+        owner: ev.owner.clone(),
+        env: chain
+            .project
+            .env
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        chain: chain
+            .project
+            .chain("DATA")
+            .map(|a| format!("{}:{}", a.name, a.hash))
+            .collect(),
+    };
+    if chain.replay_of.is_none() {
+        seen.store(db, ev.id)?;
+    }
+    Ok(seen)
+}
+
+/// Runs the chain for one event inside the batch transaction.
+pub(crate) fn run_event(
+    chain: &Chain<'_>,
+    db: ProjectDb,
+    ev: &StoredEvent,
+) -> (ProjectDb, anyhow::Result<()>) {
+    let Chain {
+        runtime,
+        project,
+        metrics,
+        ref token,
+        now,
+        ..
+    } = *chain;
+    let (Ok(pk), Ok(sig)) = (
+        PublicKey::from_hex(&ev.public_key),
+        Signature::from_slice(&ev.signature),
+    ) else {
+        return (db, Ok(()));
+    };
+    let seen = match seen(chain, &db, ev) {
+        Ok(s) => s,
+        Err(e) => return (db, Err(e)),
+    };
+    let mut db = db;
+    let payload = envelope_body(&ev.data, &sig, &pk).into_bytes();
+    let mut env: std::collections::HashMap<String, String> = seen.env.clone().into_iter().collect();
+    env.extend(device_env(
+        &ev.device_id,
+        seen.owner.as_deref(),
+        &seen.status,
+        ev.id,
+    ));
+    env.insert(wattstream_abi::env::PAID_S.to_string(), seen.paid_s.to_string());
+    // The applets that ran then, in their order then.
+    for applet in project
+        .chain("DATA")
+        .filter(|a| seen.chain.contains(&format!("{}:{}", a.name, a.hash)))
+    {
+        let input = EventInput {
+            rid: 1,
+            payload: payload.clone(),
+            event_type: "DATA".into(),
+            env: env.clone(),
+            token: Some(token.to_string()),
+            seed: ev.id as u64,
+            time_ns: (ev.timestamp as u64).saturating_mul(1_000_000_000),
+        };
+        let (o, back) = runtime.run(&applet.applet, &applet.handler, input, db, &applet.limits);
+        db = back;
+        // A call ends within its deadline: a beat per call shows progress.
+        metrics.worker.beat();
+        metrics.record_applet(&project.name, &applet.name, o.ok(), o.duration);
+        if let Err(e) = record(
+            &db,
+            ev,
+            &applet.name,
+            &applet.hash,
+            &o,
+            now,
+            metrics,
+            &project.name,
+        ) {
+            return (db, Err(e));
+        }
+        if !o.ok() {
+            break;
+        }
+    }
+    (db, Ok(()))
+}
+
+/// Stores a call's logs, and its credits or its failure.
+#[allow(clippy::too_many_arguments)]
+fn record(
+    db: &ProjectDb,
+    ev: &StoredEvent,
+    applet: &str,
+    hash: &str,
+    o: &super::runtime::RunOutcome,
+    now: i64,
+    metrics: &Metrics,
+    project: &str,
+) -> anyhow::Result<()> {
+    let c = db.conn();
+    for l in &o.effects.logs {
+        c.execute(
+            "INSERT INTO _ws_logs (event_id, applet, level, message, at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![ev.id, applet, l.level, l.message, now],
+        )?;
+    }
+    if !o.ok() {
+        c.execute(
+            "INSERT INTO _ws_failures (event_id, applet, code, error, at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![ev.id, applet, o.code, o.error, now],
+        )?;
+        return Ok(());
+    }
+    for (i, credit) in o.effects.credits.iter().enumerate() {
+        c.execute(
+            "INSERT OR IGNORE INTO _ws_credits (event_id, applet, idx, applet_hash, address, amount, timestamp)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![ev.id, applet, i as i64, hash, credit.address.to_ascii_lowercase(), credit.amount.to_string(), ev.timestamp],
+        )?;
+    }
+    for m in &o.effects.metrics {
+        metrics.record_applet_metrics(project, applet, m);
+    }
+    Ok(())
+}
