@@ -153,6 +153,17 @@ async fn rewards_are_capped_sealed_proven_verified_and_replayed() {
 
     let (code, out) = cli(&["rewards", "verify"], dir.path());
     assert_eq!(code, 0, "{out}");
+    // A later change of the epoch length or the cap applies to later epochs:
+    // the sealed ones are held to what their seals record.
+    let sealed_config = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        "[rewards]\nepoch_s = 60\nseal_after_s = 0\ncap_per_epoch = 0.001\n[limits]\nmax_future_s = 10800\n",
+    )
+    .unwrap();
+    let (code, out) = cli(&["rewards", "verify"], dir.path());
+    assert_eq!(code, 0, "a changed config is not tampering: {out}");
+    std::fs::write(&config, sealed_config).unwrap();
     // Against a key pinned from elsewhere (the one meters pin): the right one passes,
     // any other names the first seal.
     let processor_key = head["processor_public_key"].as_str().unwrap().to_string();

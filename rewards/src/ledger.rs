@@ -76,6 +76,11 @@ pub struct Seal {
     pub signature: [u8; 64],
     /// The processor's public key, SEC1 hex.
     pub public_key: String,
+    /// The epoch length and per-device cap in force when the epoch was
+    /// sealed (`None` for seals stored before they were recorded): a later
+    /// change of the configuration applies to later epochs only.
+    pub epoch_s: Option<u64>,
+    pub cap: Option<u128>,
 }
 
 impl Seal {
@@ -228,6 +233,8 @@ impl Ledger {
             root,
             signature,
             public_key: key.public_key().to_hex(),
+            epoch_s: Some(self.epoch_s),
+            cap: Some(self.cap),
         });
         self.seals.last().expect("just pushed")
     }

@@ -19,6 +19,8 @@ pub enum Tamper {
 }
 
 /// Verifies everything; `processor` pins the key seals must be signed with.
+/// `cap` applies to epochs not sealed yet; a sealed epoch is held to the cap
+/// recorded in its seal.
 pub fn verify_ledger(
     entries: &[Entry],
     seals: &[Seal],
@@ -27,6 +29,7 @@ pub fn verify_ledger(
 ) -> Result<(), Tamper> {
     let mut prev = [0u8; 32];
     let mut totals: BTreeMap<(u64, [u8; 20]), u128> = BTreeMap::new();
+    let sealed_caps: BTreeMap<u64, u128> = seals.iter().filter_map(|s| Some((s.epoch, s.cap?))).collect();
     // Seals by the entries they cover: a later entry may not land in an epoch
     // sealed before it (late credits go to the oldest open epoch).
     let mut by_coverage: Vec<&Seal> = seals.iter().collect();
@@ -55,7 +58,7 @@ pub fn verify_ledger(
         }
         let t = totals.entry((e.epoch, e.address)).or_default();
         *t = t.saturating_add(e.amount);
-        if *t > cap {
+        if *t > sealed_caps.get(&e.epoch).copied().unwrap_or(cap) {
             return Err(bad("device total in the epoch is above the cap"));
         }
         prev = e.hash;

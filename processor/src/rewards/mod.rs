@@ -228,7 +228,8 @@ impl Rewards {
         for epoch in &due {
             let seal = state.ledger.seal(*epoch, &self.key).clone();
             let stored = c.execute(
-                "INSERT INTO seals (epoch, upto_seq, head, root, signature, public_key, sealed_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                "INSERT INTO seals (epoch, upto_seq, head, root, signature, public_key, sealed_at, epoch_s, cap)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
                 params![
                     seal.epoch as i64,
                     seal.upto_seq as i64,
@@ -236,7 +237,9 @@ impl Rewards {
                     &seal.root[..],
                     &seal.signature[..],
                     seal.public_key,
-                    now as i64
+                    now as i64,
+                    seal.epoch_s.map(|e| e as i64),
+                    seal.cap.map(|c| c.to_string())
                 ],
             );
             if let Err(e) = stored {

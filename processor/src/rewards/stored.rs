@@ -71,7 +71,7 @@ pub fn load(conn: &Connection) -> rusqlite::Result<(Vec<Entry>, Vec<Seal>)> {
         .query_map([], |r| entry(r).map(|(e, _)| e))?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     let seals = conn
-        .prepare("SELECT epoch, upto_seq, head, root, signature, public_key FROM seals ORDER BY epoch")?
+        .prepare("SELECT epoch, upto_seq, head, root, signature, public_key, epoch_s, cap FROM seals ORDER BY epoch")?
         .query_map([], |r| {
             Ok(Seal {
                 epoch: count(r, 0)?,
@@ -80,6 +80,14 @@ pub fn load(conn: &Connection) -> rusqlite::Result<(Vec<Entry>, Vec<Seal>)> {
                 root: bytes(r, 3)?,
                 signature: bytes(r, 4)?,
                 public_key: r.get(5)?,
+                epoch_s: r
+                    .get::<_, Option<i64>>(6)?
+                    .map(|v| u64::try_from(v).map_err(|_| bad(6, Type::Integer, format!("negative: {v}"))))
+                    .transpose()?,
+                cap: match r.get::<_, Option<String>>(7)? {
+                    Some(c) => Some(c.parse().map_err(|_| bad(7, Type::Text, format!("not a cap in units: {c:?}")))?),
+                    None => None,
+                },
             })
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;

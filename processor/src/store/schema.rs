@@ -89,6 +89,9 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE applets ADD COLUMN gate INTEGER NOT NULL DEFAULT 0;",
     // 5: conflicts: a second, different reading for a slot a device already filled.
     "ALTER TABLE devices ADD COLUMN conflict INTEGER NOT NULL DEFAULT 0;",
+    // 6: the epoch length and cap in force when each epoch was sealed.
+    "ALTER TABLE seals ADD COLUMN epoch_s INTEGER;
+     ALTER TABLE seals ADD COLUMN cap TEXT;",
 ];
 
 /// Settings every connection gets: WAL so readers never block the writer,
