@@ -96,14 +96,7 @@ async fn made_up_methods_are_counted_as_other() {
         s.read_to_end(&mut answer).await.unwrap();
         assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 405"));
     }
-    let metrics = client()
-        .get(format!("{}/metrics", server.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(&server).await;
     assert!(metrics.contains("method=\"other\""), "{metrics}");
     assert!(
         !metrics.contains("BREW") && !metrics.contains("XYZZY"),
@@ -115,17 +108,7 @@ async fn made_up_methods_are_counted_as_other() {
 async fn store_errors_reach_the_log_not_the_client() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path());
-    let applet = r#"(module (memory (export "memory") 1)
-        (func (export "alloc") (param i32) (result i32) i32.const 1024)
-        (func (export "start") (param i32) (result i32) i32.const 0))"#;
-    let r = client()
-        .post(format!("{}/v1/projects/default/applets/noop", server.url))
-        .bearer_auth(TOKEN)
-        .body(applet)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
+    deploy_ok(&server, "default", "noop", wat_applet("i32.const 0")).await;
     // A table the processor needs disappears under it.
     rusqlite::Connection::open(dir.path().join("projects/default.db"))
         .unwrap()

@@ -381,17 +381,7 @@ async fn the_w3bstream_event_endpoint_runs_a_project_with_a_publisher_token() {
             (call $tx (i32.const 0) (i32.const 16) (i32.const {}) (i32.const 0) (i32.const 8))))"#,
         tx.len()
     );
-    let r = client()
-        .post(format!(
-            "{}/v1/projects/w3b/applets/minter?event_type=MINT",
-            server.url
-        ))
-        .bearer_auth(TOKEN)
-        .body(minter)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    deploy_ok(&server, "w3b", "minter?event_type=MINT", minter).await;
     let url = format!("{}/srv-applet-mgr/v0/event/w3b?eventType=MINT", server.url);
     let r = client()
         .post(&url)
@@ -415,20 +405,13 @@ async fn a_slow_chain_shows_as_lag_in_healthz_and_metrics_and_drains() {
         &["--admin-token", TOKEN, "--config", config.to_str().unwrap()],
     );
     // Every call spins until its 20 ms deadline stops it.
-    let slow = r#"(module (memory (export "memory") 1)
-        (func (export "alloc") (param i32) (result i32) i32.const 1024)
-        (func (export "start") (param i32) (result i32) (loop br 0) i32.const 0))"#;
-    let r = client()
-        .post(format!(
-            "{}/v1/projects/default/applets/slow?deadline_ms=20",
-            server.url
-        ))
-        .bearer_auth(TOKEN)
-        .body(slow)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
+    deploy_ok(
+        &server,
+        "default",
+        "slow?deadline_ms=20",
+        wat_applet("(loop br 0) i32.const 0"),
+    )
+    .await;
     let key = DeviceKey::generate();
     register(&server, &key.public_key().to_hex()).await;
     let bodies: Vec<String> = (1..=60)
@@ -453,14 +436,7 @@ async fn a_slow_chain_shows_as_lag_in_healthz_and_metrics_and_drains() {
         "{seen}"
     );
     assert!(seen["problems"][0].as_str().unwrap().contains("behind"), "{seen}");
-    let metrics = client()
-        .get(format!("{}/metrics", server.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(&server).await;
     assert!(
         metrics.contains("wattstream_applet_worker_lag_events "),
         "{metrics}"
@@ -486,14 +462,7 @@ async fn an_event_whose_batch_keeps_failing_is_quarantined_and_the_stream_goes_o
         (func (export "alloc") (param i32) (result i32) i32.const 1024)
         (func (export "start") (param i32) (result i32)
           (drop (call $log (i32.const 4) (i32.const 16) (i32.const 4))) i32.const 0))"#;
-    let r = client()
-        .post(format!("{}/v1/projects/default/applets/logger", server.url))
-        .bearer_auth(TOKEN)
-        .body(logger)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
+    deploy_ok(&server, "default", "logger", logger).await;
     let key = DeviceKey::generate();
     register(&server, &key.public_key().to_hex()).await;
     let send = |seq: u64| {

@@ -41,17 +41,13 @@ async fn target() -> Target {
         &["--admin-token", TOKEN, "--config", config.to_str().unwrap()],
     );
     for (name, gate) in [("identity", true), ("rewards-tiered", false)] {
-        let r = client()
-            .post(format!(
-                "{}/v1/projects/default/applets/{name}?gate={gate}",
-                server.url
-            ))
-            .bearer_auth(TOKEN)
-            .body(std::fs::read(dist(name)).expect("applets/dist is built"))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 201);
+        deploy_ok(
+            &server,
+            "default",
+            &format!("{name}?gate={gate}"),
+            std::fs::read(dist(name)).expect("applets/dist is built"),
+        )
+        .await;
     }
     Target { server, _dir: dir }
 }
@@ -239,14 +235,7 @@ async fn a_second_reading_for_a_filled_slot_is_a_conflict_and_earns_nothing() {
     let stored = all_events(&t.server, &id).await;
     assert_eq!(stored.len(), 1);
     assert_eq!(stored[0]["sensor_reading"], 2.0, "the first reading stands");
-    let metrics = client()
-        .get(format!("{}/metrics", t.server.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(&t.server).await;
     assert!(
         metrics.contains("wattstream_events_total{status=\"rejected\",reason=\"conflict\"} 2"),
         "{metrics}"

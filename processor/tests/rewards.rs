@@ -275,21 +275,9 @@ async fn replay_matches_after_a_revocation_an_env_change_and_a_late_deployment()
         dir.path(),
         &["--admin-token", TOKEN, "--config", config.to_str().unwrap()],
     );
-    let deploy = |name: &'static str, file: &'static str, gate: bool| {
-        let url = format!("{}/v1/projects/default/applets/{name}?gate={gate}", server.url);
-        async move {
-            let r = client()
-                .post(url)
-                .bearer_auth(TOKEN)
-                .body(std::fs::read(dist(file)).unwrap())
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(r.status(), 201);
-        }
-    };
-    deploy("identity", "identity", true).await;
-    deploy("rewards-tiered", "rewards-tiered", false).await;
+    let module = |file: &str| std::fs::read(dist(file)).unwrap();
+    deploy_ok(&server, "default", "identity?gate=true", module("identity")).await;
+    deploy_ok(&server, "default", "rewards-tiered", module("rewards-tiered")).await;
     let key = DeviceKey::generate();
     let (s, a) = admin(
         Method::POST,
@@ -340,7 +328,7 @@ async fn replay_matches_after_a_revocation_an_env_change_and_a_late_deployment()
     )
     .await;
     assert_eq!(s, 200);
-    deploy("tiered-again", "rewards-tiered", false).await;
+    deploy_ok(&server, "default", "tiered-again", module("rewards-tiered")).await;
     drop(server);
 
     let (code, out) = cli(&["rewards", "replay"], dir.path());

@@ -51,20 +51,13 @@ async fn the_watchdog_is_fed_only_while_the_applet_worker_makes_progress() {
     assert!(pings(&first) >= 1, "healthy: pinged {first:?}");
 
     // An applet that spins for its whole 8 s deadline on every event.
-    let spin = r#"(module (memory (export "memory") 1)
-        (func (export "alloc") (param i32) (result i32) i32.const 1024)
-        (func (export "start") (param i32) (result i32) (loop br 0) i32.const 0))"#;
-    let r = client()
-        .post(format!(
-            "{}/v1/projects/default/applets/spin?deadline_ms=8000",
-            server.url
-        ))
-        .bearer_auth(TOKEN)
-        .body(spin)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
+    deploy_ok(
+        &server,
+        "default",
+        "spin?deadline_ms=8000",
+        wat_applet("(loop br 0) i32.const 0"),
+    )
+    .await;
     let key = DeviceKey::generate();
     register(&server, &key.public_key().to_hex()).await;
     let body = key.sign_reading(&Reading::new(1.0, now()).with_seq(1));

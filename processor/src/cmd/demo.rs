@@ -245,16 +245,21 @@ fn run_demo(opts: DemoOptions) -> Result<()> {
     let tty = std::io::stdout().is_terminal();
     let mut printed = 0;
     let mut last_render = Instant::now() - Duration::from_secs(10);
+    // The first meter's screen, as `power-meter-display render` draws it.
+    let state_file = meters[0].dir.join("data/state.json");
+    let render_screen = || {
+        let _ = output(
+            Command::new(&display)
+                .args(["render", "--scale", "2", "--state"])
+                .arg(&state_file)
+                .arg("--out")
+                .arg(&screen),
+        );
+    };
     while start.elapsed() < opts.duration && !interrupted.load(std::sync::atomic::Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(1000));
         if last_render.elapsed() >= Duration::from_secs(3) {
-            let _ = output(
-                Command::new(&display)
-                    .args(["render", "--scale", "2", "--state"])
-                    .arg(meters[0].dir.join("data/state.json"))
-                    .arg("--out")
-                    .arg(&screen),
-            );
+            render_screen();
             last_render = Instant::now();
         }
         let table = table(&runtime, &client, &meters, start.elapsed(), opts.duration);
@@ -285,13 +290,7 @@ fn run_demo(opts: DemoOptions) -> Result<()> {
     }
     // Let the applets and the ledger catch up, then render a last screen.
     std::thread::sleep(Duration::from_secs(3));
-    let _ = output(
-        Command::new(&display)
-            .args(["render", "--scale", "2", "--state"])
-            .arg(meters[0].dir.join("data/state.json"))
-            .arg("--out")
-            .arg(&screen),
-    );
+    render_screen();
     let summary = summary(&runtime, &client, &meters);
     let _ = stop_tx.send(());
     runtime.block_on(server)??;

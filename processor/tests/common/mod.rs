@@ -183,3 +183,52 @@ pub fn assert_all_duplicate(status: u16, answer: &Value) {
         .unwrap_or_else(|| panic!("not a batch answer: {answer}"));
     assert!(results.iter().all(|r| r["status"] == "duplicate"), "{answer}");
 }
+
+/// A minimal applet module in WAT: memory, `alloc`, and `start` whose body
+/// (leaving an i32 on the stack) is `body`.
+pub fn wat_applet(body: &str) -> String {
+    format!(
+        r#"(module (memory (export "memory") 1)
+        (func (export "alloc") (param i32) (result i32) i32.const 1024)
+        (func (export "start") (param i32) (result i32) {body}))"#
+    )
+}
+
+/// Deploys a module (wasm bytes or WAT text) as the admin:
+/// `POST /v1/projects/{project}/applets/{name_and_query}`; panics unless 201.
+pub async fn deploy_ok(
+    server: &Server,
+    project: &str,
+    name_and_query: &str,
+    module: impl Into<reqwest::Body>,
+) {
+    let r = client()
+        .post(format!(
+            "{}/v1/projects/{project}/applets/{name_and_query}",
+            server.url
+        ))
+        .bearer_auth(TOKEN)
+        .body(module)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    assert_eq!(
+        status,
+        201,
+        "deploying {name_and_query}: {}",
+        r.text().await.unwrap()
+    );
+}
+
+/// The Prometheus text of `/metrics`.
+pub async fn metrics_text(server: &Server) -> String {
+    client()
+        .get(format!("{}/metrics", server.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
