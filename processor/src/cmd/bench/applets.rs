@@ -50,7 +50,13 @@ pub fn applet_overhead(
             rid: 1,
             payload: key.sign_reading(&r).into_bytes(),
             event_type: "DATA".into(),
-            env: device_env(&id, Some("bench"), "active", runs as i64),
+            env: {
+                // As the worker would: 5 s windows 5 s apart are paid 5 s, so
+                // the reward applets do their whole work (mint included).
+                let mut env = device_env(&id, Some("bench"), "active", runs as i64);
+                env.insert(wattstream_abi::env::PAID_S.into(), "5".into());
+                env
+            },
             token: Some(LEDGER_TOKEN.into()),
             seed: runs,
             time_ns: 0,
