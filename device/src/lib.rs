@@ -10,6 +10,7 @@ pub mod config;
 pub mod daemon;
 pub mod outbox;
 pub mod provision;
+pub mod rewards;
 pub mod sensor;
 pub mod uplink;
 pub mod window;
