@@ -169,7 +169,7 @@ async fn bad_requests_get_a_clear_4xx_and_store_nothing() {
 
     // Nothing was stored, nothing registered, the device is still active...
     assert!(all_events(&server, &id).await.is_empty());
-    let (_, list) = admin(Method::GET, &format!("{}/v1/devices", server.url), TOKEN, None).await;
+    let (_, list) = admin_get(&format!("{}/v1/devices", server.url)).await;
     assert_eq!(list["devices"].as_array().unwrap().len(), 1);
     // ...and the server still takes a valid envelope.
     let (s, a) = post(&events, good).await;

@@ -78,13 +78,7 @@ async fn balance(server: &Server, id: &str) -> u128 {
 async fn wait_for_failures(server: &Server, n: usize) -> serde_json::Value {
     let start = Instant::now();
     loop {
-        let (_, f) = admin(
-            Method::GET,
-            &format!("{}/v1/projects/default/failures", server.url),
-            TOKEN,
-            None,
-        )
-        .await;
+        let (_, f) = admin_get(&format!("{}/v1/projects/default/failures", server.url)).await;
         if f["failures"].as_array().map_or(0, |a| a.len()) >= n || start.elapsed() > Duration::from_secs(20) {
             return f;
         }
@@ -98,13 +92,7 @@ async fn identity_gates_and_tiered_rewards_credit_the_ledger() {
     let server = Server::start(dir.path());
     deploy(&server, "identity");
     deploy(&server, "rewards-tiered");
-    let (_, list) = admin(
-        Method::GET,
-        &format!("{}/v1/projects/default/applets", server.url),
-        TOKEN,
-        None,
-    )
-    .await;
+    let (_, list) = admin_get(&format!("{}/v1/projects/default/applets", server.url)).await;
     let names: Vec<&str> = list["applets"]
         .as_array()
         .unwrap()
@@ -280,13 +268,7 @@ async fn all_four_example_applets_run_on_the_server() {
         assert!(start.elapsed() < Duration::from_secs(20), "{m}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let (_, logs) = admin(
-        Method::GET,
-        &format!("{}/v1/projects/default/logs?limit=1000", server.url),
-        TOKEN,
-        None,
-    )
-    .await;
+    let (_, logs) = admin_get(&format!("{}/v1/projects/default/logs?limit=1000", server.url)).await;
     let text = logs.to_string();
     assert!(
         text.contains(r#"table now: [{\"n\":3}]"#),
@@ -483,12 +465,7 @@ async fn an_event_whose_batch_keeps_failing_is_quarantined_and_the_stream_goes_o
     };
     let rows = |what: &'static str| {
         let url = format!("{}/v1/projects/default/{what}?limit=100", server.url);
-        async move {
-            admin(Method::GET, &url, TOKEN, None).await.1[what]
-                .as_array()
-                .unwrap()
-                .clone()
-        }
+        async move { admin_get(&url).await.1[what].as_array().unwrap().clone() }
     };
     let logged = |event: i64| async move { rows("logs").await.iter().any(|l| l["event_id"] == event) };
     let wait = || async { tokio::time::sleep(Duration::from_millis(50)).await };
@@ -535,13 +512,7 @@ async fn a_chain_where_a_minter_runs_before_the_gate_is_refused_unless_forced() 
     let e = deploy_with(&server, "identity", &[]).unwrap_err();
     assert!(e.contains("409") && e.contains("mints before the gate"), "{e}");
     let listed = || async {
-        let (_, a) = admin(
-            Method::GET,
-            &format!("{}/v1/projects/default/applets", server.url),
-            TOKEN,
-            None,
-        )
-        .await;
+        let (_, a) = admin_get(&format!("{}/v1/projects/default/applets", server.url)).await;
         a["applets"]
             .as_array()
             .unwrap()
@@ -571,13 +542,7 @@ async fn a_chain_where_a_minter_runs_before_the_gate_is_refused_unless_forced() 
         listed().await,
         [(1, "rewards-tiered".to_string()), (2, "identity".to_string())]
     );
-    let (_, a) = admin(
-        Method::GET,
-        &format!("{}/v1/projects/default/applets", server.url),
-        TOKEN,
-        None,
-    )
-    .await;
+    let (_, a) = admin_get(&format!("{}/v1/projects/default/applets", server.url)).await;
     assert_eq!(
         (
             a["applets"][0]["mints"].as_bool(),
