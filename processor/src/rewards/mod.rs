@@ -55,6 +55,9 @@ pub struct Rewards {
     key: DeviceKey,
     db_path: PathBuf,
     config: RewardsConfig,
+    /// One connection for the rewards queries (a meter polls every minute):
+    /// opened once, not per request.
+    reader: Mutex<Connection>,
 }
 
 pub(crate) fn conn(path: &Path) -> rusqlite::Result<Connection> {
@@ -120,6 +123,7 @@ impl Rewards {
             key,
             db_path: db_path.to_path_buf(),
             config,
+            reader: Mutex::new(conn(db_path)?),
         })
     }
 
@@ -270,7 +274,8 @@ impl Rewards {
             };
             (l.balance(&id.0), state.newest, seal, proof)
         };
-        let last_hour: u128 = device_entries(&conn(&self.db_path)?, &id.0)?
+        let reader = self.reader.lock().expect("rewards reader lock");
+        let last_hour: u128 = device_entries(&reader, &id.0)?
             .into_iter()
             .filter(|(_, t)| t + 3600 > newest)
             .map(|(e, _)| e.amount)
