@@ -12,8 +12,15 @@ use crate::sensor::Calibration;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MeterConfig {
-    /// The processor's base URL.
+    /// Where windows go: the processor's `http://` or `https://` base URL, or
+    /// an MQTT broker, `mqtt://HOST:PORT` or `mqtts://HOST:PORT`.
     pub processor: String,
+    /// PEM CA certificate(s) to trust instead of the system roots, for an
+    /// `https://` processor or an `mqtts://` broker with a private CA.
+    pub tls_ca: Option<PathBuf>,
+    /// Where rewards are fetched (HTTP(S)); default: `processor` when that is
+    /// HTTP(S). Over MQTT without it the meter shows no rewards.
+    pub rewards_url: Option<String>,
     /// The device key (PKCS#8 PEM).
     pub key: PathBuf,
     /// Where the outbox, dead-letter file and state file live.
@@ -32,6 +39,17 @@ pub struct MeterConfig {
     pub sensor: SensorConfig,
     pub sim: SimConfig,
     pub uplink: UplinkConfig,
+    pub mqtt: MqttLogin,
+}
+
+/// Logging in to the MQTT broker (`processor = "mqtt://..."`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MqttLogin {
+    /// Broker user name (with per-device ACLs, the device id).
+    pub username: Option<String>,
+    /// File holding the broker password (first line), mode 0600.
+    pub password_file: Option<PathBuf>,
 }
 
 /// The INA219 and its bus.
@@ -93,6 +111,8 @@ impl Default for MeterConfig {
     fn default() -> Self {
         MeterConfig {
             processor: "http://127.0.0.1:8080".into(),
+            tls_ca: None,
+            rewards_url: None,
             key: PathBuf::from("/var/lib/wattstream/device.pem"),
             data_dir: PathBuf::from("/var/lib/wattstream"),
             window_s: 5,
@@ -105,6 +125,7 @@ impl Default for MeterConfig {
             sensor: SensorConfig::default(),
             sim: SimConfig::default(),
             uplink: UplinkConfig::default(),
+            mqtt: MqttLogin::default(),
         }
     }
 }
@@ -178,10 +199,20 @@ impl MeterConfig {
                 self.sample_ms
             ));
         }
-        if !self.processor.starts_with("http://") && !self.processor.starts_with("https://") {
+        if !["http://", "https://", "mqtt://", "mqtts://"]
+            .iter()
+            .any(|s| self.processor.starts_with(s))
+        {
             return Err(format!(
-                "processor: must be an http:// or https:// URL, got {:?}",
+                "processor: must be an http://, https://, mqtt:// or mqtts:// URL, got {:?}",
                 self.processor
+            ));
+        }
+        if let Some(r) = &self.rewards_url
+            && !(r.starts_with("http://") || r.starts_with("https://"))
+        {
+            return Err(format!(
+                "rewards_url: must be an http:// or https:// URL, got {r:?}"
             ));
         }
         if !matches!(self.sim.profile.as_str(), "demo" | "constant" | "csv") {
@@ -215,6 +246,18 @@ impl MeterConfig {
         }
     }
 
+    /// Whether windows go over MQTT.
+    pub fn over_mqtt(&self) -> bool {
+        self.processor.starts_with("mqtt://") || self.processor.starts_with("mqtts://")
+    }
+
+    /// Where rewards are fetched, if anywhere.
+    pub fn rewards_base(&self) -> Option<&str> {
+        self.rewards_url
+            .as_deref()
+            .or((!self.over_mqtt()).then_some(self.processor.as_str()))
+    }
+
     /// The state file path.
     pub fn state_path(&self) -> PathBuf {
         self.state_file
@@ -237,6 +280,16 @@ mod tests {
     }
 
     #[test]
+    fn rewards_come_from_the_processor_unless_it_is_a_broker() {
+        let c = MeterConfig::parse("processor = \"https://p.example\"").unwrap();
+        assert_eq!(c.rewards_base(), Some("https://p.example"));
+        let c = MeterConfig::parse("processor = \"mqtts://b.example\"").unwrap();
+        assert_eq!(c.rewards_base(), None);
+        let c = MeterConfig::parse("processor = \"mqtt://b\"\nrewards_url = \"https://p\"").unwrap();
+        assert_eq!(c.rewards_base(), Some("https://p"));
+    }
+
+    #[test]
     fn errors_name_the_key() {
         for (text, key) in [
             ("window_s = \"five\"", "window_s"),
@@ -244,6 +297,7 @@ mod tests {
             ("[sensor]\nbus_range_v = 20", "16 or 32"),
             ("[sensor]\nshunt_ohm = 0.1", "shunt_ohm"),
             ("processor = \"ftp://x\"", "processor"),
+            ("rewards_url = \"mqtt://x\"", "rewards_url"),
             ("[sim]\nprofile = \"csv\"", "sim.csv"),
         ] {
             let e = MeterConfig::parse(text).unwrap_err();

@@ -23,7 +23,7 @@ use crate::outbox::Outbox;
 use crate::sensor::emulator::EmulatedIna219;
 use crate::sensor::load::{LoadModel, NoisyLoad};
 use crate::sensor::{Sample, Sensor, SensorError};
-use crate::uplink::{Backoff, Uplink};
+use crate::uplink::{Backoff, Sender, Uplink};
 use crate::window::{Window, Windower};
 
 use wattstream_sdk::time::unix_now_ms as unix_ms;
@@ -200,7 +200,41 @@ async fn run_async(
     outbox: Outbox,
     clock: ClockStatus,
 ) -> Result<()> {
-    let client = ProcessorClient::new(&cfg.processor, None, Duration::from_secs(cfg.uplink.timeout_s))?;
+    let timeout = Duration::from_secs(cfg.uplink.timeout_s);
+    let sender = if cfg.over_mqtt() {
+        let settings = crate::mqtt::MqttSettings {
+            username: cfg.mqtt.username.clone(),
+            password_file: cfg.mqtt.password_file.clone(),
+            ca: cfg.tls_ca.clone(),
+        };
+        Sender::Mqtt(crate::mqtt::MqttLink::start(
+            &cfg.processor,
+            &key.device_id().to_string(),
+            &settings,
+            timeout,
+        )?)
+    } else {
+        Sender::Http(ProcessorClient::with_ca(
+            &cfg.processor,
+            None,
+            timeout,
+            cfg.tls_ca.as_deref(),
+        )?)
+    };
+    let rewards_client = match cfg.rewards_base() {
+        Some(base) => Some(ProcessorClient::with_ca(
+            base,
+            None,
+            timeout,
+            cfg.tls_ca.as_deref(),
+        )?),
+        None => {
+            tracing::warn!(
+                "processor is an MQTT broker and rewards_url is not set: no rewards on the screen"
+            );
+            None
+        }
+    };
     let outbox = Arc::new(Mutex::new(outbox));
     let link = Arc::new(Mutex::new(LinkState::default()));
     let rewards = Arc::new(Mutex::new(RewardsState::default()));
@@ -223,7 +257,7 @@ async fn run_async(
     );
 
     let uplink = Uplink {
-        client: client.clone(),
+        sender: sender.clone(),
         outbox: outbox.clone(),
         link: link.clone(),
         wake: wake.clone(),
@@ -242,14 +276,16 @@ async fn run_async(
         ),
         None => None,
     };
-    let rewards_task = tokio::spawn(crate::rewards::poll_rewards(
-        client.clone(),
-        key.device_id(),
-        pinned,
-        rewards.clone(),
-        Duration::from_secs(cfg.uplink.rewards_poll_s.max(1)),
-        stop_rx.clone(),
-    ));
+    let rewards_task = rewards_client.map(|client| {
+        tokio::spawn(crate::rewards::poll_rewards(
+            client,
+            key.device_id(),
+            pinned,
+            rewards.clone(),
+            Duration::from_secs(cfg.uplink.rewards_poll_s.max(1)),
+            stop_rx.clone(),
+        ))
+    });
 
     let window_ms = cfg.window_s * 1000;
     let mut windower = Windower::new(
@@ -347,9 +383,11 @@ async fn run_async(
     }
     let _ = stop_tx.send(true);
     let _ = uplink_task.await;
-    let _ = rewards_task.await;
+    if let Some(task) = rewards_task {
+        let _ = task.await;
+    }
     Uplink {
-        client,
+        sender,
         outbox: outbox.clone(),
         link: link.clone(),
         wake,

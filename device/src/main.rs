@@ -58,9 +58,12 @@ struct RunArgs {
     /// Emulate the INA219 instead of opening the I2C bus.
     #[arg(long)]
     sim: bool,
-    /// Processor URL (overrides `processor`).
+    /// Processor URL, http(s):// or an MQTT broker mqtt(s):// (overrides `processor`).
     #[arg(long)]
     processor: Option<String>,
+    /// Trust only this CA (PEM) for an https:// processor or mqtts:// broker (overrides `tls_ca`).
+    #[arg(long)]
+    ca_cert: Option<PathBuf>,
     /// Device key (overrides `key`).
     #[arg(long)]
     key: Option<PathBuf>,
@@ -86,6 +89,9 @@ impl RunArgs {
         }
         if let Some(k) = self.key {
             cfg.key = k;
+        }
+        if let Some(ca) = self.ca_cert {
+            cfg.tls_ca = Some(ca);
         }
         if let Some(d) = self.data_dir {
             cfg.data_dir = d;

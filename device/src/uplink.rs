@@ -4,6 +4,11 @@
 //! goes to the dead-letter file, except the answers that say "not yet" and are
 //! retried: `unknown_device` (the device is not registered yet) and
 //! `future_timestamp` (one of the two clocks is wrong, and will be set right).
+//!
+//! The same rules hold over HTTP(S) and over MQTT ([`Sender`]): only the
+//! processor's answer removes an entry. A server whose TLS certificate is
+//! not trusted is `untrusted` in the state file, with the reason, and nothing
+//! leaves the outbox.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -46,9 +51,97 @@ impl Backoff {
     }
 }
 
+/// How batches reach the processor.
+#[derive(Clone)]
+pub enum Sender {
+    Http(ProcessorClient),
+    Mqtt(crate::mqtt::MqttLink),
+}
+
+/// Why a send got no verdict.
+enum SendError {
+    /// The request as a whole was refused (HTTP 4xx, or the error shape over
+    /// MQTT): send one by one so each entry gets its own verdict.
+    Refused,
+    /// No answer: the link is down, the processor failed, or it is untrusted.
+    Down { text: String, untrusted: bool },
+}
+
+impl From<ClientError> for SendError {
+    fn from(e: ClientError) -> Self {
+        if e.status().is_some_and(|s| (400..500).contains(&s)) {
+            return SendError::Refused;
+        }
+        match e.certificate_error() {
+            Some(problem) => SendError::Down {
+                text: problem,
+                untrusted: true,
+            },
+            None => SendError::Down {
+                text: short_error(&e),
+                untrusted: false,
+            },
+        }
+    }
+}
+
+impl From<crate::mqtt::LinkDown> for SendError {
+    fn from(e: crate::mqtt::LinkDown) -> Self {
+        SendError::Down {
+            text: e.text,
+            untrusted: e.untrusted,
+        }
+    }
+}
+
+/// The processor's answer over MQTT: the same JSON as over HTTP.
+fn mqtt_answer<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, SendError> {
+    if let Ok(answer) = serde_json::from_slice::<T>(bytes) {
+        return Ok(answer);
+    }
+    // The error shape: `{"status":"rejected","reason":..,"detail":..}`.
+    let v: serde_json::Value = serde_json::from_slice(bytes).unwrap_or_default();
+    match v.get("reason").and_then(|r| r.as_str()) {
+        Some("store_unavailable") | None => Err(SendError::Down {
+            text: format!(
+                "processor answered {}",
+                String::from_utf8_lossy(&bytes[..bytes.len().min(200)])
+            ),
+            untrusted: false,
+        }),
+        Some(_) => Err(SendError::Refused),
+    }
+}
+
+impl Sender {
+    async fn batch(&self, bodies: &[String]) -> Result<Vec<EventResult>, SendError> {
+        match self {
+            Sender::Http(c) => Ok(c.post_events(bodies).await?),
+            Sender::Mqtt(m) => {
+                let answer: wattstream_sdk::wire::BatchAnswer =
+                    mqtt_answer(&m.request(format!("[{}]", bodies.join(","))).await?)?;
+                if answer.results.len() != bodies.len() {
+                    return Err(SendError::Down {
+                        text: format!("{} results for {} envelopes", answer.results.len(), bodies.len()),
+                        untrusted: false,
+                    });
+                }
+                Ok(answer.results)
+            }
+        }
+    }
+
+    async fn one(&self, body: &str) -> Result<EventResult, SendError> {
+        match self {
+            Sender::Http(c) => Ok(c.post_event(body).await?),
+            Sender::Mqtt(m) => mqtt_answer(&m.request(body.to_string()).await?),
+        }
+    }
+}
+
 /// What the uplink shares with the rest of the daemon.
 pub struct Uplink {
-    pub client: ProcessorClient,
+    pub sender: Sender,
     pub outbox: Arc<Mutex<Outbox>>,
     pub link: Arc<Mutex<LinkState>>,
     pub wake: Arc<Notify>,
@@ -104,17 +197,35 @@ impl Uplink {
             return Ok(Attempt::Idle);
         }
         let bodies: Vec<String> = entries.iter().map(|e| e.body.clone()).collect();
-        let results = match self.client.post_events(&bodies).await {
+        let down = |e: SendError| match e {
+            SendError::Down { text, untrusted } => {
+                if untrusted {
+                    tracing::error!(error = %text, "the processor's TLS certificate is refused; check tls_ca");
+                }
+                self.record(
+                    if untrusted {
+                        LinkStatus::Untrusted
+                    } else {
+                        LinkStatus::Offline
+                    },
+                    text,
+                );
+            }
+            SendError::Refused => {
+                self.record(LinkStatus::Offline, "the processor refused the request".into())
+            }
+        };
+        let results = match self.sender.batch(&bodies).await {
             Ok(results) => results,
-            Err(e) if e.status().is_some_and(|s| (400..500).contains(&s)) => {
+            Err(SendError::Refused) => {
                 // The request as a whole was refused: send one by one so each
                 // entry gets its own verdict.
                 let mut results = Vec::with_capacity(entries.len());
                 for body in &bodies {
-                    match self.client.post_event(body).await {
+                    match self.sender.one(body).await {
                         Ok(r) => results.push(r),
                         Err(e) => {
-                            self.record(LinkStatus::Offline, e.to_string());
+                            down(e);
                             return Ok(Attempt::Failed);
                         }
                     }
@@ -122,8 +233,7 @@ impl Uplink {
                 results
             }
             Err(e) => {
-                tracing::debug!(error = %e, "send failed");
-                self.record(LinkStatus::Offline, short_error(&e));
+                down(e);
                 return Ok(Attempt::Failed);
             }
         };
@@ -205,7 +315,9 @@ mod tests {
             .map(|i| outbox.append(&key, Reading::new(1.0, 1_795_515_000 + i)).unwrap())
             .collect();
         let uplink = Uplink {
-            client: ProcessorClient::new("http://127.0.0.1:9", None, Duration::from_secs(1)).unwrap(),
+            sender: Sender::Http(
+                ProcessorClient::new("http://127.0.0.1:9", None, Duration::from_secs(1)).unwrap(),
+            ),
             outbox: Arc::new(Mutex::new(outbox)),
             link: Arc::default(),
             wake: Arc::default(),

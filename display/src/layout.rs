@@ -182,6 +182,7 @@ fn live(fb: &mut Framebuffer, s: &MeterState, stale_s: Option<u64>, now: u64) {
         LinkStatus::Online => (GREEN, "ONLINE"),
         LinkStatus::Offline => (AMBER, "OFFLINE"),
         LinkStatus::Unknown => (DIM, "LINK ?"),
+        LinkStatus::Untrusted => (RED, "TLS ERR"),
     };
     let _ = Circle::new(Point::new(103, 18), 7)
         .into_styled(PrimitiveStyle::with_fill(dot))

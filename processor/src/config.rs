@@ -25,6 +25,61 @@ pub struct Config {
     pub applets: AppletsConfig,
     /// The rewards ledger.
     pub rewards: RewardsConfig,
+    /// HTTPS (plain HTTP without it).
+    pub tls: TlsConfig,
+    /// MQTT ingest (off without `url`).
+    pub mqtt: MqttConfig,
+}
+
+/// HTTPS: both keys or neither.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// PEM certificate chain (leaf first). Reloaded on SIGHUP.
+    pub cert: Option<PathBuf>,
+    /// PEM private key of the certificate (PKCS#8, PKCS#1 or SEC1).
+    pub key: Option<PathBuf>,
+}
+
+/// MQTT ingest: the processor is a client of a broker.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MqttConfig {
+    /// `mqtt://HOST:PORT` or `mqtts://HOST:PORT`; MQTT ingest is off without it.
+    pub url: Option<String>,
+    /// Broker user name.
+    pub username: Option<String>,
+    /// File holding the broker password (first line).
+    pub password_file: Option<PathBuf>,
+    /// PEM CA certificate(s) for `mqtts://`; the system roots without it.
+    pub ca: Option<PathBuf>,
+    /// Client id; `wattstream-<host>-<pid>` without it. Must differ per processor.
+    pub client_id: Option<String>,
+    /// Shared-subscription group: processors with the same group split the stream.
+    pub share_group: String,
+    /// Subscribe to W3bstream v1's topic form (the project name as topic).
+    pub w3bstream_topics: bool,
+    /// Most messages handled at once (the broker holds the rest).
+    pub max_inflight: u16,
+    /// How long the broker keeps this processor's session (its subscriptions
+    /// and the messages it has not acknowledged) while it is away, seconds.
+    pub session_expiry_s: u32,
+}
+
+impl Default for MqttConfig {
+    fn default() -> Self {
+        MqttConfig {
+            url: None,
+            username: None,
+            password_file: None,
+            ca: None,
+            client_id: None,
+            share_group: "wattstream".into(),
+            w3bstream_topics: true,
+            max_inflight: 64,
+            session_expiry_s: 86_400,
+        }
+    }
 }
 
 /// The rewards ledger.
@@ -133,6 +188,8 @@ impl Default for Config {
             store: StoreConfig::default(),
             applets: AppletsConfig::default(),
             rewards: RewardsConfig::default(),
+            tls: TlsConfig::default(),
+            mqtt: MqttConfig::default(),
         }
     }
 }
@@ -192,6 +249,22 @@ impl Config {
         }
         if self.store.max_commit_events == 0 || self.store.read_connections == 0 {
             return Err("store: max_commit_events and read_connections must be > 0".into());
+        }
+        if self.tls.cert.is_some() != self.tls.key.is_some() {
+            return Err("tls: set both cert and key, or neither".into());
+        }
+        if let Some(url) = &self.mqtt.url
+            && !(url.starts_with("mqtt://") || url.starts_with("mqtts://"))
+        {
+            return Err(format!("mqtt.url: {url:?} must start with mqtt:// or mqtts://"));
+        }
+        if self.mqtt.max_inflight == 0
+            || self.mqtt.share_group.is_empty()
+            || self.mqtt.share_group.contains(['/', '+', '#'])
+        {
+            return Err(
+                "mqtt: max_inflight must be > 0 and share_group a non-empty name without / + #".into(),
+            );
         }
         if matches!(&self.admin_token, Some(t) if t.len() < 16) {
             return Err("admin_token: must be at least 16 characters".into());

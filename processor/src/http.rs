@@ -11,7 +11,10 @@
 //!   rest wait in the kernel's backlog, so a flood delays clients instead of
 //!   exhausting descriptors;
 //! - on shutdown the listener closes, requests in flight finish (for at most
-//!   30 s), and idle connections are closed.
+//!   30 s), and idle connections are closed;
+//! - with TLS, the handshake runs in the connection's own task and must end
+//!   within the header timeout too, so a client that opens a socket and says
+//!   nothing holds it no longer than one that sends no headers.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,6 +27,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
 use crate::config::Limits;
+use crate::tls::Tls;
 
 /// How long requests in flight may take to finish after shutdown begins.
 const DRAIN: Duration = Duration::from_secs(30);
@@ -33,8 +37,10 @@ pub async fn serve(
     listener: TcpListener,
     router: Router,
     limits: &Limits,
+    tls: Option<Tls>,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
+    let handshake_within = Duration::from_secs(limits.header_read_timeout_s.max(1));
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(Duration::from_secs(limits.header_read_timeout_s.max(1)))
@@ -60,10 +66,34 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let conn = http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(router.clone()));
-        let conn = graceful.watch(conn);
+        let (http, router, watcher, tls) = (http.clone(), router.clone(), graceful.watcher(), tls.clone());
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
+            let service = TowerToHyperService::new(router);
+            let result = match tls {
+                None => {
+                    watcher
+                        .watch(http.serve_connection(TokioIo::new(stream), service))
+                        .await
+                }
+                Some(tls) => {
+                    match tokio::time::timeout(handshake_within, tls.acceptor.accept(stream)).await {
+                        Ok(Ok(stream)) => {
+                            watcher
+                                .watch(http.serve_connection(TokioIo::new(stream), service))
+                                .await
+                        }
+                        Ok(Err(e)) => {
+                            tracing::debug!(error = %e, "TLS handshake failed");
+                            Ok(())
+                        }
+                        Err(_) => {
+                            tracing::debug!("TLS handshake timed out");
+                            Ok(())
+                        }
+                    }
+                }
+            };
+            if let Err(e) = result {
                 tracing::debug!(error = %e, "connection ended with an error");
             }
             drop(permit);

@@ -76,12 +76,28 @@ pub async fn serve_until(
         default_project: config.applets.default_project.clone(),
         rewards: rewards.clone(),
         read_tokens: crate::read_tokens::ReadTokens::open(&config.data_dir)?,
+        mqtt: Arc::default(),
     });
     let ledger_task = tokio::spawn(run_ledger(
         rewards,
         projects_for_ledger,
         config.applets.default_project.clone(),
     ));
+    let tls = match (&config.tls.cert, &config.tls.key) {
+        (Some(cert), Some(key)) => Some(crate::tls::Tls::open(cert, key)?),
+        _ => None,
+    };
+    let reload = tls.as_ref().map(crate::tls::Tls::reload_on_sighup).transpose()?;
+    let (stop_mqtt, stop_rx) = tokio::sync::watch::channel(false);
+    let mqtt = match &config.mqtt.url {
+        Some(_) => Some(crate::mqtt::start(
+            &config.mqtt,
+            &config.data_dir,
+            state.clone(),
+            stop_rx,
+        )?),
+        None => None,
+    };
     let listener = TcpListener::bind(config.listen).await?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, data_dir = %config.data_dir.display(), devices = rows.len(), "wattstream listening");
@@ -92,8 +108,16 @@ pub async fn serve_until(
         state.metrics.clone(),
         state.worker_stall,
     ));
-    crate::http::serve(listener, router(state), &config.limits, shutdown).await;
+    crate::http::serve(listener, router(state), &config.limits, tls, shutdown).await;
     watchdog.abort();
+    if let Some(reload) = reload {
+        reload.abort();
+    }
+    // Messages being handled finish (their acks go out); the rest stay with the broker.
+    let _ = stop_mqtt.send(true);
+    if let Some(mqtt) = mqtt {
+        let _ = mqtt.await;
+    }
     wattstream_sdk::notify::stopping();
     tracing::info!("stopped accepting; finishing the applet batch in progress and the store writer");
     tokio::task::spawn_blocking(move || worker.stop()).await?;

@@ -23,6 +23,9 @@ pub enum ClientError {
     /// The answer was not the JSON expected.
     #[error("{url} answered with unexpected JSON: {reason}")]
     BadAnswer { url: String, reason: String },
+    /// The trust settings (a CA file) could not be used.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 impl ClientError {
@@ -30,6 +33,16 @@ impl ClientError {
     pub fn status(&self) -> Option<u16> {
         match self {
             ClientError::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    /// Why the server's certificate was refused, when that is what failed
+    /// (unknown issuer, wrong name, expired...): the link is up but the
+    /// server is not the one we trust, which retrying will not fix.
+    pub fn certificate_error(&self) -> Option<String> {
+        match self {
+            ClientError::Transport { source, .. } => crate::tls::certificate_problem(source),
             _ => None,
         }
     }
@@ -49,16 +62,31 @@ impl ProcessorClient {
     /// `base` is the processor's URL (`http://host:port`); `token` the admin bearer
     /// token, needed only for admin calls.
     pub fn new(base: &str, token: Option<String>, timeout: Duration) -> Result<Self, ClientError> {
+        Self::with_ca(base, token, timeout, None)
+    }
+
+    /// Like [`new`](Self::new); with `ca`, an `https://` processor must present
+    /// a certificate issued by that CA (and no other); without it, by one the
+    /// system trusts.
+    pub fn with_ca(
+        base: &str,
+        token: Option<String>,
+        timeout: Duration,
+        ca: Option<&std::path::Path>,
+    ) -> Result<Self, ClientError> {
         // Installing twice is harmless; the first provider stays.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .timeout(timeout)
-            .connect_timeout(timeout.min(Duration::from_secs(10)))
-            .build()
-            .map_err(|source| ClientError::Transport {
-                url: base.to_string(),
-                source,
-            })?;
+            .connect_timeout(timeout.min(Duration::from_secs(10)));
+        if let Some(ca) = ca {
+            let config = crate::tls::client_config(Some(ca))?;
+            builder = builder.tls_backend_preconfigured(rustls::ClientConfig::clone(&config));
+        }
+        let http = builder.build().map_err(|source| ClientError::Transport {
+            url: base.to_string(),
+            source,
+        })?;
         Ok(ProcessorClient {
             http,
             base: base.trim_end_matches('/').to_string(),

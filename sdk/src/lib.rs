@@ -53,6 +53,8 @@ mod reading;
 mod signature;
 pub mod state;
 pub mod time;
+#[cfg(feature = "client")]
+pub mod tls;
 mod verify;
 pub mod wire;
 

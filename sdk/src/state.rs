@@ -24,6 +24,10 @@ pub enum LinkStatus {
     /// Nothing sent yet.
     #[default]
     Unknown,
+    /// The server's TLS certificate is not trusted (wrong CA, wrong name,
+    /// expired): windows wait in the outbox; `last_send` says why. Retrying
+    /// does not fix this; the configuration (or the server) must change.
+    Untrusted,
 }
 
 /// What the meter made of the processor's rewards proof.

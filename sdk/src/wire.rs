@@ -123,3 +123,46 @@ mod tests {
         );
     }
 }
+
+/// MQTT topics of the WattStream link (README "MQTT topics"): a device
+/// publishes envelopes (one, or a JSON array) on its events topic and reads
+/// the processor's answer, the same JSON as `POST /v1/events` returns, on its
+/// results topic.
+pub mod topics {
+    const PREFIX: &str = "wattstream/v1/devices/";
+
+    /// `wattstream/v1/devices/{device_id}/events`.
+    pub fn events(device_id: &str) -> String {
+        format!("{PREFIX}{device_id}/events")
+    }
+
+    /// `wattstream/v1/devices/{device_id}/results`.
+    pub fn results(device_id: &str) -> String {
+        format!("{PREFIX}{device_id}/results")
+    }
+
+    /// The subscription filter for every device's events.
+    pub const ALL_EVENTS: &str = "wattstream/v1/devices/+/events";
+
+    /// The device id in an events topic (any 1–64 character segment; the
+    /// envelope's signer must match it).
+    pub fn device_of_events(topic: &str) -> Option<&str> {
+        let id = topic.strip_prefix(PREFIX)?.strip_suffix("/events")?;
+        (!id.is_empty() && id.len() <= 64 && !id.contains('/')).then_some(id)
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn the_device_comes_back_out_of_its_events_topic_only() {
+            let id = "00112233445566778899aabbccddeeff00112233";
+            assert_eq!(device_of_events(&events(id)), Some(id));
+            assert_eq!(device_of_events(&results(id)), None);
+            assert_eq!(device_of_events("wattstream/v1/devices//events"), None);
+            assert_eq!(device_of_events("wattstream/v1/devices/a/b/events"), None);
+            assert_eq!(device_of_events("other/v1/devices/a/events"), None);
+        }
+    }
+}

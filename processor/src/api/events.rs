@@ -6,6 +6,7 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+
 use wattstream_sdk::wire::{BatchAnswer, EventStatus};
 
 use super::{ApiError, AppState, read_body};
@@ -30,13 +31,22 @@ pub async fn post_events(State(state): State<Arc<AppState>>, headers: HeaderMap,
             return e.into_response();
         }
     };
-    match state.pipeline.ingest(&bytes).await {
+    let (status, body) = answer(&state, state.pipeline.ingest(&bytes).await);
+    (status, axum::Json(body)).into_response()
+}
+
+/// The answer to an ingest, the same over HTTP and MQTT: the status and the
+/// JSON (one verdict, `{"results":[...]}` for a batch, or the error shape).
+pub(crate) fn answer(
+    state: &AppState,
+    result: Result<Ingested, IngestError>,
+) -> (StatusCode, serde_json::Value) {
+    match result {
         Ok(Ingested::Single(result)) => (
             single_status(result.status, result.reason.as_deref()),
-            axum::Json(result),
-        )
-            .into_response(),
-        Ok(Ingested::Batch(results)) => axum::Json(BatchAnswer { results }).into_response(),
+            wire_json(&result),
+        ),
+        Ok(Ingested::Batch(results)) => (StatusCode::OK, wire_json(&BatchAnswer { results })),
         Err(IngestError::Body(e)) => {
             let (reason, status) = e.reason();
             state.metrics.record_event("rejected", reason);
@@ -45,8 +55,13 @@ pub async fn post_events(State(state): State<Arc<AppState>>, headers: HeaderMap,
                 reason,
                 e.to_string(),
             )
-            .into_response()
+            .to_json()
         }
-        Err(IngestError::Store(e)) => ApiError::store(e).into_response(),
+        Err(IngestError::Store(e)) => ApiError::store(e).to_json(),
     }
+}
+
+/// The wire types always serialize.
+fn wire_json(v: &impl serde::Serialize) -> serde_json::Value {
+    serde_json::to_value(v).expect("wire types serialize")
 }

@@ -3,8 +3,9 @@
 //! `events.rs` (ingest) and `devices.rs` (registry and queries).
 
 mod devices;
-mod events;
+pub(crate) mod events;
 mod projects;
+pub(crate) mod w3bstream;
 
 use std::sync::Arc;
 
@@ -43,6 +44,8 @@ pub struct AppState {
     pub rewards: Arc<crate::rewards::Rewards>,
     /// Per-device read tokens (event history and owner are personal data).
     pub read_tokens: crate::read_tokens::ReadTokens,
+    /// The MQTT broker link (`enabled` false without `mqtt.url`).
+    pub mqtt: Arc<crate::mqtt::LinkHealth>,
 }
 
 impl AppState {
@@ -83,10 +86,20 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// The status and the JSON body this error is answered with.
+    pub fn to_json(&self) -> (StatusCode, serde_json::Value) {
+        (
+            self.status,
+            json!({"status": "rejected", "reason": self.reason, "detail": self.detail}),
+        )
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = json!({"status": "rejected", "reason": self.reason, "detail": self.detail});
-        (self.status, axum::Json(body)).into_response()
+        let (status, body) = self.to_json();
+        (status, axum::Json(body)).into_response()
     }
 }
 
@@ -288,10 +301,24 @@ async fn healthz(State(state): State<Shared>) -> Response {
             state.worker_stall.as_secs()
         ));
     }
+    let mqtt = &state.mqtt;
+    let mqtt_json = if mqtt.enabled.load(std::sync::atomic::Ordering::Relaxed) {
+        let connected = mqtt.connected.load(std::sync::atomic::Ordering::Relaxed);
+        if !connected {
+            problems.push("not connected to the MQTT broker: MQTT ingest is paused".into());
+        }
+        json!({
+            "connected": connected,
+            "error": mqtt.last_error.lock().expect("mqtt health lock").clone(),
+        })
+    } else {
+        serde_json::Value::Null
+    };
     axum::Json(json!({
         "status": if problems.is_empty() { "ok" } else { "degraded" },
         "problems": problems,
         "devices": state.registry.len(),
+        "mqtt": mqtt_json,
         "applet_worker": {
             "lag_events": w.lag(),
             "heartbeat_age_s": age.map(|a| a.as_secs_f64()),
@@ -332,10 +359,7 @@ pub fn router(state: Shared) -> Router {
         .route("/v1/projects/{project}/publishers", post(projects::new_publisher))
         .route("/v1/projects/{project}/logs", get(projects::logs))
         .route("/v1/projects/{project}/failures", get(projects::failures))
-        .route(
-            "/srv-applet-mgr/v0/event/{project}",
-            post(projects::w3bstream_event),
-        )
+        .route("/srv-applet-mgr/v0/event/{project}", post(w3bstream::http_event))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .method_not_allowed_fallback(method_not_allowed)

@@ -1,13 +1,13 @@
 //! Projects and applets over HTTP (admin): deploy, list, remove, environment,
-//! publisher tokens, logs and failures; a device's rewards (public); and the
-//! W3bstream v1 compatible event endpoint (publisher token).
+//! publisher tokens, logs and failures; a device's rewards (public). W3bstream's
+//! event endpoint is in `w3bstream.rs`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -17,7 +17,7 @@ use super::{ApiError, AppState, read_body, require_admin};
 use crate::applets::db::ProjectDb;
 use crate::applets::order::Place;
 use crate::applets::projects::{Deploy, Project, ProjectError};
-use crate::applets::state::{AppletLimits, EventInput};
+use crate::applets::state::AppletLimits;
 
 /// Largest applet module.
 const WASM_MAX: usize = 16 << 20;
@@ -301,96 +301,4 @@ pub async fn epoch(State(state): State<Arc<AppState>>, Path(epoch): Path<u64>) -
 /// `GET /v1/ledger/head`: the chain head and the processor key.
 pub async fn ledger_head(State(state): State<Arc<AppState>>) -> Response {
     axum::Json(state.rewards.head()).into_response()
-}
-
-#[derive(Deserialize)]
-pub struct W3bQuery {
-    #[serde(rename = "eventType")]
-    event_type: Option<String>,
-}
-
-/// `POST /srv-applet-mgr/v0/event/{project}?eventType=..`: W3bstream v1's event
-/// endpoint. The raw body goes to the project's applets for that event type, at
-/// once; the answer lists each applet's result.
-pub async fn w3bstream_event(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    Path(project): Path<String>,
-    Query(q): Query<W3bQuery>,
-    body: Body,
-) -> Result<Response, ApiError> {
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("")
-        .to_string();
-    let projects = state.projects.clone();
-    let (p, t) = (project.clone(), token);
-    let allowed = tokio::task::spawn_blocking(move || projects.publisher_ok(&p, &t))
-        .await
-        .map_err(task_error)?;
-    if !allowed {
-        return Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "missing or wrong publisher token",
-        ));
-    }
-    let payload = read_body(
-        &headers,
-        body,
-        state.pipeline.limits.max_body_bytes,
-        state.body_timeout(),
-    )
-    .await?
-    .to_vec();
-    let event_type = q.event_type.unwrap_or_else(|| "DEFAULT".into());
-    let Some(p) = state.projects.get(&project) else {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("no project {project}"),
-        ));
-    };
-    let projects = state.projects.clone();
-    let et = event_type.clone();
-    let results = tokio::task::spawn_blocking(move || {
-        p.db.with(|mut db| {
-            let mut results = Vec::new();
-            for applet in p.chain(&et) {
-                let input = EventInput {
-                    rid: 1,
-                    payload: payload.clone(),
-                    event_type: et.clone(),
-                    env: p.env.clone(),
-                    // Nothing stores this path's effects: no ledger settles its mints.
-                    token: None,
-                    seed: 0,
-                    time_ns: 0,
-                };
-                let (o, back) =
-                    projects
-                        .runtime
-                        .run(&applet.applet, &applet.handler, input, db, &applet.limits);
-                db = back;
-                results.push(json!({
-                    "appletName": applet.name,
-                    "handler": applet.handler,
-                    "returnValue": o.effects.response,
-                    "returnCode": o.code.unwrap_or(-1),
-                    "error": o.error,
-                    "credits": o.effects.credits.len(),
-                }));
-            }
-            (db, results)
-        })
-    })
-    .await
-    .map_err(task_error)?
-    .map_err(ApiError::store)?;
-    Ok(
-        axum::Json(json!({"projectName": project, "eventType": event_type, "results": results}))
-            .into_response(),
-    )
 }

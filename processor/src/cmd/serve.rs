@@ -20,6 +20,15 @@ pub struct Args {
     /// Listen address (overrides the config).
     #[arg(long)]
     listen: Option<SocketAddr>,
+    /// PEM certificate chain: serve HTTPS (with --tls-key; reloaded on SIGHUP).
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Take envelopes from an MQTT broker too: mqtt://HOST:PORT or mqtts://HOST:PORT.
+    #[arg(long)]
+    mqtt: Option<String>,
     /// Admin bearer token (overrides the config).
     #[arg(long, env = "WATTSTREAM_ADMIN_TOKEN", hide_env_values = true)]
     admin_token: Option<String>,
@@ -36,14 +45,25 @@ pub fn run(args: Args) -> Result<i32> {
     if let Some(l) = args.listen {
         cfg.listen = l;
     }
+    if let (Some(c), Some(k)) = (args.tls_cert, args.tls_key) {
+        cfg.tls.cert = Some(c);
+        cfg.tls.key = Some(k);
+    }
+    if let Some(m) = args.mqtt {
+        if !(m.starts_with("mqtt://") || m.starts_with("mqtts://")) {
+            bail!("--mqtt {m:?}: use mqtt://HOST:PORT or mqtts://HOST:PORT");
+        }
+        cfg.mqtt.url = Some(m);
+    }
     if let Some(t) = args.admin_token {
         if t.len() < 16 {
             bail!("the admin token must be at least 16 characters");
         }
         cfg.admin_token = Some(t);
     }
+    let scheme = if cfg.tls.cert.is_some() { "https" } else { "http" };
     super::runtime()?.block_on(server::serve(cfg, |addr| {
-        println!("listening on http://{addr}");
+        println!("listening on {scheme}://{addr}");
     }))?;
     Ok(0)
 }

@@ -30,7 +30,29 @@ impl Rejection {
 
     /// Whether the device is registered, so its rejection counter should move.
     pub fn counts_against_device(&self) -> bool {
-        !matches!(self.reason, "unknown_device" | "malformed" | "bad_public_key")
+        !matches!(
+            self.reason,
+            "unknown_device" | "malformed" | "bad_public_key" | "topic_mismatch"
+        )
+    }
+}
+
+/// The channel rule: an envelope that came in on `expected`'s own channel (its
+/// MQTT topic) must be signed by `expected`. Whatever else was wrong with it,
+/// an envelope of another signer is `topic_mismatch` (it is not that device's
+/// to send, and its own verdict would tell the sender about someone else).
+pub fn on_channel(verdict: Result<NewEvent, Rejection>, expected: &str) -> Result<NewEvent, Rejection> {
+    let signer = match &verdict {
+        Ok(e) => Some(e.device_id.as_str()),
+        Err(r) => r.device_id.as_deref(),
+    };
+    match signer {
+        Some(id) if !id.eq_ignore_ascii_case(expected) => Err(Rejection::new(
+            "topic_mismatch",
+            format!("signed by device {id}, published on the topic of device {expected}"),
+            Some(id.to_string()),
+        )),
+        _ => verdict,
     }
 }
 

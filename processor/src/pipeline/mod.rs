@@ -110,6 +110,17 @@ impl Pipeline {
 
     /// Runs a whole request body through every stage.
     pub async fn ingest(&self, bytes: &[u8]) -> Result<Ingested, IngestError> {
+        self.ingest_for(bytes, None).await
+    }
+
+    /// Like [`ingest`](Self::ingest), for a body that arrived on a device's
+    /// own channel (its MQTT topic): an envelope signed by any other key is
+    /// rejected with `topic_mismatch`, whether or not it would pass otherwise.
+    pub async fn ingest_for(
+        &self,
+        bytes: &[u8],
+        channel_device: Option<&str>,
+    ) -> Result<Ingested, IngestError> {
         let body = body::split(bytes, self.limits.max_json_depth, self.limits.max_batch)?;
         let now = unix_now();
         let items: Vec<&[u8]> = match &body {
@@ -122,6 +133,10 @@ impl Pipeline {
         let mut admitted = Vec::with_capacity(items.len());
         let mut slots = Vec::with_capacity(items.len());
         for (i, verdict) in self.admit_all(&items, now).into_iter().enumerate() {
+            let verdict = match channel_device {
+                Some(expected) => admit::on_channel(verdict, expected),
+                None => verdict,
+            };
             match verdict {
                 Ok(event) => {
                     slots.push(i);

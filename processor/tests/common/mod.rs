@@ -3,6 +3,10 @@
 
 #![allow(dead_code)]
 
+pub mod broker;
+pub mod meter;
+pub mod pki;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -231,4 +235,18 @@ pub async fn metrics_text(server: &Server) -> String {
         .text()
         .await
         .unwrap()
+}
+
+/// Polls `check` every 100 ms until it holds; panics with `what` after `within`.
+/// (For state another process reaches on its own time: a meter's windows, a
+/// broker's redelivery. Never a fixed sleep.)
+pub async fn wait_for(what: &str, within: Duration, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = std::time::Instant::now() + within;
+    while !check().await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

@@ -1,0 +1,249 @@
+//! MQTT ingest: the processor is a client of a broker (Mosquitto, EMQX...)
+//! and takes envelopes that meters publish, beside `POST /v1/events`.
+//!
+//! Invariants, and why they hold:
+//! - **Nothing is acknowledged before it is durable.** The session uses
+//!   manual acknowledgements: a message's PUBACK is sent only after its
+//!   events are committed and its answer is published (`handle.rs`). A
+//!   processor killed before that leaves the message unacknowledged in its
+//!   persistent session (`clean_start = false`), and the broker delivers it
+//!   again when the processor returns; the store's dedupe makes the second
+//!   delivery a `duplicate`, never a second event.
+//! - **Acknowledgements keep the order of arrival** (MQTT 5 §4.6 asks it of a
+//!   receiver), though messages are handled concurrently: a finished message
+//!   waits for the ones that came before it.
+//! - **A message from a dropped connection is never acknowledged on the
+//!   next one.** Packet ids are per connection; each ConnAck starts a new
+//!   generation and forgets the old one's pending acks (the broker redelivers
+//!   those messages itself).
+//! - **Bounded work.** `receive_maximum = mqtt.max_inflight` tells the broker
+//!   how many unacknowledged messages it may send; the maximum packet size is
+//!   `limits.max_body_bytes` plus headers, so a larger message is dropped by
+//!   the broker and never reaches memory here.
+//! - **Several processors share the stream** through an MQTT 5 shared
+//!   subscription (`$share/{mqtt.share_group}/...`): the broker gives each
+//!   message to one member of the group.
+
+mod handle;
+
+use std::collections::VecDeque;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::mqttbytes::v5::{Packet, Publish};
+use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+use rumqttc::{TlsConfiguration, Transport};
+use tokio::sync::{mpsc, watch};
+
+use crate::api::AppState;
+use crate::config::MqttConfig;
+
+/// What `/healthz` and `/metrics` say about the broker link.
+#[derive(Debug, Default)]
+pub struct LinkHealth {
+    /// MQTT ingest is configured.
+    pub enabled: AtomicBool,
+    /// Connected to the broker now.
+    pub connected: AtomicBool,
+    /// The last connection error, if the link is down.
+    pub last_error: Mutex<Option<String>>,
+}
+
+impl LinkHealth {
+    fn set(&self, connected: bool, error: Option<String>) {
+        self.connected.store(connected, Ordering::Relaxed);
+        *self.last_error.lock().expect("mqtt health lock") = error;
+    }
+}
+
+/// The broker address and options from `mqtt.*`.
+fn options(cfg: &MqttConfig, data_dir: &Path, max_body: usize) -> Result<MqttOptions> {
+    let url = cfg.url.as_deref().context("mqtt.url is not set")?;
+    let (tls, rest) = match url.split_once("://") {
+        Some(("mqtt", rest)) => (false, rest),
+        Some(("mqtts", rest)) => (true, rest),
+        _ => bail!("mqtt.url {url:?}: use mqtt://HOST:PORT or mqtts://HOST:PORT"),
+    };
+    let rest = rest.trim_end_matches('/');
+    let (host, port) = match rest.rsplit_once(':') {
+        Some((h, p)) => (
+            h,
+            p.parse::<u16>()
+                .with_context(|| format!("mqtt.url {url:?}: bad port"))?,
+        ),
+        None => (rest, if tls { 8883 } else { 1883 }),
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let client_id = cfg
+        .client_id
+        .clone()
+        .unwrap_or_else(|| default_client_id(data_dir));
+    let mut o = MqttOptions::new(client_id, host, port);
+    o.set_keep_alive(Duration::from_secs(30))
+        .set_clean_start(false)
+        .set_session_expiry_interval(Some(cfg.session_expiry_s))
+        .set_manual_acks(true)
+        .set_receive_maximum(Some(cfg.max_inflight))
+        .set_max_packet_size(Some(u32::try_from(max_body + 64 * 1024).unwrap_or(u32::MAX)))
+        .set_connection_timeout(10);
+    if let Some(user) = &cfg.username {
+        let password = match &cfg.password_file {
+            Some(path) => std::fs::read_to_string(path)
+                .with_context(|| format!("mqtt.password_file {}", path.display()))?
+                .lines()
+                .next()
+                .unwrap_or("")
+                .to_string(),
+            None => String::new(),
+        };
+        o.set_credentials(user.clone(), password);
+    }
+    if tls {
+        let config = wattstream_sdk::tls::client_config(cfg.ca.as_deref())?;
+        o.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(config)));
+    } else if cfg.ca.is_some() {
+        bail!("mqtt.ca is set but mqtt.url is not mqtts://");
+    }
+    Ok(o)
+}
+
+/// Stable across restarts (so the broker's persistent session, and the
+/// messages it holds, are found again) and distinct per data directory.
+fn default_client_id(data_dir: &Path) -> String {
+    use sha2::Digest;
+    let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+    let dir = std::fs::canonicalize(data_dir).unwrap_or_else(|_| data_dir.to_path_buf());
+    let digest = sha2::Sha256::digest(dir.as_os_str().as_encoded_bytes());
+    format!("wattstream-{}-{}", host.trim(), &hex::encode(digest)[..12])
+}
+
+/// A message being handled, in arrival order.
+struct Pending {
+    id: u64,
+    publish: Publish,
+    done: bool,
+}
+
+/// Connects to the broker and serves MQTT ingest until `stop` turns true.
+/// Connection errors are retried with backoff forever (the broker may start
+/// after the processor); only a bad configuration is an error here.
+pub fn start(
+    cfg: &MqttConfig,
+    data_dir: &Path,
+    state: Arc<AppState>,
+    mut stop: watch::Receiver<bool>,
+) -> Result<tokio::task::JoinHandle<()>> {
+    let opts = options(cfg, data_dir, state.pipeline.limits.max_body_bytes)?;
+    let inflight = usize::from(cfg.max_inflight);
+    let (client, mut events) = AsyncClient::new(opts, 2 * inflight + 16);
+    let filters = handle::filters(cfg);
+    let health = state.mqtt.clone();
+    health.enabled.store(true, Ordering::Relaxed);
+    Ok(tokio::spawn(async move {
+        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<u64>();
+        let mut pending: VecDeque<Pending> = VecDeque::new();
+        let mut next_id = 0u64;
+        let mut failures = 0u32;
+        loop {
+            tokio::select! {
+                event = events.poll() => match event {
+                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                        failures = 0;
+                        // A new connection: the old one's packet ids mean nothing now.
+                        pending.clear();
+                        for f in &filters {
+                            if let Err(e) = client.try_subscribe(f.clone(), QoS::AtLeastOnce) {
+                                tracing::error!(error = %e, filter = %f, "MQTT subscribe failed");
+                            }
+                        }
+                        health.set(true, None);
+                        tracing::info!(filters = ?filters, "MQTT connected");
+                    }
+                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                        next_id += 1;
+                        pending.push_back(Pending { id: next_id, publish: p.clone(), done: false });
+                        let (state, client, done) = (state.clone(), client.clone(), done_tx.clone());
+                        let id = next_id;
+                        tokio::spawn(async move {
+                            handle::message(&state, &client, p).await;
+                            let _ = done.send(id);
+                        });
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        // Acks for this connection's messages can no longer be sent.
+                        pending.clear();
+                        health.set(false, Some(e.to_string()));
+                        failures = failures.saturating_add(1);
+                        let delay = Duration::from_millis(200u64 << failures.min(6)).min(Duration::from_secs(10));
+                        tracing::warn!(error = %e, retry_in = ?delay, "MQTT broker link down");
+                        tokio::select! {
+                            () = tokio::time::sleep(delay) => {}
+                            _ = stop.changed() => break,
+                        }
+                    }
+                },
+                Some(id) = done_rx.recv() => {
+                    if let Some(p) = pending.iter_mut().find(|p| p.id == id) {
+                        p.done = true;
+                    }
+                    while pending.front().is_some_and(|p| p.done) {
+                        let p = pending.pop_front().expect("front exists");
+                        if let Err(e) = client.try_ack(&p.publish) {
+                            tracing::error!(error = %e, "MQTT ack not queued; the broker will deliver again");
+                        }
+                    }
+                }
+                _ = stop.changed() => break,
+            }
+        }
+        // Unacknowledged messages stay with the broker for the next start.
+        let _ = client.try_disconnect();
+        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+            while let Ok(e) = events.poll().await {
+                if matches!(e, Event::Outgoing(rumqttc::Outgoing::Disconnect)) {
+                    break;
+                }
+            }
+        })
+        .await;
+        health.set(false, None);
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_give_host_port_and_transport() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = |url: &str| MqttConfig {
+            url: Some(url.into()),
+            ..MqttConfig::default()
+        };
+        let o = options(&cfg("mqtt://broker.example:1884"), dir.path(), 1000).unwrap();
+        assert_eq!(o.broker_address(), ("broker.example".into(), 1884));
+        let o = options(&cfg("mqtt://127.0.0.1"), dir.path(), 1000).unwrap();
+        assert_eq!(o.broker_address().1, 1883);
+        assert!(o.manual_acks() && !o.clean_start());
+        assert!(options(&cfg("http://x:1"), dir.path(), 1000).is_err());
+        let mut c = cfg("mqtt://x:1");
+        c.ca = Some("/nonexistent".into());
+        assert!(
+            options(&c, dir.path(), 1000).is_err(),
+            "a CA without mqtts is a mistake"
+        );
+    }
+
+    #[test]
+    fn the_default_client_id_is_stable_and_differs_per_data_dir() {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        assert_eq!(default_client_id(a.path()), default_client_id(a.path()));
+        assert_ne!(default_client_id(a.path()), default_client_id(b.path()));
+    }
+}

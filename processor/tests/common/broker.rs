@@ -1,0 +1,198 @@
+//! A Mosquitto broker of the test's own, on a free port, with persistence
+//! in a directory the test owns: tests do not see each other's messages (the
+//! topics are fixed by the contract, so a shared broker would mix them), and
+//! a test can stop and restart its broker. Needs Debian's `mosquitto`
+//! (scripts/test.sh installs it).
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct Broker {
+    child: Option<Child>,
+    pub port: u16,
+    dir: PathBuf,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Broker {
+    pub fn start(dir: &Path) -> Broker {
+        std::fs::create_dir_all(dir).unwrap();
+        let mut b = Broker {
+            child: None,
+            port: free_port(),
+            dir: dir.to_path_buf(),
+        };
+        b.spawn();
+        b
+    }
+
+    pub fn url(&self) -> String {
+        format!("mqtt://127.0.0.1:{}", self.port)
+    }
+
+    fn spawn(&mut self) {
+        let conf = self.dir.join("mosquitto.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "user root\nlistener {} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\n\
+                 max_queued_messages 100000\nlog_dest stdout\nlog_type error\nlog_type warning\nlog_type notice\nlog_type information\n",
+                self.port,
+                self.dir.display()
+            ),
+        )
+        .unwrap();
+        let mut child = Command::new("mosquitto")
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("mosquitto starts (apt install mosquitto; scripts/test.sh does)");
+        // Mosquitto says when it listens; wait for that line rather than a time.
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut line = String::new();
+        loop {
+            line.clear();
+            if out.read_line(&mut line).unwrap() == 0 || Instant::now() > deadline {
+                panic!("mosquitto did not start listening on {}", self.port);
+            }
+            if line.contains(" running") {
+                break;
+            }
+        }
+        // Keep draining its log so it never blocks on a full pipe.
+        std::thread::spawn(move || for _ in out.lines() {});
+        self.child = Some(child);
+    }
+
+    /// SIGTERM (Mosquitto saves its persistence file) and wait.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
+            let _ = c.wait();
+        }
+    }
+
+    /// Stops and starts again on the same port, with the same persistence.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// `mosquitto_sub` on `topic`, returning once the broker has acknowledged
+/// the subscription; `next()` gives each message's payload.
+pub struct Sub {
+    child: Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Sub {
+    pub fn start(broker: &Broker, topic: &str) -> Sub {
+        let mut child = Command::new("mosquitto_sub")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &broker.port.to_string(),
+                "-q",
+                "1",
+                "-d",
+                "-t",
+                topic,
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("mosquitto_sub starts (apt install mosquitto-clients)");
+        let out = BufReader::new(child.stdout.take().unwrap());
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in out.lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let line = rx
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                .expect("mosquitto_sub gets its SUBACK");
+            if line.contains("SUBACK") {
+                break;
+            }
+        }
+        Sub { child, lines: rx }
+    }
+
+    /// The next message payload (debug lines skipped), within `within`.
+    pub fn next(&self, within: Duration) -> Option<String> {
+        let deadline = Instant::now() + within;
+        loop {
+            let line = self
+                .lines
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                .ok()?;
+            if !line.starts_with("Client ") {
+                return Some(line);
+            }
+        }
+    }
+}
+
+impl Drop for Sub {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Publishes each of `messages` with `mosquitto_pub` (QoS 1, MQTT 3.1.1:
+/// an ordinary client, not this project's code).
+pub fn publish(broker: &Broker, topic: &str, messages: &[String]) {
+    use std::io::Write;
+    let mut child = Command::new("mosquitto_pub")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &broker.port.to_string(),
+            "-q",
+            "1",
+            "-l",
+            "-t",
+            topic,
+        ])
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("mosquitto_pub starts");
+    {
+        let mut stdin = child.stdin.take().unwrap();
+        for m in messages {
+            assert!(!m.contains('\n'), "one message per line");
+            writeln!(stdin, "{m}").unwrap();
+        }
+    }
+    assert!(child.wait().unwrap().success(), "mosquitto_pub failed");
+}
