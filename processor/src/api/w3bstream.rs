@@ -90,7 +90,7 @@ pub async fn run(
             format!("no project {project}"),
         ));
     };
-    let projects = state.projects.clone();
+    let (projects, metrics) = (state.projects.clone(), state.metrics.clone());
     let et = event_type.clone();
     let results = tokio::task::spawn_blocking(move || {
         p.db.with(|mut db| {
@@ -111,6 +111,7 @@ pub async fn run(
                         .runtime
                         .run(&applet.applet, &applet.handler, input, db, &applet.limits);
                 db = back;
+                metrics.record_applet(&p.name, &applet.name, o.ok(), o.duration);
                 results.push(json!({
                     "appletName": applet.name,
                     "handler": applet.handler,

@@ -34,7 +34,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use rumqttc::v5::mqttbytes::QoS;
-use rumqttc::v5::mqttbytes::v5::{Packet, Publish};
+use rumqttc::v5::mqttbytes::v5::{Filter, Packet, Publish};
 use rumqttc::v5::{AsyncClient, Event, MqttOptions};
 use rumqttc::{TlsConfiguration, Transport};
 use tokio::sync::{mpsc, watch};
@@ -143,6 +143,25 @@ pub fn start(
     let filters = handle::filters(cfg);
     let health = state.mqtt.clone();
     health.enabled.store(true, Ordering::Relaxed);
+    // Acks go through their own task: `ack().await` waits for room in the
+    // client's request queue (result publishes fill it under load), and the
+    // loop below must keep polling the connection meanwhile.
+    let (ack_tx, mut ack_rx) = mpsc::unbounded_channel::<(u64, Publish)>();
+    let generation = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let acker = {
+        let (client, generation) = (client.clone(), generation.clone());
+        tokio::spawn(async move {
+            while let Some((gen_of, p)) = ack_rx.recv().await {
+                // An ack from an earlier connection is dropped: the broker
+                // delivers that message again and it comes back a duplicate.
+                if gen_of == generation.load(Ordering::SeqCst)
+                    && let Err(e) = client.ack(&p).await
+                {
+                    tracing::debug!(error = %e, "MQTT ack not sent; the broker will deliver again");
+                }
+            }
+        })
+    };
     Ok(tokio::spawn(async move {
         let (done_tx, mut done_rx) = mpsc::unbounded_channel::<u64>();
         let mut pending: VecDeque<Pending> = VecDeque::new();
@@ -153,15 +172,19 @@ pub fn start(
                 event = events.poll() => match event {
                     Ok(Event::Incoming(Packet::ConnAck(_))) => {
                         failures = 0;
+                        generation.fetch_add(1, Ordering::SeqCst);
                         // A new connection: the old one's packet ids mean nothing now.
                         pending.clear();
-                        for f in &filters {
-                            if let Err(e) = client.try_subscribe(f.clone(), QoS::AtLeastOnce) {
-                                tracing::error!(error = %e, filter = %f, "MQTT subscribe failed");
-                            }
+                        // One SUBSCRIBE for every filter, so one SubAck means all hold.
+                        let all = filters.iter().map(|f| Filter::new(f.clone(), QoS::AtLeastOnce));
+                        if let Err(e) = client.try_subscribe_many(all) {
+                            tracing::error!(error = %e, "MQTT subscribe not queued");
                         }
-                        health.set(true, None);
                         tracing::info!(filters = ?filters, "MQTT connected");
+                    }
+                    Ok(Event::Incoming(Packet::SubAck(_))) => {
+                        // Subscribed (again): from now on nothing published is missed.
+                        health.set(true, None);
                     }
                     Ok(Event::Incoming(Packet::Publish(p))) => {
                         next_id += 1;
@@ -177,6 +200,7 @@ pub fn start(
                     Err(e) => {
                         // Acks for this connection's messages can no longer be sent.
                         pending.clear();
+                        generation.fetch_add(1, Ordering::SeqCst);
                         health.set(false, Some(e.to_string()));
                         failures = failures.saturating_add(1);
                         let delay = Duration::from_millis(200u64 << failures.min(6)).min(Duration::from_secs(10));
@@ -193,15 +217,15 @@ pub fn start(
                     }
                     while pending.front().is_some_and(|p| p.done) {
                         let p = pending.pop_front().expect("front exists");
-                        if let Err(e) = client.try_ack(&p.publish) {
-                            tracing::error!(error = %e, "MQTT ack not queued; the broker will deliver again");
-                        }
+                        let _ = ack_tx.send((generation.load(Ordering::SeqCst), p.publish));
                     }
                 }
                 _ = stop.changed() => break,
             }
         }
         // Unacknowledged messages stay with the broker for the next start.
+        drop(ack_tx);
+        let _ = tokio::time::timeout(Duration::from_secs(2), acker).await;
         let _ = client.try_disconnect();
         let _ = tokio::time::timeout(Duration::from_secs(2), async {
             while let Ok(e) = events.poll().await {

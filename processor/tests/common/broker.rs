@@ -45,7 +45,7 @@ impl Broker {
             &conf,
             format!(
                 "user root\nlistener {} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\n\
-                 max_queued_messages 100000\nlog_dest stdout\nlog_type error\nlog_type warning\nlog_type notice\nlog_type information\n",
+                 max_queued_messages 100000\nlog_dest stderr\nlog_type error\nlog_type warning\nlog_type notice\nlog_type information\n",
                 self.port,
                 self.dir.display()
             ),
@@ -54,12 +54,13 @@ impl Broker {
         let mut child = Command::new("mosquitto")
             .arg("-c")
             .arg(&conf)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("mosquitto starts (apt install mosquitto; scripts/test.sh does)");
-        // Mosquitto says when it listens; wait for that line rather than a time.
-        let mut out = BufReader::new(child.stdout.take().unwrap());
+        // Mosquitto says when it listens; wait for that line rather than a
+        // time. (Its log goes to stderr, which is not block-buffered.)
+        let mut out = BufReader::new(child.stderr.take().unwrap());
         let deadline = Instant::now() + Duration::from_secs(20);
         let mut line = String::new();
         loop {
@@ -72,7 +73,19 @@ impl Broker {
             }
         }
         // Keep draining its log so it never blocks on a full pipe.
-        std::thread::spawn(move || for _ in out.lines() {});
+        // Its log stays beside its persistence, for a failing test to look at.
+        let log = self.dir.join("mosquitto.log");
+        std::thread::spawn(move || {
+            use std::io::Write;
+            let mut f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(log)
+                .unwrap();
+            for l in out.lines().map_while(Result::ok) {
+                let _ = writeln!(f, "{l}");
+            }
+        });
         self.child = Some(child);
     }
 
@@ -109,7 +122,9 @@ pub struct Sub {
 
 impl Sub {
     pub fn start(broker: &Broker, topic: &str) -> Sub {
-        let mut child = Command::new("mosquitto_sub")
+        // Line-buffered: piped, mosquitto_sub would hold its output back.
+        let mut child = Command::new("stdbuf")
+            .args(["-oL", "mosquitto_sub"])
             .args([
                 "-h",
                 "127.0.0.1",
@@ -154,7 +169,7 @@ impl Sub {
                 .lines
                 .recv_timeout(deadline.saturating_duration_since(Instant::now()))
                 .ok()?;
-            if !line.starts_with("Client ") {
+            if !line.starts_with("Client ") && !line.starts_with("Subscribed (mid") {
                 return Some(line);
             }
         }
@@ -171,6 +186,12 @@ impl Drop for Sub {
 /// Publishes each of `messages` with `mosquitto_pub` (QoS 1, MQTT 3.1.1:
 /// an ordinary client, not this project's code).
 pub fn publish(broker: &Broker, topic: &str, messages: &[String]) {
+    let mut child = publish_in_background(broker, topic, messages);
+    assert!(child.wait().unwrap().success(), "mosquitto_pub failed");
+}
+
+/// Like [`publish`], returning while `mosquitto_pub` is still at it.
+pub fn publish_in_background(broker: &Broker, topic: &str, messages: &[String]) -> Child {
     use std::io::Write;
     let mut child = Command::new("mosquitto_pub")
         .args([
@@ -187,12 +208,16 @@ pub fn publish(broker: &Broker, topic: &str, messages: &[String]) {
         .stdin(Stdio::piped())
         .spawn()
         .expect("mosquitto_pub starts");
-    {
-        let mut stdin = child.stdin.take().unwrap();
-        for m in messages {
+    let mut stdin = child.stdin.take().unwrap();
+    let lines: Vec<String> = messages.to_vec();
+    // Written from a thread: the pipe holds 64 KiB, the caller must not wait for the rest.
+    std::thread::spawn(move || {
+        for m in lines {
             assert!(!m.contains('\n'), "one message per line");
-            writeln!(stdin, "{m}").unwrap();
+            if writeln!(stdin, "{m}").is_err() {
+                return;
+            }
         }
-    }
-    assert!(child.wait().unwrap().success(), "mosquitto_pub failed");
+    });
+    child
 }
