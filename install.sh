@@ -9,13 +9,21 @@ set -euo pipefail
 
 usage() {
   cat <<'TXT'
-usage: install.sh [--processor] [--bin-dir DIR] [--root DIR] [--processor-url URL]
+usage: install.sh [--processor [--tls-cert PEM --tls-key PEM] [--with-mosquitto]]
+                  [--bin-dir DIR] [--root DIR] [--processor-url URL]
        install.sh --uninstall [--processor] [--purge [--yes]] [--root DIR]
 
   --processor        install the processor (wattstream) instead of a meter
   --bin-dir DIR      take the binaries from DIR instead of building them
   --root DIR         install into DIR (staging; no users, no systemctl)
-  --processor-url U  the processor a meter sends to (default http://127.0.0.1:8080)
+  --processor-url U  where a meter sends: https://HOST:8443 or mqtts://HOST:8883
+                     (default http://127.0.0.1:8080, a processor on the same machine)
+  --tls-cert PEM     with --processor: serve HTTPS on 0.0.0.0:8443 with this
+  --tls-key PEM      certificate and key (copied to /etc/wattstream/tls/;
+                     `systemctl reload wattstream` picks up a renewed pair);
+                     without them the processor listens on 127.0.0.1:8080 only
+  --with-mosquitto   with --processor: install Mosquitto with TLS on 8883, logins
+                     and per-device ACLs, and take meters over MQTT
   --uninstall        stop and remove services and binaries; keys and data stay
   --purge            with --uninstall: also remove /etc/wattstream and /var/lib/wattstream
   --yes              do not ask before purging
@@ -23,6 +31,7 @@ TXT
 }
 
 MODE=meter ACTION=install ROOT="" BIN_DIR="" PURGE=0 YES=0 URL="http://127.0.0.1:8080"
+TLS_CERT="" TLS_KEY="" MOSQUITTO=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --processor) MODE=processor ;;
@@ -32,12 +41,23 @@ while [ $# -gt 0 ]; do
     --root) ROOT="${2:?--root needs a directory}"; shift ;;
     --bin-dir) BIN_DIR="${2:?--bin-dir needs a directory}"; shift ;;
     --processor-url) URL="${2:?--processor-url needs a URL}"; shift ;;
+    --tls-cert) TLS_CERT="${2:?--tls-cert needs a PEM file}"; shift ;;
+    --tls-key) TLS_KEY="${2:?--tls-key needs a PEM file}"; shift ;;
+    --with-mosquitto) MOSQUITTO=1 ;;
     -h|--help) usage; exit 0 ;;
     *) echo "install.sh: unknown option $1" >&2; usage >&2; exit 2 ;;
   esac
   shift
 done
 
+if { [ -n "$TLS_CERT" ] || [ -n "$TLS_KEY" ] || [ "$MOSQUITTO" -eq 1 ]; } && [ "$MODE" != processor ]; then
+  echo "install.sh: --tls-cert, --tls-key and --with-mosquitto go with --processor" >&2
+  exit 2
+fi
+if { [ -n "$TLS_CERT" ] && [ -z "$TLS_KEY" ]; } || { [ -z "$TLS_CERT" ] && [ -n "$TLS_KEY" ]; }; then
+  echo "install.sh: give both --tls-cert and --tls-key" >&2
+  exit 2
+fi
 HERE=$(cd "$(dirname "$0")" && pwd)
 STAGING=0
 if [ -n "$ROOT" ]; then
@@ -108,6 +128,40 @@ install_config() {
     changed "wrote $dest"
   fi
   secure "$dest" 0640
+}
+
+# install_mosquitto: the broker with TLS on 8883, logins and per-device ACLs
+# (deploy/mosquitto/), and the processor's own broker password.
+install_mosquitto() {
+  if [ "$STAGING" -eq 0 ] && ! command -v mosquitto >/dev/null 2>&1; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q mosquitto mosquitto-clients >/dev/null
+    changed "installed mosquitto"
+  fi
+  local conf="$ROOT/etc/mosquitto"
+  install_file "$HERE/deploy/mosquitto/wattstream.conf" "$conf/conf.d/wattstream.conf" 0644
+  install_file "$HERE/deploy/mosquitto/wattstream.acl" "$conf/wattstream.acl" 0644
+  if [ -n "$TLS_CERT" ]; then
+    install_file "$TLS_CERT" "$conf/certs/wattstream.crt" 0644
+    install_file "$TLS_KEY" "$conf/certs/wattstream.key" 0600
+    [ "$STAGING" -eq 1 ] || chown mosquitto "$conf/certs/wattstream.key"
+  else
+    say "Mosquitto's TLS listener (8883) needs $conf/certs/wattstream.crt and .key (--tls-cert/--tls-key)"
+  fi
+  if [ ! -e "$ETC/mqtt.password" ]; then
+    mkdir -p "$ETC"
+    (umask 027 && head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$ETC/mqtt.password")
+    changed "wrote $ETC/mqtt.password (the processor's broker login)"
+    touch "$conf/wattstream.passwd"
+    if [ "$STAGING" -eq 0 ]; then
+      mosquitto_passwd -b "$conf/wattstream.passwd" wattstream "$(cat "$ETC/mqtt.password")"
+      chown mosquitto "$conf/wattstream.passwd"
+      chmod 0600 "$conf/wattstream.passwd"
+      systemctl_do restart mosquitto
+    fi
+  fi
+  secure "$ETC/mqtt.password" 0640
+  say "a meter logs in to the broker as its device id:"
+  say "  mosquitto_passwd -b /etc/mosquitto/wattstream.passwd DEVICE_ID PASSWORD && systemctl reload mosquitto"
 }
 
 uninstall() {
@@ -202,6 +256,14 @@ window_s = 5
 sample_ms = 100
 # Pin the processor's key (GET /v1/ledger/head) to check rewards proofs:
 # processor_public_key = \"04...\"
+# A processor (or broker) with a private CA: trust that CA only.
+# tls_ca = \"/etc/wattstream/ca.pem\"
+# Over MQTT (processor = \"mqtts://HOST:8883\"): rewards still come over HTTPS,
+# and the broker login is the device id with a password file (mode 0600).
+# rewards_url = \"https://HOST:8443\"
+# [mqtt]
+# username = \"DEVICE_ID\"
+# password_file = \"/etc/wattstream/mqtt.password\"
 
 [sensor]
 i2c_bus = \"/dev/i2c-1\"
@@ -220,13 +282,45 @@ dc_pin = 25
 rst_pin = 24
 rotation = 0"
 else
+  if [ -n "$TLS_CERT" ]; then
+    install_file "$TLS_CERT" "$ETC/tls/server.crt" 0640
+    install_file "$TLS_KEY" "$ETC/tls/server.key" 0640
+    secure "$ETC/tls/server.crt" 0640
+    secure "$ETC/tls/server.key" 0640
+    LISTEN="0.0.0.0:8443"
+    TLS_TOML="
+[tls]
+cert = \"/etc/wattstream/tls/server.crt\"
+key = \"/etc/wattstream/tls/server.key\""
+  else
+    LISTEN="127.0.0.1:8080"
+    TLS_TOML="
+# HTTPS: install.sh --processor --tls-cert PEM --tls-key PEM, or
+# [tls] cert = PATH, key = PATH and listen = \"0.0.0.0:8443\"."
+  fi
+  MQTT_TOML=""
+  if [ "$MOSQUITTO" -eq 1 ]; then
+    install_mosquitto
+    MQTT_TOML="
+[mqtt]
+url = \"mqtt://127.0.0.1:1883\"
+username = \"wattstream\"
+password_file = \"/etc/wattstream/mqtt.password\""
+  fi
   install_config wattstream.toml "# WattStream processor (wattstream serve). Every key is optional; README lists them all.
-listen = \"0.0.0.0:8080\"
+listen = \"$LISTEN\"
 data_dir = \"/var/lib/wattstream\"
+$TLS_TOML$MQTT_TOML
 
 [rewards]
 epoch_s = 3600
 cap_per_epoch = 100.0"
+  if [ -z "$TLS_CERT" ] && grep -qs '^listen = "127.0.0.1' "$ETC/wattstream.toml"; then
+    say "the processor serves plain HTTP on 127.0.0.1:8080 only. To take meters from the network,"
+    say "  rerun with --tls-cert PEM --tls-key PEM (certbot: /etc/letsencrypt/live/HOST/fullchain.pem"
+    say "  and privkey.pem; add 'systemctl reload wattstream' to its deploy hook), or put a TLS"
+    say "  reverse proxy in front of 127.0.0.1:8080"
+  fi
   if [ ! -e "$ETC/wattstream.env" ]; then
     (umask 077 && printf 'WATTSTREAM_ADMIN_TOKEN=%s\n' "$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')" > "$ETC/wattstream.env")
     changed "wrote $ETC/wattstream.env with a new admin token (mode 0600)"

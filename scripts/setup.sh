@@ -42,6 +42,11 @@ ensure_rust() {
 ensure_test_tools() {
   command -v shellcheck >/dev/null 2>&1 || apt_install shellcheck
   command -v systemd-analyze >/dev/null 2>&1 || apt_install systemd
+  # The MQTT tests run brokers of their own (mosquitto) and publish with
+  # Mosquitto's own clients; stdbuf (coreutils) keeps mosquitto_sub's output
+  # line by line.
+  command -v mosquitto >/dev/null 2>&1 || apt_install mosquitto
+  command -v mosquitto_pub >/dev/null 2>&1 || apt_install mosquitto-clients
 }
 
 ensure_python_crypto() {

@@ -199,7 +199,9 @@ impl Uplink {
         let bodies: Vec<String> = entries.iter().map(|e| e.body.clone()).collect();
         let down = |e: SendError| match e {
             SendError::Down { text, untrusted } => {
-                if untrusted {
+                let was = self.link.lock().expect("link lock").status;
+                if untrusted && was != LinkStatus::Untrusted {
+                    // Once per change, not once per retry.
                     tracing::error!(error = %text, "the processor's TLS certificate is refused; check tls_ca");
                 }
                 self.record(

@@ -164,3 +164,59 @@ fn the_systemd_units_verify() {
         "signs with a synchronised clock"
     );
 }
+
+#[test]
+fn a_processor_installed_with_a_certificate_serves_https_and_sets_up_mosquitto() {
+    let root = tempfile::tempdir().unwrap();
+    let r = root.path();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["processor.example".into()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let (c, k) = (r.join("in.crt"), r.join("in.key"));
+    std::fs::write(&c, cert.pem()).unwrap();
+    std::fs::write(&k, key.serialize_pem()).unwrap();
+    let args = [
+        "--processor",
+        "--tls-cert",
+        c.to_str().unwrap(),
+        "--tls-key",
+        k.to_str().unwrap(),
+        "--with-mosquitto",
+    ];
+    let (ok, out) = install(r, &args);
+    assert!(ok, "{out}");
+    let etc = r.join("etc/wattstream");
+    assert_eq!(
+        std::fs::read(etc.join("tls/server.key")).unwrap(),
+        std::fs::read(&k).unwrap()
+    );
+    assert_eq!(mode(&etc.join("tls/server.key")), 0o640);
+    let toml = std::fs::read_to_string(etc.join("wattstream.toml")).unwrap();
+    for line in [
+        "listen = \"0.0.0.0:8443\"",
+        "cert = \"/etc/wattstream/tls/server.crt\"",
+        "url = \"mqtt://127.0.0.1:1883\"",
+        "password_file = \"/etc/wattstream/mqtt.password\"",
+    ] {
+        assert!(toml.contains(line), "{line} missing from\n{toml}");
+    }
+    assert_eq!(mode(&etc.join("mqtt.password")), 0o640);
+    let mosq = r.join("etc/mosquitto");
+    assert_eq!(mode(&mosq.join("certs/wattstream.key")), 0o600);
+    let acl = std::fs::read_to_string(mosq.join("wattstream.acl")).unwrap();
+    assert!(
+        acl.contains("pattern write wattstream/v1/devices/%u/events"),
+        "{acl}"
+    );
+    let (ok, out) = install(r, &args);
+    assert!(ok && out.contains("nothing changed"), "{out}");
+
+    // Without a certificate the processor stays on localhost and says how to open it.
+    let plain = tempfile::tempdir().unwrap();
+    let (ok, out) = install(plain.path(), &["--processor"]);
+    assert!(ok && out.contains("--tls-cert"), "{out}");
+    let toml = std::fs::read_to_string(plain.path().join("etc/wattstream/wattstream.toml")).unwrap();
+    assert!(toml.contains("listen = \"127.0.0.1:8080\""), "{toml}");
+}

@@ -17,6 +17,9 @@ pub struct Remote {
     /// Admin bearer token.
     #[arg(long, env = "WATTSTREAM_ADMIN_TOKEN", hide_env_values = true)]
     pub token: String,
+    /// Trust only this CA (PEM) for an https:// processor with a private CA.
+    #[arg(long, env = "WATTSTREAM_CA_CERT")]
+    pub ca_cert: Option<std::path::PathBuf>,
 }
 
 impl Remote {
@@ -26,7 +29,12 @@ impl Remote {
         F: FnOnce(ProcessorClient) -> Fut,
         Fut: Future<Output = Result<serde_json::Value, wattstream_sdk::client::ClientError>>,
     {
-        let client = ProcessorClient::new(&self.server, Some(self.token.clone()), Duration::from_secs(60))?;
+        let client = ProcessorClient::with_ca(
+            &self.server,
+            Some(self.token.clone()),
+            Duration::from_secs(60),
+            self.ca_cert.as_deref(),
+        )?;
         let answer = super::runtime()?.block_on(request(client))?;
         println!("{}", serde_json::to_string_pretty(&answer)?);
         Ok(0)
