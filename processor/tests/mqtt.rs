@@ -389,3 +389,59 @@ async fn two_processors_on_one_broker_split_the_stream_and_store_each_event_once
         "each event stored once, by one of them"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_mqtts_a_meter_pinned_to_the_brokers_ca_delivers_and_a_wrong_ca_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, other) = (
+        common::pki::Ca::new("broker CA"),
+        common::pki::Ca::new("another CA"),
+    );
+    let (crt, key) = ca.server(dir.path(), "broker");
+    let broker = Broker::start_with_tls(&dir.path().join("broker"), &crt, &key);
+    let ca_file = ca.write(dir.path(), "ca.pem");
+    let other_file = other.write(dir.path(), "other.pem");
+    // The processor over TLS too, trusting the broker's CA.
+    let cfg = dir.path().join("wattstream.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[mqtt]\nurl = \"{}\"\nca = \"{}\"\n",
+            broker.tls_url(),
+            ca_file.display()
+        ),
+    )
+    .unwrap();
+    let server = Server::start_with(
+        &dir.path().join("data"),
+        &["--admin-token", TOKEN, "--config", cfg.to_str().unwrap()],
+    );
+    subscribed(&server).await;
+    let mut meters = Vec::new();
+    for (name, ca) in [("good", &ca_file), ("wrong", &other_file)] {
+        let mdir = dir.path().join(name);
+        let (config, id, pk) = Meter::provision(
+            &mdir,
+            &broker.tls_url(),
+            &format!("tls_ca = \"{}\"", ca.display()),
+        );
+        register(&server, &pk).await;
+        meters.push(Meter::start(&mdir, &config, id, pk));
+    }
+    let (good, wrong) = (&meters[0], &meters[1]);
+    wait_for("windows over mqtts", Duration::from_secs(60), async || {
+        all_events(&server, &good.device_id).await.len() >= 3
+    })
+    .await;
+    wait_for(
+        "the wrongly pinned meter to say untrusted",
+        Duration::from_secs(60),
+        async || {
+            wrong.state().is_some_and(|s| {
+                s["link"]["status"] == "untrusted" && s["link"]["outbox_depth"].as_u64() >= Some(2)
+            })
+        },
+    )
+    .await;
+    assert!(all_events(&server, &wrong.device_id).await.is_empty());
+}

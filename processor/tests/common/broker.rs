@@ -13,6 +13,8 @@ pub struct Broker {
     child: Option<Child>,
     pub port: u16,
     dir: PathBuf,
+    /// A TLS listener's port and its certificate and key, when asked for.
+    tls: Option<(u16, PathBuf, PathBuf)>,
 }
 
 fn free_port() -> u16 {
@@ -30,9 +32,31 @@ impl Broker {
             child: None,
             port: free_port(),
             dir: dir.to_path_buf(),
+            tls: None,
         };
         b.spawn();
         b
+    }
+
+    /// Also listens with TLS (certificate and key PEM files) on another port.
+    pub fn start_with_tls(dir: &Path, cert: &Path, key: &Path) -> Broker {
+        std::fs::create_dir_all(dir).unwrap();
+        let mut b = Broker {
+            child: None,
+            port: free_port(),
+            dir: dir.to_path_buf(),
+            tls: Some((free_port(), cert.to_path_buf(), key.to_path_buf())),
+        };
+        b.spawn();
+        b
+    }
+
+    /// `mqtts://127.0.0.1:PORT` of the TLS listener.
+    pub fn tls_url(&self) -> String {
+        format!(
+            "mqtts://127.0.0.1:{}",
+            self.tls.as_ref().expect("a TLS listener").0
+        )
     }
 
     pub fn url(&self) -> String {
@@ -41,9 +65,17 @@ impl Broker {
 
     fn spawn(&mut self) {
         let conf = self.dir.join("mosquitto.conf");
+        let tls = match &self.tls {
+            Some((port, cert, key)) => format!(
+                "listener {port} 127.0.0.1\ncertfile {}\nkeyfile {}\n",
+                cert.display(),
+                key.display()
+            ),
+            None => String::new(),
+        };
         std::fs::write(
             &conf,
-            format!(
+            tls + &format!(
                 "user root\nlistener {} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\n\
                  max_queued_messages 100000\nlog_dest stderr\nlog_type error\nlog_type warning\nlog_type notice\nlog_type information\n",
                 self.port,
