@@ -59,21 +59,7 @@ pub struct MqttLink {
 }
 
 fn parse_url(url: &str) -> Result<(bool, String, u16)> {
-    let (tls, rest) = match url.split_once("://") {
-        Some(("mqtt", rest)) => (false, rest),
-        Some(("mqtts", rest)) => (true, rest),
-        _ => bail!("{url:?}: use mqtt://HOST:PORT or mqtts://HOST:PORT"),
-    };
-    let rest = rest.trim_end_matches('/');
-    let (host, port) = match rest.rsplit_once(':') {
-        Some((h, p)) => (h, p.parse().with_context(|| format!("{url:?}: bad port"))?),
-        None => (rest, if tls { 8883 } else { 1883 }),
-    };
-    Ok((
-        tls,
-        host.trim_start_matches('[').trim_end_matches(']').to_string(),
-        port,
-    ))
+    topics::broker_address(url).map_err(anyhow::Error::msg)
 }
 
 fn password(path: Option<&Path>) -> Result<String> {
@@ -232,14 +218,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn broker_urls_parse_with_default_ports() {
-        assert_eq!(parse_url("mqtt://h:1884").unwrap(), (false, "h".into(), 1884));
-        assert_eq!(parse_url("mqtts://h").unwrap(), (true, "h".into(), 8883));
-        assert_eq!(
-            parse_url("mqtt://[::1]:1883").unwrap(),
-            (false, "::1".into(), 1883)
-        );
+    fn a_broker_url_is_required() {
         assert!(parse_url("https://h").is_err());
-        assert!(parse_url("mqtt://h:port").is_err());
+        assert_eq!(parse_url("mqtts://h").unwrap().2, 8883);
     }
 }

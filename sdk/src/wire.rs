@@ -141,6 +141,28 @@ pub mod topics {
         format!("{PREFIX}{device_id}/results")
     }
 
+    /// `mqtt://HOST[:PORT]` or `mqtts://HOST[:PORT]` as (TLS?, host, port),
+    /// with MQTT's ports (1883, 8883) by default and IPv6 brackets removed.
+    pub fn broker_address(url: &str) -> Result<(bool, String, u16), String> {
+        let (tls, rest) = match url.split_once("://") {
+            Some(("mqtt", rest)) => (false, rest),
+            Some(("mqtts", rest)) => (true, rest),
+            _ => return Err(format!("{url:?}: use mqtt://HOST:PORT or mqtts://HOST:PORT")),
+        };
+        let rest = rest.trim_end_matches('/');
+        let (host, port) = match rest.rsplit_once(':') {
+            Some((h, p)) if !h.is_empty() && !rest.ends_with(']') => {
+                (h, p.parse().map_err(|_| format!("{url:?}: bad port {p:?}"))?)
+            }
+            _ => (rest, if tls { 8883 } else { 1883 }),
+        };
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if host.is_empty() {
+            return Err(format!("{url:?}: no host"));
+        }
+        Ok((tls, host.to_string(), port))
+    }
+
     /// The subscription filter for every device's events.
     pub const ALL_EVENTS: &str = "wattstream/v1/devices/+/events";
 
@@ -154,6 +176,26 @@ pub mod topics {
     #[cfg(test)]
     mod tests {
         use super::*;
+
+        #[test]
+        fn broker_urls_give_transport_host_and_port() {
+            assert_eq!(
+                broker_address("mqtt://h:1884").unwrap(),
+                (false, "h".into(), 1884)
+            );
+            assert_eq!(broker_address("mqtts://h").unwrap(), (true, "h".into(), 8883));
+            assert_eq!(
+                broker_address("mqtt://[::1]:1883").unwrap(),
+                (false, "::1".into(), 1883)
+            );
+            assert_eq!(
+                broker_address("mqtt://[::1]").unwrap(),
+                (false, "::1".into(), 1883)
+            );
+            assert!(broker_address("https://h").is_err());
+            assert!(broker_address("mqtt://h:port").is_err());
+            assert!(broker_address("mqtt://").is_err());
+        }
 
         #[test]
         fn the_device_comes_back_out_of_its_events_topic_only() {

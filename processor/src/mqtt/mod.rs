@@ -63,21 +63,8 @@ impl LinkHealth {
 /// The broker address and options from `mqtt.*`.
 fn options(cfg: &MqttConfig, data_dir: &Path, max_body: usize) -> Result<MqttOptions> {
     let url = cfg.url.as_deref().context("mqtt.url is not set")?;
-    let (tls, rest) = match url.split_once("://") {
-        Some(("mqtt", rest)) => (false, rest),
-        Some(("mqtts", rest)) => (true, rest),
-        _ => bail!("mqtt.url {url:?}: use mqtt://HOST:PORT or mqtts://HOST:PORT"),
-    };
-    let rest = rest.trim_end_matches('/');
-    let (host, port) = match rest.rsplit_once(':') {
-        Some((h, p)) => (
-            h,
-            p.parse::<u16>()
-                .with_context(|| format!("mqtt.url {url:?}: bad port"))?,
-        ),
-        None => (rest, if tls { 8883 } else { 1883 }),
-    };
-    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let (tls, host, port) =
+        wattstream_sdk::wire::topics::broker_address(url).map_err(|e| anyhow::anyhow!("mqtt.url {e}"))?;
     let client_id = cfg
         .client_id
         .clone()
