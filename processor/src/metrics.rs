@@ -110,6 +110,8 @@ pub struct Metrics {
     applet_seconds: Histogram,
     /// (project, applet, key) -> sum of the numbers applets submitted.
     applet_metrics: Mutex<BTreeMap<(String, String, String), f64>>,
+    /// The MQTT broker link (also in `/healthz`).
+    pub mqtt: crate::mqtt::LinkHealth,
 }
 
 impl Default for Metrics {
@@ -124,6 +126,7 @@ impl Default for Metrics {
             applet_calls: Mutex::default(),
             applet_seconds: Histogram::new(&[0.00001, 0.00005, 0.0001, 0.0005, 0.001, 0.005, 0.01, 0.1, 1.0]),
             applet_metrics: Mutex::default(),
+            mqtt: crate::mqtt::LinkHealth::default(),
         }
     }
 }
@@ -262,6 +265,20 @@ impl Metrics {
             let _ = writeln!(
                 out,
                 "wattstream_applet_metric{{project=\"{p}\",applet=\"{a}\",name=\"{k}\"}} {v}"
+            );
+        }
+        if self.mqtt.enabled.load(Ordering::Relaxed) {
+            let _ = write!(
+                out,
+                "# HELP wattstream_mqtt_connected 1 while subscribed at the MQTT broker.\n# TYPE wattstream_mqtt_connected gauge\n\
+                 wattstream_mqtt_connected {}\n\
+                 # HELP wattstream_mqtt_messages_total MQTT messages handled (then acknowledged).\n# TYPE wattstream_mqtt_messages_total counter\n\
+                 wattstream_mqtt_messages_total {}\n\
+                 # HELP wattstream_mqtt_disconnects_total Times the broker link went down.\n# TYPE wattstream_mqtt_disconnects_total counter\n\
+                 wattstream_mqtt_disconnects_total {}\n",
+                u8::from(self.mqtt.connected.load(Ordering::Relaxed)),
+                self.mqtt.messages.load(Ordering::Relaxed),
+                self.mqtt.disconnects.load(Ordering::Relaxed),
             );
         }
         out

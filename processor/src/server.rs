@@ -76,7 +76,6 @@ pub async fn serve_until(
         default_project: config.applets.default_project.clone(),
         rewards: rewards.clone(),
         read_tokens: crate::read_tokens::ReadTokens::open(&config.data_dir)?,
-        mqtt: Arc::default(),
     });
     let ledger_task = tokio::spawn(run_ledger(
         rewards,

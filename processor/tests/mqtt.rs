@@ -68,7 +68,8 @@ async fn envelopes_published_with_mosquitto_pub_are_answered_on_the_results_topi
     let results = Sub::start(&broker, &topics::results(&id_a));
     let events = topics::events(&id_a);
 
-    publish(&broker, &events, &[envelope(&a, 1)]);
+    let first = envelope(&a, 1);
+    publish(&broker, &events, std::slice::from_ref(&first));
     let one = answer(&results);
     assert_eq!(one["status"], "accepted", "{one}");
     assert_eq!(one["device_id"], id_a.as_str());
@@ -84,7 +85,7 @@ async fn envelopes_published_with_mosquitto_pub_are_answered_on_the_results_topi
         .collect();
     assert_eq!(statuses, [&json!("accepted"), &json!("accepted")], "{two}");
 
-    publish(&broker, &events, &[envelope(&a, 1)]);
+    publish(&broker, &events, &[first]);
     assert_eq!(answer(&results)["status"], "duplicate");
 
     // B's envelope, valid in itself, on A's topic.
@@ -101,6 +102,10 @@ async fn envelopes_published_with_mosquitto_pub_are_answered_on_the_results_topi
         all_events(&server, &id_b).await.is_empty(),
         "the mismatched envelope was not stored"
     );
+    let m = metrics_text(&server).await;
+    assert!(m.contains("wattstream_mqtt_connected 1"), "{m}");
+    assert!(m.contains("wattstream_mqtt_messages_total 5"), "{m}");
+    assert!(m.contains("reason=\"topic_mismatch\"} 1"), "{m}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

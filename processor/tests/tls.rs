@@ -62,14 +62,32 @@ async fn a_meter_pinned_to_the_processors_ca_delivers_over_https() {
     let mdir = dir.path().join("meter");
     let (config, id, pk) =
         Meter::provision(&mdir, &server.url, &format!("tls_ca = \"{}\"", ca_file.display()));
-    let devices = format!("{}/v1/devices", server.url);
-    call(
-        &https,
-        reqwest::Method::POST,
-        &devices,
-        Some(json!({"public_key": pk})),
-    )
-    .await;
+    // Registered with the CLI, which trusts the private CA through --ca-cert.
+    let add = std::process::Command::new(env!("CARGO_BIN_EXE_wattstream"))
+        .args([
+            "device",
+            "add",
+            "--server",
+            &server.url,
+            "--token",
+            TOKEN,
+            "--public-key",
+            &pk,
+        ])
+        .arg("--ca-cert")
+        .arg(&ca_file)
+        .output()
+        .unwrap();
+    assert!(add.status.success(), "{}", String::from_utf8_lossy(&add.stderr));
+    let refused = std::process::Command::new(env!("CARGO_BIN_EXE_wattstream"))
+        .args(["device", "list", "--server", &server.url, "--token", TOKEN])
+        .env_remove("WATTSTREAM_CA_CERT")
+        .output()
+        .unwrap();
+    assert!(
+        !refused.status.success(),
+        "without the CA the CLI refuses the server"
+    );
     let meter = Meter::start(&mdir, &config, id.clone(), pk);
     wait_for(
         "three windows stored over HTTPS",

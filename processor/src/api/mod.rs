@@ -44,8 +44,6 @@ pub struct AppState {
     pub rewards: Arc<crate::rewards::Rewards>,
     /// Per-device read tokens (event history and owner are personal data).
     pub read_tokens: crate::read_tokens::ReadTokens,
-    /// The MQTT broker link (`enabled` false without `mqtt.url`).
-    pub mqtt: Arc<crate::mqtt::LinkHealth>,
 }
 
 impl AppState {
@@ -301,7 +299,7 @@ async fn healthz(State(state): State<Shared>) -> Response {
             state.worker_stall.as_secs()
         ));
     }
-    let mqtt = &state.mqtt;
+    let mqtt = &state.metrics.mqtt;
     let mqtt_json = if mqtt.enabled.load(std::sync::atomic::Ordering::Relaxed) {
         let connected = mqtt.connected.load(std::sync::atomic::Ordering::Relaxed);
         if !connected {

@@ -51,6 +51,10 @@ pub struct LinkHealth {
     pub connected: AtomicBool,
     /// The last connection error, if the link is down.
     pub last_error: Mutex<Option<String>>,
+    /// Messages handled.
+    pub messages: std::sync::atomic::AtomicU64,
+    /// Times the link went down.
+    pub disconnects: std::sync::atomic::AtomicU64,
 }
 
 impl LinkHealth {
@@ -128,8 +132,8 @@ pub fn start(
     let inflight = usize::from(cfg.max_inflight);
     let (client, mut events) = AsyncClient::new(opts, 2 * inflight + 16);
     let filters = handle::filters(cfg);
-    let health = state.mqtt.clone();
-    health.enabled.store(true, Ordering::Relaxed);
+    let metrics = state.metrics.clone();
+    metrics.mqtt.enabled.store(true, Ordering::Relaxed);
     // Acks go through their own task: `ack().await` waits for room in the
     // client's request queue (result publishes fill it under load), and the
     // loop below must keep polling the connection meanwhile.
@@ -150,6 +154,7 @@ pub fn start(
         })
     };
     Ok(tokio::spawn(async move {
+        let health = &metrics.mqtt;
         let (done_tx, mut done_rx) = mpsc::unbounded_channel::<u64>();
         let mut pending: VecDeque<Pending> = VecDeque::new();
         let mut next_id = 0u64;
@@ -176,6 +181,7 @@ pub fn start(
                     Ok(Event::Incoming(Packet::Publish(p))) => {
                         next_id += 1;
                         pending.push_back(Pending { id: next_id, publish: p.clone(), done: false });
+                        health.messages.fetch_add(1, Ordering::Relaxed);
                         let (state, client, done) = (state.clone(), client.clone(), done_tx.clone());
                         let id = next_id;
                         tokio::spawn(async move {
@@ -187,6 +193,7 @@ pub fn start(
                     Err(e) => {
                         // Acks for this connection's messages can no longer be sent.
                         pending.clear();
+                        health.disconnects.fetch_add(1, Ordering::Relaxed);
                         generation.fetch_add(1, Ordering::SeqCst);
                         health.set(false, Some(e.to_string()));
                         failures = failures.saturating_add(1);
