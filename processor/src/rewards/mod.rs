@@ -149,9 +149,26 @@ impl Rewards {
         self.key.public_key().to_hex()
     }
 
-    /// Moves new credits from the project database into the ledger: entries and
-    /// the credits cursor in one transaction.
+    /// Moves every new credit from the project database into the ledger, a
+    /// page of [`ACCRUE_PAGE`] at a time, each page (entries and the credits
+    /// cursor) in one transaction: accrual keeps up with ingest instead of
+    /// taking a fixed number of credits per tick. Returns the entries added.
     pub fn accrue(&self, project: &ProjectDb) -> anyhow::Result<usize> {
+        let mut added = 0;
+        loop {
+            let (rows, n) = self.accrue_page(project, ACCRUE_PAGE)?;
+            added += n;
+            if rows < ACCRUE_PAGE as usize {
+                return Ok(added);
+            }
+        }
+    }
+
+    /// One page: (credits read, entries added). Fewer read than `page`
+    /// means the ledger has caught up. The processor's ledger task calls this
+    /// page by page, releasing the project database between pages so the
+    /// applet worker is not held up by a long backlog.
+    pub fn accrue_page(&self, project: &ProjectDb, page: i64) -> anyhow::Result<(usize, usize)> {
         let mut c = conn(&self.db_path)?;
         let cursor: i64 = c
             .query_row(
@@ -161,9 +178,9 @@ impl Rewards {
             )
             .optional()?
             .unwrap_or(0);
-        let rows = read_credits(project, cursor, 5000)?;
+        let rows = read_credits(project, cursor, page)?;
         let Some(last) = rows.last().map(|r| r.0) else {
-            return Ok(0);
+            return Ok((0, 0));
         };
         let mut state = self.state.lock().expect("rewards lock");
         let before = state.ledger.entries.len();
@@ -202,7 +219,7 @@ impl Rewards {
         match written {
             Ok(newest) => {
                 state.newest = newest;
-                Ok(state.ledger.entries.len() - before)
+                Ok((rows.len(), state.ledger.entries.len() - before))
             }
             Err(e) => {
                 self.resync(&mut state);
@@ -316,9 +333,21 @@ impl Rewards {
     }
 }
 
+/// Credits moved into the ledger per transaction.
+pub const ACCRUE_PAGE: i64 = 5000;
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_accrual_takes_every_waiting_credit_however_many_pages() {
+        let n = 2 * ACCRUE_PAGE + 1;
+        let (_dir, _db, project, rewards) = setup(n);
+        assert_eq!(rewards.accrue(&project).unwrap(), n as usize);
+        assert_eq!(rewards.accrue(&project).unwrap(), 0, "nothing twice");
+        assert_eq!(rewards.head().seq, n as u64);
+    }
 
     /// A store, a project database with `n` credits for one device, and the service.
     fn setup(n: i64) -> (tempfile::TempDir, PathBuf, ProjectDb, Rewards) {
