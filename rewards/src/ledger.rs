@@ -2,7 +2,7 @@
 //! processor keeps one of these in step with its store; replay builds a fresh
 //! one from re-run applets and compares the seals.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use sha2::{Digest, Sha256};
 use wattstream_sdk::proof::{SealView, seal_message};
@@ -121,6 +121,12 @@ pub struct Ledger {
     pub seals: Vec<Seal>,
     seen: HashSet<(i64, String, u32)>,
     epoch_totals: BTreeMap<(u64, [u8; 20]), u128>,
+    /// Each address's balance over every entry, kept as entries are made, so
+    /// a balance is a lookup and not a scan of the ledger.
+    balances: HashMap<[u8; 20], u128>,
+    /// The newest seal's tree, built once when it is sealed (or resumed), so
+    /// a proof is O(log n) and not a rebuild from every entry.
+    latest_tree: Option<Tree>,
 }
 
 impl Ledger {
@@ -132,6 +138,8 @@ impl Ledger {
             seals: Vec::new(),
             seen: HashSet::new(),
             epoch_totals: BTreeMap::new(),
+            balances: HashMap::new(),
+            latest_tree: None,
         }
     }
 
@@ -141,9 +149,11 @@ impl Ledger {
         for e in &entries {
             l.seen.insert((e.event_id, e.applet.clone(), e.idx));
             *l.epoch_totals.entry((e.epoch, e.address)).or_default() += e.amount;
+            *l.balances.entry(e.address).or_default() += e.amount;
         }
         l.entries = entries;
         l.seals = seals;
+        l.latest_tree = l.seals.last().map(|s| l.tree(s));
         l
     }
 
@@ -174,6 +184,7 @@ impl Ledger {
             return None;
         }
         *total += amount;
+        *self.balances.entry(c.address).or_default() += amount;
         let (seq, prev) = self.head();
         let mut e = Entry {
             seq: seq + 1,
@@ -224,7 +235,9 @@ impl Ledger {
             "epochs are sealed in order"
         );
         let (upto_seq, head) = self.head();
-        let root = Tree::build(Self::leaves(&self.entries, upto_seq, epoch), epoch).root();
+        let tree = Tree::build(Self::leaves(&self.entries, upto_seq, epoch), epoch);
+        let root = tree.root();
+        self.latest_tree = Some(tree);
         let signature = key.sign(&seal_message(epoch, upto_seq, &head, &root)).0;
         self.seals.push(Seal {
             epoch,
@@ -241,11 +254,12 @@ impl Ledger {
 
     /// Balance of `address` over every entry.
     pub fn balance(&self, address: &[u8; 20]) -> u128 {
-        self.entries
-            .iter()
-            .filter(|e| &e.address == address)
-            .map(|e| e.amount)
-            .sum()
+        self.balances.get(address).copied().unwrap_or(0)
+    }
+
+    /// The tree of the newest seal (the one proofs are served from).
+    pub fn latest_tree(&self) -> Option<&Tree> {
+        self.latest_tree.as_ref()
     }
 }
 
@@ -300,5 +314,43 @@ mod tests {
         let e = l.credit(&credit(2, 1, 10, 7)).unwrap();
         assert_eq!(e.epoch, 1);
         assert!(l.seals[0].signature_ok());
+    }
+
+    #[test]
+    fn kept_balances_and_the_kept_tree_match_a_rebuild_from_every_entry() {
+        let key = DeviceKey::generate();
+        let mut l = Ledger::new(10, 50);
+        let mut x = 7u64;
+        for event in 1..400i64 {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let address = (x >> 60) as u8;
+            l.credit(&credit(event, address, u128::from((x >> 40) % 20), event as u64));
+            if event % 97 == 0 {
+                let epoch = l.entries.last().unwrap().epoch;
+                if l.last_sealed().is_none_or(|s| epoch > s) {
+                    l.seal(epoch, &key);
+                }
+            }
+        }
+        let check = |l: &Ledger| {
+            for a in 0..16u8 {
+                let scanned: u128 = l
+                    .entries
+                    .iter()
+                    .filter(|e| e.address == [a; 20])
+                    .map(|e| e.amount)
+                    .sum();
+                assert_eq!(l.balance(&[a; 20]), scanned, "address {a}");
+            }
+            let seal = l.seals.last().expect("some epochs were sealed");
+            let kept = l.latest_tree().expect("a kept tree");
+            assert_eq!(kept.root(), seal.root);
+            assert_eq!(kept.root(), l.tree(seal).root());
+        };
+        check(&l);
+        let resumed = Ledger::resume(10, 50, l.entries.clone(), l.seals.clone());
+        check(&resumed);
     }
 }

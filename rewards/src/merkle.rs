@@ -14,6 +14,7 @@ pub struct Leaf {
 }
 
 /// A built tree.
+#[derive(Debug, Clone)]
 pub struct Tree {
     pub leaves: Vec<Leaf>,
     levels: Vec<Vec<[u8; 32]>>,

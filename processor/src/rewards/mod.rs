@@ -277,9 +277,9 @@ impl Rewards {
         let (balance, newest, latest_epoch, proof) = {
             let state = self.state.lock().expect("rewards lock");
             let l = &state.ledger;
-            let (seal, proof) = match l.seals.last() {
-                Some(seal) => {
-                    let proof = l.tree(seal).proof(&id.0).map(|(leaf, steps)| ProofView {
+            let (seal, proof) = match (l.seals.last(), l.latest_tree()) {
+                (Some(seal), Some(tree)) => {
+                    let proof = tree.proof(&id.0).map(|(leaf, steps)| ProofView {
                         address: id.address(),
                         epoch_total: leaf.epoch_total.to_string(),
                         balance: leaf.balance.to_string(),
@@ -287,7 +287,7 @@ impl Rewards {
                     });
                     (Some(seal.view()), proof)
                 }
-                None => (None, None),
+                _ => (None, None),
             };
             (l.balance(&id.0), state.newest, seal, proof)
         };
