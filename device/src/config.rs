@@ -105,6 +105,9 @@ pub struct UplinkConfig {
     pub outbox_max: u64,
     /// How often to fetch rewards, seconds.
     pub rewards_poll_s: u64,
+    /// Size of one dead-letter file; the full one becomes
+    /// `dead-letter.1.jsonl` (replacing the older), so two are kept.
+    pub dead_letter_max_bytes: u64,
 }
 
 impl Default for MeterConfig {
@@ -167,6 +170,7 @@ impl Default for UplinkConfig {
             backoff_max_s: 60,
             outbox_max: 7 * 24 * 3600 / 5,
             rewards_poll_s: 60,
+            dead_letter_max_bytes: crate::deadletter::DEFAULT_MAX_BYTES,
         }
     }
 }

@@ -177,7 +177,8 @@ pub fn run(cfg: MeterConfig, sim: bool) -> Result<()> {
         cfg.window_s,
         &cfg.state_path(),
     );
-    let outbox = Outbox::open(&cfg.data_dir, cfg.uplink.outbox_max)?;
+    let outbox = Outbox::open(&cfg.data_dir, cfg.uplink.outbox_max)?
+        .with_dead_letter_limit(cfg.uplink.dead_letter_max_bytes);
     tracing::info!(
         device = %key.device_id(),
         processor = %cfg.processor,

@@ -8,6 +8,7 @@
 pub mod clock;
 pub mod config;
 pub mod daemon;
+pub mod deadletter;
 pub mod mqtt;
 pub mod outbox;
 pub mod provision;

@@ -129,6 +129,7 @@ fn run(cli: Cli) -> Result<()> {
             };
             let dir = data_dir.unwrap_or(cfg.data_dir);
             let n = wattstream_device::outbox::Outbox::open(&dir, cfg.uplink.outbox_max)?
+                .with_dead_letter_limit(cfg.uplink.dead_letter_max_bytes)
                 .resend_dead_letters()?;
             use std::io::Write;
             writeln!(out, "{n} dead letters back in the outbox of {}", dir.display())?;

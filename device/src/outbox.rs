@@ -10,12 +10,13 @@
 //! the processor does not mistake new readings for duplicates.
 //!
 //! Entries the processor rejects go to `dead-letter.jsonl` beside the database,
-//! one JSON line each with the reason, and leave the outbox. The outbox is
-//! bounded: past `max_entries` the oldest are dropped and counted.
+//! one JSON line each with the reason, and leave the outbox; that file is
+//! bounded too (`deadletter.rs`). The outbox is bounded: past `max_entries`
+//! the oldest are dropped and counted.
 
-use std::fs::OpenOptions;
-use std::io::Write;
 use std::path::{Path, PathBuf};
+
+use crate::deadletter::DeadLetterFile;
 
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
@@ -54,7 +55,7 @@ struct DeadLetter<'a> {
 /// The outbox in a data directory.
 pub struct Outbox {
     conn: Connection,
-    dead_letter: PathBuf,
+    dead_letter: DeadLetterFile,
     max_entries: u64,
 }
 
@@ -83,9 +84,15 @@ impl Outbox {
         )?;
         Ok(Outbox {
             conn,
-            dead_letter: dir.join("dead-letter.jsonl"),
+            dead_letter: DeadLetterFile::new(dir, crate::deadletter::DEFAULT_MAX_BYTES),
             max_entries: max_entries.max(1),
         })
+    }
+
+    /// Sets the size of one dead-letter file (two are kept).
+    pub fn with_dead_letter_limit(mut self, max_bytes: u64) -> Self {
+        self.dead_letter.max_bytes = max_bytes.max(1);
+        self
     }
 
     fn meta(&self, key: &str) -> Result<u64, OutboxError> {
@@ -193,17 +200,16 @@ impl Outbox {
             body: &entry.body,
         })
         .expect("serialisable");
-        let io = |source| OutboxError::Io {
-            path: self.dead_letter.clone(),
+        let rotated = self.dead_letter.append(&line).map_err(|source| OutboxError::Io {
+            path: self.dead_letter.path.clone(),
             source,
-        };
-        let mut file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.dead_letter)
-            .map_err(io)?;
-        writeln!(file, "{line}").map_err(io)?;
-        file.sync_all().map_err(io)?;
+        })?;
+        if rotated {
+            tracing::warn!(
+                older = %self.dead_letter.rotated().display(),
+                "the dead-letter file is full: it replaced the older one"
+            );
+        }
         let tx = self.conn.transaction()?;
         tx.execute("DELETE FROM outbox WHERE seq = ?1", params![entry.seq as i64])?;
         tx.execute(
@@ -238,7 +244,7 @@ impl Outbox {
 
     /// Puts every dead letter back in the outbox (with its original `seq` and
     /// signed bytes, so the processor deduplicates it if it ever got it) and
-    /// moves the dead-letter file aside as `dead-letter.resent-UNIXTIME.jsonl`.
+    /// moves the dead-letter files aside as `dead-letter.resent-UNIXTIME.jsonl`.
     /// Lines that do not parse stay in a fresh dead-letter file. Returns how
     /// many entries went back.
     pub fn resend_dead_letters(&mut self) -> Result<usize, OutboxError> {
@@ -246,11 +252,11 @@ impl Outbox {
             let path = path.to_path_buf();
             move |source| OutboxError::Io { path, source }
         };
-        let text = match std::fs::read_to_string(&self.dead_letter) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
-            Err(e) => return Err(io(&self.dead_letter)(e)),
-        };
+        let path = self.dead_letter.path.clone();
+        let text = self.dead_letter.read_all().map_err(io(&path))?;
+        if text.is_empty() {
+            return Ok(0);
+        }
         #[derive(serde::Deserialize)]
         struct Line {
             seq: u64,
@@ -263,12 +269,11 @@ impl Outbox {
                 Err(_) => bad.push(l),
             }
         }
-        let aside = self
-            .dead_letter
-            .with_file_name(format!("dead-letter.resent-{}.jsonl", now_s()));
-        std::fs::rename(&self.dead_letter, &aside).map_err(io(&self.dead_letter))?;
+        let aside = path.with_file_name(format!("dead-letter.resent-{}.jsonl", now_s()));
+        std::fs::write(&aside, &text).map_err(io(&aside))?;
+        self.dead_letter.clear().map_err(io(&path))?;
         if !bad.is_empty() {
-            std::fs::write(&self.dead_letter, bad.join("\n") + "\n").map_err(io(&self.dead_letter))?;
+            std::fs::write(&path, bad.join("\n") + "\n").map_err(io(&path))?;
         }
         let tx = self.conn.transaction()?;
         for line in &back {
@@ -329,6 +334,35 @@ mod tests {
         assert_eq!(
             o.peek(10).unwrap().iter().map(|e| e.seq).collect::<Vec<_>>(),
             seqs[2..]
+        );
+    }
+
+    #[test]
+    fn dead_letters_from_both_files_go_back_after_a_rotation() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut o = Outbox::open(dir.path(), 100)
+            .unwrap()
+            .with_dead_letter_limit(1000);
+        let key = DeviceKey::generate();
+        let entries: Vec<Entry> = (0..6)
+            .map(|i| o.append(&key, Reading::new(1.0, 1_795_515_000 + i)).unwrap())
+            .collect();
+        for e in &entries {
+            o.dead_letter(e, "revoked_device", "").unwrap();
+        }
+        assert!(
+            dir.path().join("dead-letter.1.jsonl").exists(),
+            "the file rotated"
+        );
+        assert_eq!(o.depth().unwrap(), 0);
+        let back = o.resend_dead_letters().unwrap();
+        assert!((2..6).contains(&back), "only what the two files hold: {back}");
+        let seqs: Vec<u64> = o.peek(10).unwrap().iter().map(|e| e.seq).collect();
+        let newest: Vec<u64> = entries[6 - back..].iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, newest, "the newest ones, in order");
+        assert!(
+            !dir.path().join("dead-letter.1.jsonl").exists()
+                && !dir.path().join("dead-letter.jsonl").exists()
         );
     }
 
