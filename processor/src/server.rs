@@ -112,7 +112,8 @@ pub async fn serve_until(
     if let Some(reload) = reload {
         reload.abort();
     }
-    // Messages being handled finish (their acks go out); the rest stay with the broker.
+    // MQTT stops taking messages; whatever it had not acknowledged stays with
+    // the broker and comes back on the next start (a duplicate if it was stored).
     let _ = stop_mqtt.send(true);
     if let Some(mqtt) = mqtt {
         let _ = mqtt.await;

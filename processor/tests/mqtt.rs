@@ -109,6 +109,36 @@ async fn envelopes_published_with_mosquitto_pub_are_answered_on_the_results_topi
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_the_store_could_not_take_is_answered_503_and_delivered_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let broker = Broker::start(&dir.path().join("broker"));
+    let server = mqtt_server(&data, &broker);
+    let key = DeviceKey::generate();
+    let id = add(&server, &key).await;
+    subscribed(&server).await;
+    // The store refuses new events (a full disk, say).
+    let db = rusqlite::Connection::open(data.join("wattstream.db")).unwrap();
+    db.execute_batch(
+        "CREATE TRIGGER full BEFORE INSERT ON events BEGIN SELECT RAISE(ABORT, 'disk full'); END",
+    )
+    .unwrap();
+    let results = Sub::start(&broker, &topics::results(&id));
+    // Published once, by a client that never publishes again.
+    publish(&broker, &topics::events(&id), &[envelope(&key, 1)]);
+    assert_eq!(answer(&results)["reason"], "store_unavailable");
+    assert!(all_events(&server, &id).await.is_empty());
+    db.execute_batch("DROP TRIGGER full").unwrap();
+    // The broker delivers it again because the processor did not acknowledge it.
+    wait_for(
+        "the message to be stored once the store is back",
+        Duration::from_secs(30),
+        async || seqs(&all_events(&server, &id).await) == [1],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reading_sent_over_http_and_over_mqtt_is_stored_once() {
     let dir = tempfile::tempdir().unwrap();
     let broker = Broker::start(&dir.path().join("broker"));

@@ -14,8 +14,10 @@
 //!    runs through the project's applets like W3bstream's HTTP path. W3bstream
 //!    answers nothing on MQTT, and neither does this; failures are logged.
 //!
-//! Returning from [`message`] lets the loop acknowledge the message, so every
-//! path returns only once its effects are durable (or there are none).
+//! [`message`] returns whether the message may be acknowledged: every path
+//! returns only once its effects are durable (or there are none), and a
+//! message the store could not take is *not* acknowledged (its answer says
+//! `store_unavailable`, as over HTTP), so the broker delivers it again.
 
 use std::sync::Arc;
 
@@ -57,11 +59,12 @@ struct W3bHeader {
     token: String,
 }
 
-/// Handles one message; returns when it may be acknowledged.
-pub async fn message(state: &Arc<AppState>, client: &AsyncClient, p: Publish) {
+/// Handles one message; returns `true` when it may be acknowledged, `false`
+/// when the store failed and the broker must deliver it again.
+pub async fn message(state: &Arc<AppState>, client: &AsyncClient, p: Publish) -> bool {
     let Ok(topic) = std::str::from_utf8(&p.topic) else {
         tracing::warn!("MQTT message on a topic that is not UTF-8: dropped");
-        return;
+        return true;
     };
     if p.payload.len() > state.pipeline.limits.max_body_bytes {
         tracing::warn!(
@@ -70,10 +73,11 @@ pub async fn message(state: &Arc<AppState>, client: &AsyncClient, p: Publish) {
             "MQTT message over limits.max_body_bytes: dropped"
         );
         state.metrics.record_event("rejected", "too_large");
-        return;
+        return true;
     }
     if let Some(device) = topics::device_of_events(topic) {
         let result = state.pipeline.ingest_for(&p.payload, Some(device)).await;
+        let stored = !matches!(result, Err(crate::pipeline::IngestError::Store(_)));
         let (_, body) = crate::api::events::answer(state, result);
         let props = PublishProperties {
             correlation_data: p.properties.as_ref().and_then(|pr| pr.correlation_data.clone()),
@@ -87,13 +91,16 @@ pub async fn message(state: &Arc<AppState>, client: &AsyncClient, p: Publish) {
         {
             tracing::error!(error = %e, device, "MQTT result not published");
         }
+        stored
     } else if !topic.contains('/') && !topic.is_empty() {
         w3bstream(state, topic, &p.payload).await;
+        true
     } else {
         tracing::debug!(
             topic,
             "MQTT message on a topic this processor does not serve: dropped"
         );
+        true
     }
 }
 

@@ -12,6 +12,11 @@
 //! - **Acknowledgements keep the order of arrival** (MQTT 5 §4.6 asks it of a
 //!   receiver), though messages are handled concurrently: a finished message
 //!   waits for the ones that came before it.
+//! - **What the store could not take is delivered again.** Its answer says
+//!   `store_unavailable` (as over HTTP) and it is not acknowledged; the
+//!   processor drops the connection and reconnects after a pause, and the
+//!   broker, which redelivers unacknowledged messages only on a new
+//!   connection, sends it again.
 //! - **A message from a dropped connection is never acknowledged on the
 //!   next one.** Packet ids are per connection; each ConnAck starts a new
 //!   generation and forgets the old one's pending acks (the broker redelivers
@@ -155,10 +160,12 @@ pub fn start(
     };
     Ok(tokio::spawn(async move {
         let health = &metrics.mqtt;
-        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<u64>();
+        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(u64, bool)>();
         let mut pending: VecDeque<Pending> = VecDeque::new();
         let mut next_id = 0u64;
         let mut failures = 0u32;
+        // Store failures in a row: the pause before redelivery grows with them.
+        let mut store_failures = 0u32;
         loop {
             tokio::select! {
                 event = events.poll() => match event {
@@ -185,8 +192,8 @@ pub fn start(
                         let (state, client, done) = (state.clone(), client.clone(), done_tx.clone());
                         let id = next_id;
                         tokio::spawn(async move {
-                            handle::message(&state, &client, p).await;
-                            let _ = done.send(id);
+                            let ack = handle::message(&state, &client, p).await;
+                            let _ = done.send((id, ack));
                         });
                     }
                     Ok(_) => {}
@@ -205,7 +212,28 @@ pub fn start(
                         }
                     }
                 },
-                Some(id) = done_rx.recv() => {
+                Some((id, ack)) = done_rx.recv() => {
+                    if !ack && pending.iter().any(|p| p.id == id) {
+                        // The store failed: reconnect so the broker delivers
+                        // this message (and those behind it) again. `clean`
+                        // also drops acks still queued for this connection.
+                        pending.clear();
+                        generation.fetch_add(1, Ordering::SeqCst);
+                        events.clean();
+                        health.disconnects.fetch_add(1, Ordering::Relaxed);
+                        health.set(false, Some("the store failed: reconnecting for redelivery".into()));
+                        store_failures = store_failures.saturating_add(1);
+                        let delay = Duration::from_millis(200u64 << store_failures.min(6)).min(Duration::from_secs(10));
+                        tracing::warn!(retry_in = ?delay, "MQTT message not stored: the broker will deliver it again");
+                        tokio::select! {
+                            () = tokio::time::sleep(delay) => {}
+                            _ = stop.changed() => break,
+                        }
+                        continue;
+                    }
+                    if ack {
+                        store_failures = 0;
+                    }
                     if let Some(p) = pending.iter_mut().find(|p| p.id == id) {
                         p.done = true;
                     }
