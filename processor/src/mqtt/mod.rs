@@ -166,6 +166,8 @@ pub fn start(
         let mut failures = 0u32;
         // Store failures in a row: the pause before redelivery grows with them.
         let mut store_failures = 0u32;
+        // Set when the connection is left on purpose after a store failure.
+        let mut redeliver_after: Option<Duration> = None;
         loop {
             tokio::select! {
                 event = events.poll() => match event {
@@ -204,8 +206,14 @@ pub fn start(
                         generation.fetch_add(1, Ordering::SeqCst);
                         health.set(false, Some(e.to_string()));
                         failures = failures.saturating_add(1);
-                        let delay = Duration::from_millis(200u64 << failures.min(6)).min(Duration::from_secs(10));
-                        tracing::warn!(error = %e, retry_in = ?delay, "MQTT broker link down");
+                        let delay = match redeliver_after.take() {
+                            Some(d) => d,
+                            None => {
+                                let d = Duration::from_millis(200u64 << failures.min(6)).min(Duration::from_secs(10));
+                                tracing::warn!(error = %e, retry_in = ?d, "MQTT broker link down");
+                                d
+                            }
+                        };
                         tokio::select! {
                             () = tokio::time::sleep(delay) => {}
                             _ = stop.changed() => break,
@@ -214,21 +222,17 @@ pub fn start(
                 },
                 Some((id, ack)) = done_rx.recv() => {
                     if !ack && pending.iter().any(|p| p.id == id) {
-                        // The store failed: reconnect so the broker delivers
-                        // this message (and those behind it) again. `clean`
-                        // also drops acks still queued for this connection.
+                        // The store failed: leave the connection (after the
+                        // answers already queued, which go out first) so the
+                        // broker delivers this message, and those behind it,
+                        // again on the next one. Nothing more is acked here.
                         pending.clear();
                         generation.fetch_add(1, Ordering::SeqCst);
-                        events.clean();
-                        health.disconnects.fetch_add(1, Ordering::Relaxed);
-                        health.set(false, Some("the store failed: reconnecting for redelivery".into()));
                         store_failures = store_failures.saturating_add(1);
                         let delay = Duration::from_millis(200u64 << store_failures.min(6)).min(Duration::from_secs(10));
+                        redeliver_after = Some(delay);
+                        let _ = client.try_disconnect();
                         tracing::warn!(retry_in = ?delay, "MQTT message not stored: the broker will deliver it again");
-                        tokio::select! {
-                            () = tokio::time::sleep(delay) => {}
-                            _ = stop.changed() => break,
-                        }
                         continue;
                     }
                     if ack {
