@@ -290,31 +290,7 @@ async fn all_four_example_applets_run_on_the_server() {
 async fn the_w3bstream_event_endpoint_runs_a_project_with_a_publisher_token() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path());
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_wattstream"))
-        .args([
-            "applet",
-            "deploy",
-            "--server",
-            &server.url,
-            "--token",
-            TOKEN,
-            "--project",
-            "w3b",
-        ])
-        .args(["--name", "readings", "--event-type", "DEFAULT", "--wasm"])
-        .arg(dist("as-readings"))
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let (s, p) = admin(
-        Method::POST,
-        &format!("{}/v1/projects/w3b/publishers", server.url),
-        TOKEN,
-        None,
-    )
-    .await;
-    assert_eq!(s, 201);
-    let token = p["token"].as_str().unwrap().to_string();
+    let token = w3b_project_with_publisher(&server).await;
     let body = DeviceKey::generate().sign_reading(&Reading::new(3.5, now()));
     let url = format!("{}/srv-applet-mgr/v0/event/w3b?eventType=DEFAULT", server.url);
     let r = client()

@@ -14,7 +14,6 @@ use base64::Engine;
 use common::broker::{Broker, Sub, publish, publish_in_background};
 use common::meter::Meter;
 use common::*;
-use reqwest::Method;
 use serde_json::{Value, json};
 use wattstream_sdk::wire::topics;
 use wattstream_sdk::{DeviceKey, Reading};
@@ -161,31 +160,7 @@ async fn w3bstream_publishers_reach_a_projects_applets_on_the_project_topic() {
     let broker = Broker::start(&dir.path().join("broker"));
     let server = mqtt_server(&dir.path().join("data"), &broker);
     subscribed(&server).await;
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_wattstream"))
-        .args([
-            "applet",
-            "deploy",
-            "--server",
-            &server.url,
-            "--token",
-            TOKEN,
-            "--project",
-            "w3b",
-        ])
-        .args(["--name", "readings", "--event-type", "DEFAULT", "--wasm"])
-        .arg(dist("as-readings"))
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let (s, p) = admin(
-        Method::POST,
-        &format!("{}/v1/projects/w3b/publishers", server.url),
-        TOKEN,
-        None,
-    )
-    .await;
-    assert_eq!(s, 201, "{p}");
-    let token = p["token"].as_str().unwrap();
+    let token = &w3b_project_with_publisher(&server).await;
     let calls = async |n: usize| {
         let m = metrics_text(&server).await;
         m.contains(&format!(

@@ -250,3 +250,33 @@ pub async fn wait_for(what: &str, within: Duration, mut check: impl AsyncFnMut()
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// Project `w3b` with the `as-readings` applet for event type `DEFAULT`
+/// (deployed with the CLI) and a new publisher token for it, returned.
+pub async fn w3b_project_with_publisher(server: &Server) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_wattstream"))
+        .args([
+            "applet",
+            "deploy",
+            "--server",
+            &server.url,
+            "--token",
+            TOKEN,
+            "--project",
+            "w3b",
+        ])
+        .args(["--name", "readings", "--event-type", "DEFAULT", "--wasm"])
+        .arg(dist("as-readings"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (s, p) = admin(
+        reqwest::Method::POST,
+        &format!("{}/v1/projects/w3b/publishers", server.url),
+        TOKEN,
+        None,
+    )
+    .await;
+    assert_eq!(s, 201, "{p}");
+    p["token"].as_str().unwrap().to_string()
+}
