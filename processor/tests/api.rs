@@ -7,14 +7,6 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use wattstream_sdk::{DeviceKey, Reading};
 
-fn cli(args: &[&str]) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_wattstream"))
-        .args(args)
-        .env_remove("WATTSTREAM_ADMIN_TOKEN")
-        .output()
-        .unwrap()
-}
-
 #[tokio::test]
 async fn signed_vectors_get_their_expected_status() {
     let dir = tempfile::tempdir().unwrap();

@@ -23,27 +23,9 @@ fn deploy_with(server: &Server, name: &str, extra: &[&str]) -> Result<(), String
     if name == "identity" && !extra.contains(&"--gate") {
         extra.push("--gate");
     }
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_wattstream"))
-        .args([
-            "applet",
-            "deploy",
-            "--server",
-            &server.url,
-            "--token",
-            TOKEN,
-            "--name",
-            name,
-            "--wasm",
-        ])
-        .arg(dist(name))
-        .args(&extra)
-        .output()
-        .unwrap();
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).into_owned())
-    }
+    let mut args = vec!["--name", name];
+    args.extend_from_slice(&extra);
+    cli_deploy(server, name, &args)
 }
 
 async fn register_with_owner(server: &Server, key: &DeviceKey, owner: Option<&str>) -> String {

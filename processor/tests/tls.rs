@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::meter::Meter;
 use common::pki::{Ca, client_trusting};
-use common::{Server, TOKEN, wait_for};
+use common::{Server, TOKEN, cli, wait_for};
 use serde_json::{Value, json};
 
 fn https_server(dir: &Path, ca: &Ca) -> (Server, std::path::PathBuf, std::path::PathBuf) {
@@ -63,27 +63,21 @@ async fn a_meter_pinned_to_the_processors_ca_delivers_over_https() {
     let (config, id, pk) =
         Meter::provision(&mdir, &server.url, &format!("tls_ca = \"{}\"", ca_file.display()));
     // Registered with the CLI, which trusts the private CA through --ca-cert.
-    let add = std::process::Command::new(env!("CARGO_BIN_EXE_wattstream"))
-        .args([
-            "device",
-            "add",
-            "--server",
-            &server.url,
-            "--token",
-            TOKEN,
-            "--public-key",
-            &pk,
-        ])
-        .arg("--ca-cert")
-        .arg(&ca_file)
-        .output()
-        .unwrap();
+    let (url, ca_path) = (server.url.as_str(), ca_file.to_str().unwrap());
+    let add = cli(&[
+        "device",
+        "add",
+        "--server",
+        url,
+        "--token",
+        TOKEN,
+        "--public-key",
+        &pk,
+        "--ca-cert",
+        ca_path,
+    ]);
     assert!(add.status.success(), "{}", String::from_utf8_lossy(&add.stderr));
-    let refused = std::process::Command::new(env!("CARGO_BIN_EXE_wattstream"))
-        .args(["device", "list", "--server", &server.url, "--token", TOKEN])
-        .env_remove("WATTSTREAM_CA_CERT")
-        .output()
-        .unwrap();
+    let refused = cli(&["device", "list", "--server", url, "--token", TOKEN]);
     assert!(
         !refused.status.success(),
         "without the CA the CLI refuses the server"

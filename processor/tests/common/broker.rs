@@ -51,6 +51,22 @@ impl Broker {
         b
     }
 
+    /// What Mosquitto's own clients need to reach this broker at QoS 1 on `topic`.
+    fn client_args(&self, topic: &str) -> Vec<String> {
+        [
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &self.port.to_string(),
+            "-q",
+            "1",
+            "-t",
+            topic,
+        ]
+        .map(String::from)
+        .to_vec()
+    }
+
     /// `mqtts://127.0.0.1:PORT` of the TLS listener.
     pub fn tls_url(&self) -> String {
         format!(
@@ -157,17 +173,8 @@ impl Sub {
         // Line-buffered: piped, mosquitto_sub would hold its output back.
         let mut child = Command::new("stdbuf")
             .args(["-oL", "mosquitto_sub"])
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &broker.port.to_string(),
-                "-q",
-                "1",
-                "-d",
-                "-t",
-                topic,
-            ])
+            .args(broker.client_args(topic))
+            .arg("-d")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -226,17 +233,8 @@ pub fn publish(broker: &Broker, topic: &str, messages: &[String]) {
 pub fn publish_in_background(broker: &Broker, topic: &str, messages: &[String]) -> Child {
     use std::io::Write;
     let mut child = Command::new("mosquitto_pub")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &broker.port.to_string(),
-            "-q",
-            "1",
-            "-l",
-            "-t",
-            topic,
-        ])
+        .args(broker.client_args(topic))
+        .arg("-l")
         .stdin(Stdio::piped())
         .spawn()
         .expect("mosquitto_pub starts");

@@ -251,25 +251,51 @@ pub async fn wait_for(what: &str, within: Duration, mut check: impl AsyncFnMut()
     }
 }
 
+/// Runs the `wattstream` CLI; no admin token or CA comes from the environment.
+pub fn cli(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_wattstream"))
+        .args(args)
+        .env_remove("WATTSTREAM_ADMIN_TOKEN")
+        .env_remove("WATTSTREAM_CA_CERT")
+        .output()
+        .unwrap()
+}
+
+/// `wattstream applet deploy` of the built example `wasm` (see [`dist`]) with
+/// `args` (`--name` among them); the error output on failure.
+pub fn cli_deploy(server: &Server, wasm: &str, args: &[&str]) -> Result<(), String> {
+    let path = dist(wasm);
+    let mut all = vec![
+        "applet",
+        "deploy",
+        "--server",
+        &server.url,
+        "--token",
+        TOKEN,
+        "--wasm",
+    ];
+    all.push(path.to_str().unwrap());
+    all.extend_from_slice(args);
+    let out = cli(&all);
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
 /// Project `w3b` with the `as-readings` applet for event type `DEFAULT`
 /// (deployed with the CLI) and a new publisher token for it, returned.
 pub async fn w3b_project_with_publisher(server: &Server) -> String {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_wattstream"))
-        .args([
-            "applet",
-            "deploy",
-            "--server",
-            &server.url,
-            "--token",
-            TOKEN,
-            "--project",
-            "w3b",
-        ])
-        .args(["--name", "readings", "--event-type", "DEFAULT", "--wasm"])
-        .arg(dist("as-readings"))
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let args = [
+        "--project",
+        "w3b",
+        "--name",
+        "readings",
+        "--event-type",
+        "DEFAULT",
+    ];
+    cli_deploy(server, "as-readings", &args).unwrap();
     let (s, p) = admin(
         reqwest::Method::POST,
         &format!("{}/v1/projects/w3b/publishers", server.url),
