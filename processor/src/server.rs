@@ -167,11 +167,8 @@ async fn run_ledger(rewards: Arc<Rewards>, projects: Arc<Projects>, project: Str
         tick.tick().await;
         let (r, p, name) = (rewards.clone(), projects.clone(), project.clone());
         let result = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
-            // Every waiting credit, a page per transaction: no fixed number
-            // per tick, so the ledger keeps up with ingest.
             if let Some(project) = p.get(&name) {
-                let page = crate::rewards::ACCRUE_PAGE;
-                while project.db.read(|db| r.accrue_page(db, page))??.0 == page as usize {}
+                r.accrue(&project.db)?;
             }
             r.seal_due(crate::pipeline::unix_now())?;
             Ok(())

@@ -18,6 +18,7 @@ use wattstream_sdk::wire::{LedgerHead, ProofView, RewardsView, SealView};
 use wattstream_sdk::{DeviceId, DeviceKey, load_key, save_key};
 
 use crate::applets::db::ProjectDb;
+use crate::applets::slot::DbSlot;
 use crate::config::RewardsConfig;
 
 mod replay;
@@ -152,11 +153,13 @@ impl Rewards {
     /// Moves every new credit from the project database into the ledger, a
     /// page of [`ACCRUE_PAGE`] at a time, each page (entries and the credits
     /// cursor) in one transaction: accrual keeps up with ingest instead of
-    /// taking a fixed number of credits per tick. Returns the entries added.
-    pub fn accrue(&self, project: &ProjectDb) -> anyhow::Result<usize> {
+    /// taking a fixed number of credits per tick. The project database is
+    /// taken per page and released between pages, so a long backlog does not
+    /// hold up the applet worker. Returns the entries added.
+    pub fn accrue(&self, project: &DbSlot) -> anyhow::Result<usize> {
         let mut added = 0;
         loop {
-            let (rows, n) = self.accrue_page(project, ACCRUE_PAGE)?;
+            let (rows, n) = project.read(|db| self.accrue_page(db, ACCRUE_PAGE))??;
             added += n;
             if rows < ACCRUE_PAGE as usize {
                 return Ok(added);
@@ -165,10 +168,8 @@ impl Rewards {
     }
 
     /// One page: (credits read, entries added). Fewer read than `page`
-    /// means the ledger has caught up. The processor's ledger task calls this
-    /// page by page, releasing the project database between pages so the
-    /// applet worker is not held up by a long backlog.
-    pub fn accrue_page(&self, project: &ProjectDb, page: i64) -> anyhow::Result<(usize, usize)> {
+    /// means the ledger has caught up.
+    fn accrue_page(&self, project: &ProjectDb, page: i64) -> anyhow::Result<(usize, usize)> {
         let mut c = conn(&self.db_path)?;
         let cursor: i64 = c
             .query_row(
@@ -334,7 +335,7 @@ impl Rewards {
 }
 
 /// Credits moved into the ledger per transaction.
-pub const ACCRUE_PAGE: i64 = 5000;
+const ACCRUE_PAGE: i64 = 5000;
 
 #[cfg(test)]
 mod tests {
@@ -350,21 +351,24 @@ mod tests {
     }
 
     /// A store, a project database with `n` credits for one device, and the service.
-    fn setup(n: i64) -> (tempfile::TempDir, PathBuf, ProjectDb, Rewards) {
+    fn setup(n: i64) -> (tempfile::TempDir, PathBuf, DbSlot, Rewards) {
         let dir = tempfile::tempdir().unwrap();
         let db_path = dir.path().join("store.db");
         crate::store::migrate(&mut Connection::open(&db_path).unwrap()).unwrap();
-        let project = ProjectDb::open(None, Duration::from_millis(100)).unwrap();
-        for i in 0..n {
-            project
-                .conn()
-                .execute(
-                    "INSERT INTO _ws_credits (event_id, applet, idx, applet_hash, address, amount, timestamp)
-                     VALUES (?1, 'tiered', 0, 'h', ?2, '1000', ?3)",
-                    params![i + 1, format!("0x{}", "ab".repeat(20)), 1_795_515_000 + i * 5],
-                )
-                .unwrap();
-        }
+        let project = DbSlot::open(None, Duration::from_millis(100)).unwrap();
+        project
+            .read(|db| {
+                for i in 0..n {
+                    db.conn()
+                        .execute(
+                            "INSERT INTO _ws_credits (event_id, applet, idx, applet_hash, address, amount, timestamp)
+                             VALUES (?1, 'tiered', 0, 'h', ?2, '1000', ?3)",
+                            params![i + 1, format!("0x{}", "ab".repeat(20)), 1_795_515_000 + i * 5],
+                        )
+                        .unwrap();
+                }
+            })
+            .unwrap();
         let config = RewardsConfig {
             epoch_s: 20,
             ..RewardsConfig::default()
