@@ -63,15 +63,11 @@ fn parse_url(url: &str) -> Result<(bool, String, u16)> {
 }
 
 fn password(path: Option<&Path>) -> Result<String> {
-    Ok(match path {
-        Some(p) => std::fs::read_to_string(p)
-            .with_context(|| format!("mqtt.password_file {}", p.display()))?
-            .lines()
-            .next()
-            .unwrap_or("")
-            .to_string(),
-        None => String::new(),
-    })
+    match path {
+        Some(p) => wattstream_sdk::fsutil::read_secret(p)
+            .with_context(|| format!("mqtt.password_file {}", p.display())),
+        None => Ok(String::new()),
+    }
 }
 
 impl MqttLink {

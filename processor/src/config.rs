@@ -253,10 +253,8 @@ impl Config {
         if self.tls.cert.is_some() != self.tls.key.is_some() {
             return Err("tls: set both cert and key, or neither".into());
         }
-        if let Some(url) = &self.mqtt.url
-            && !(url.starts_with("mqtt://") || url.starts_with("mqtts://"))
-        {
-            return Err(format!("mqtt.url: {url:?} must start with mqtt:// or mqtts://"));
+        if let Some(url) = &self.mqtt.url {
+            wattstream_sdk::wire::topics::broker_address(url).map_err(|e| format!("mqtt.url: {e}"))?;
         }
         if self.mqtt.max_inflight == 0
             || self.mqtt.share_group.is_empty()
@@ -293,5 +291,9 @@ mod tests {
         assert!(e.contains("listen_on"), "{e}");
         let e = Config::parse("admin_token = \"short\"\n").unwrap_err();
         assert!(e.contains("admin_token"), "{e}");
+        let e = Config::parse("[mqtt]\nurl = \"http://broker\"\n").unwrap_err();
+        assert!(e.contains("mqtt.url"), "{e}");
+        let e = Config::parse("[tls]\ncert = \"a.pem\"\n").unwrap_err();
+        assert!(e.contains("tls"), "{e}");
     }
 }

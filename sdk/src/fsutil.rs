@@ -2,7 +2,8 @@
 //! of either: write a temporary file beside the target, optionally fsync it,
 //! then rename (or hard-link, when the target must not be replaced) it into
 //! place. Key files, the meter's state file, screen frames and the applet
-//! cache all use this one function.
+//! cache all use this one function. Also: reading a secret kept in a file
+//! (a broker password), the one way both the meter and the processor do it.
 
 use std::fs::{self, OpenOptions};
 use std::io::Write;
@@ -46,6 +47,16 @@ fn dir_of(path: &Path) -> PathBuf {
 
 /// Writes `bytes` to `path` atomically (see the module doc). Creates the
 /// parent directory when missing.
+/// A secret kept in a file: its first line, without the line end (so a
+/// trailing newline from `echo` or an editor is not part of the password).
+pub fn read_secret(path: &Path) -> std::io::Result<String> {
+    Ok(std::fs::read_to_string(path)?
+        .lines()
+        .next()
+        .unwrap_or("")
+        .to_string())
+}
+
 pub fn write_atomic(path: &Path, bytes: &[u8], opts: WriteOptions) -> std::io::Result<()> {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let dir = dir_of(path);
@@ -89,6 +100,17 @@ pub fn write_atomic(path: &Path, bytes: &[u8], opts: WriteOptions) -> std::io::R
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_secret_is_the_first_line_without_its_newline() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("password");
+        std::fs::write(&p, "s3cret\nnot this\n").unwrap();
+        assert_eq!(read_secret(&p).unwrap(), "s3cret");
+        std::fs::write(&p, "").unwrap();
+        assert_eq!(read_secret(&p).unwrap(), "");
+        assert!(read_secret(&dir.path().join("missing")).is_err());
+    }
 
     #[test]
     fn writes_with_the_mode_replaces_or_refuses_and_leaves_no_temporary() {

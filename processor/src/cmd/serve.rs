@@ -50,9 +50,7 @@ pub fn run(args: Args) -> Result<i32> {
         cfg.tls.key = Some(k);
     }
     if let Some(m) = args.mqtt {
-        if !(m.starts_with("mqtt://") || m.starts_with("mqtts://")) {
-            bail!("--mqtt {m:?}: use mqtt://HOST:PORT or mqtts://HOST:PORT");
-        }
+        wattstream_sdk::wire::topics::broker_address(&m).map_err(|e| anyhow::anyhow!("--mqtt {e}"))?;
         cfg.mqtt.url = Some(m);
     }
     if let Some(t) = args.admin_token {

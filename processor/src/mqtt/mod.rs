@@ -88,12 +88,8 @@ fn options(cfg: &MqttConfig, data_dir: &Path, max_body: usize) -> Result<MqttOpt
         .set_connection_timeout(10);
     if let Some(user) = &cfg.username {
         let password = match &cfg.password_file {
-            Some(path) => std::fs::read_to_string(path)
-                .with_context(|| format!("mqtt.password_file {}", path.display()))?
-                .lines()
-                .next()
-                .unwrap_or("")
-                .to_string(),
+            Some(path) => wattstream_sdk::fsutil::read_secret(path)
+                .with_context(|| format!("mqtt.password_file {}", path.display()))?,
             None => String::new(),
         };
         o.set_credentials(user.clone(), password);
