@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use wattstream_sdk::wire::{BatchAnswer, EventStatus};
@@ -32,15 +32,13 @@ pub async fn post_events(State(state): State<Arc<AppState>>, headers: HeaderMap,
         }
     };
     let (status, body) = answer(&state, state.pipeline.ingest(&bytes).await);
-    (status, axum::Json(body)).into_response()
+    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
 /// The answer to an ingest, the same over HTTP and MQTT: the status and the
-/// JSON (one verdict, `{"results":[...]}` for a batch, or the error shape).
-pub(crate) fn answer(
-    state: &AppState,
-    result: Result<Ingested, IngestError>,
-) -> (StatusCode, serde_json::Value) {
+/// JSON bytes (one verdict, `{"results":[...]}` for a batch, or the error
+/// shape), serialized once.
+pub(crate) fn answer(state: &AppState, result: Result<Ingested, IngestError>) -> (StatusCode, Vec<u8>) {
     match result {
         Ok(Ingested::Single(result)) => (
             single_status(result.status, result.reason.as_deref()),
@@ -55,13 +53,13 @@ pub(crate) fn answer(
                 reason,
                 e.to_string(),
             )
-            .to_json()
+            .to_bytes()
         }
-        Err(IngestError::Store(e)) => ApiError::store(e).to_json(),
+        Err(IngestError::Store(e)) => ApiError::store(e).to_bytes(),
     }
 }
 
 /// The wire types always serialize.
-fn wire_json(v: &impl serde::Serialize) -> serde_json::Value {
-    serde_json::to_value(v).expect("wire types serialize")
+fn wire_json(v: &impl serde::Serialize) -> Vec<u8> {
+    serde_json::to_vec(v).expect("wire types serialize")
 }

@@ -86,18 +86,16 @@ impl ApiError {
 
 impl ApiError {
     /// The status and the JSON body this error is answered with.
-    pub fn to_json(&self) -> (StatusCode, serde_json::Value) {
-        (
-            self.status,
-            json!({"status": "rejected", "reason": self.reason, "detail": self.detail}),
-        )
+    pub fn to_bytes(&self) -> (StatusCode, Vec<u8>) {
+        let body = json!({"status": "rejected", "reason": self.reason, "detail": self.detail});
+        (self.status, body.to_string().into_bytes())
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let (status, body) = self.to_json();
-        (status, axum::Json(body)).into_response()
+        let (status, body) = self.to_bytes();
+        (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
     }
 }
 

@@ -84,9 +84,8 @@ pub async fn message(state: &Arc<AppState>, client: &AsyncClient, p: Publish) ->
             content_type: Some("application/json".into()),
             ..PublishProperties::default()
         };
-        let bytes = serde_json::to_vec(&body).expect("JSON serializes");
         if let Err(e) = client
-            .publish_with_properties(topics::results(device), QoS::AtLeastOnce, false, bytes, props)
+            .publish_with_properties(topics::results(device), QoS::AtLeastOnce, false, body, props)
             .await
         {
             tracing::error!(error = %e, device, "MQTT result not published");
