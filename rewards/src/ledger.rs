@@ -2,12 +2,13 @@
 //! processor keeps one of these in step with its store; replay builds a fresh
 //! one from re-run applets and compares the seals.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
 
 use sha2::{Digest, Sha256};
 use wattstream_sdk::proof::{SealView, seal_message};
 use wattstream_sdk::{DeviceKey, PublicKey, Signature, VerifyPath};
 
+use crate::book::{Book, leaves};
 use crate::merkle::{Leaf, Tree};
 
 /// A mint an applet made, tied to the event that caused it.
@@ -111,7 +112,9 @@ impl Seal {
     }
 }
 
-/// The ledger in memory.
+/// The ledger in memory: every entry and seal, and a [`Book`] that holds every
+/// total and balance. Replay and the tests use it; the processor keeps its
+/// ledger in the store and runs the same [`Book`] rule page by page.
 #[derive(Debug, Clone)]
 pub struct Ledger {
     pub epoch_s: u64,
@@ -119,11 +122,7 @@ pub struct Ledger {
     pub cap: u128,
     pub entries: Vec<Entry>,
     pub seals: Vec<Seal>,
-    seen: HashSet<(i64, String, u32)>,
-    epoch_totals: BTreeMap<(u64, [u8; 20]), u128>,
-    /// Each address's balance over every entry, kept as entries are made, so
-    /// a balance is a lookup and not a scan of the ledger.
-    balances: HashMap<[u8; 20], u128>,
+    book: Book,
     /// The newest seal's tree, built once when it is sealed (or resumed), so
     /// a proof is O(log n) and not a rebuild from every entry.
     latest_tree: Option<Tree>,
@@ -131,14 +130,13 @@ pub struct Ledger {
 
 impl Ledger {
     pub fn new(epoch_s: u64, cap: u128) -> Self {
+        let book = Book::new(epoch_s, cap);
         Ledger {
-            epoch_s: epoch_s.max(1),
+            epoch_s: book.epoch_s,
             cap,
             entries: Vec::new(),
             seals: Vec::new(),
-            seen: HashSet::new(),
-            epoch_totals: BTreeMap::new(),
-            balances: HashMap::new(),
+            book,
             latest_tree: None,
         }
     }
@@ -147,10 +145,12 @@ impl Ledger {
     pub fn resume(epoch_s: u64, cap: u128, entries: Vec<Entry>, seals: Vec<Seal>) -> Self {
         let mut l = Ledger::new(epoch_s, cap);
         for e in &entries {
-            l.seen.insert((e.event_id, e.applet.clone(), e.idx));
-            *l.epoch_totals.entry((e.epoch, e.address)).or_default() += e.amount;
-            *l.balances.entry(e.address).or_default() += e.amount;
+            l.book.present.insert((e.event_id, e.applet.clone(), e.idx));
+            *l.book.totals.entry((e.epoch, e.address)).or_default() += e.amount;
+            *l.book.balances.entry(e.address).or_default() += e.amount;
+            l.book.head = (e.seq, e.hash);
         }
+        l.book.last_sealed = seals.last().map(|s| s.epoch);
         l.entries = entries;
         l.seals = seals;
         l.latest_tree = l.seals.last().map(|s| l.tree(s));
@@ -159,51 +159,23 @@ impl Ledger {
 
     /// The newest sealed epoch.
     pub fn last_sealed(&self) -> Option<u64> {
-        self.seals.last().map(|s| s.epoch)
+        self.book.last_sealed
     }
 
     /// The chain head: `(seq, hash)`; `(0, zeros)` when empty.
     pub fn head(&self) -> (u64, [u8; 32]) {
-        self.entries.last().map_or((0, [0; 32]), |e| (e.seq, e.hash))
+        self.book.head
     }
 
-    /// Enters a credit: epoch assignment, the cap, no double entry. Returns the
-    /// new entry, or `None` when it was seen before or nothing was left under the cap.
+    /// Enters a credit ([`Book::credit`]). Returns the new entry, or `None`
+    /// when it was seen before or nothing was left under the cap.
     pub fn credit(&mut self, c: &Credit) -> Option<&Entry> {
-        if !self.seen.insert((c.event_id, c.applet.clone(), c.idx)) {
-            return None;
-        }
-        let own = c.timestamp / self.epoch_s;
-        let epoch = match self.last_sealed() {
-            Some(sealed) if own <= sealed => sealed + 1,
-            _ => own,
-        };
-        let total = self.epoch_totals.entry((epoch, c.address)).or_default();
-        let amount = c.amount.min(self.cap.saturating_sub(*total));
-        if amount == 0 {
-            return None;
-        }
-        *total += amount;
-        *self.balances.entry(c.address).or_default() += amount;
-        let (seq, prev) = self.head();
-        let mut e = Entry {
-            seq: seq + 1,
-            epoch,
-            address: c.address,
-            amount,
-            event_id: c.event_id,
-            applet: c.applet.clone(),
-            applet_hash: c.applet_hash.clone(),
-            idx: c.idx,
-            prev,
-            hash: [0; 32],
-        };
-        e.hash = e.compute_hash();
+        let e = self.book.credit(c)?;
         self.entries.push(e);
         self.entries.last()
     }
 
-    /// Leaves as of entry `upto_seq` for `epoch`.
+    /// Leaves as of entry `upto_seq` for `epoch`, recomputed from `entries`.
     pub fn leaves(entries: &[Entry], upto_seq: u64, epoch: u64) -> Vec<Leaf> {
         let mut by: BTreeMap<[u8; 20], (u128, u128)> = BTreeMap::new();
         for e in entries.iter().take_while(|e| e.seq <= upto_seq) {
@@ -222,7 +194,7 @@ impl Ledger {
             .collect()
     }
 
-    /// The tree of a seal.
+    /// The tree of a seal, recomputed from the entries.
     pub fn tree(&self, seal: &Seal) -> Tree {
         Tree::build(Self::leaves(&self.entries, seal.upto_seq, seal.epoch), seal.epoch)
     }
@@ -230,36 +202,67 @@ impl Ledger {
     /// Seals `epoch` (which must be newer than the last sealed one) over every
     /// entry so far, signed with `key`.
     pub fn seal(&mut self, epoch: u64, key: &DeviceKey) -> &Seal {
-        assert!(
-            self.last_sealed().is_none_or(|s| epoch > s),
-            "epochs are sealed in order"
-        );
-        let (upto_seq, head) = self.head();
-        let tree = Tree::build(Self::leaves(&self.entries, upto_seq, epoch), epoch);
-        let root = tree.root();
-        self.latest_tree = Some(tree);
-        let signature = key.sign(&seal_message(epoch, upto_seq, &head, &root)).0;
-        self.seals.push(Seal {
+        let book = &self.book;
+        let tree = Tree::build(
+            leaves(&book.balances, |a| {
+                book.totals.get(&(epoch, *a)).copied().unwrap_or(0)
+            }),
             epoch,
-            upto_seq,
-            head,
-            root,
-            signature,
-            public_key: key.public_key().to_hex(),
-            epoch_s: Some(self.epoch_s),
-            cap: Some(self.cap),
-        });
+        );
+        let seal = sign_seal(
+            epoch,
+            self.book.head,
+            &tree,
+            self.epoch_s,
+            self.cap,
+            key,
+            self.last_sealed(),
+        );
+        self.book.last_sealed = Some(epoch);
+        self.latest_tree = Some(tree);
+        self.seals.push(seal);
         self.seals.last().expect("just pushed")
     }
 
     /// Balance of `address` over every entry.
     pub fn balance(&self, address: &[u8; 20]) -> u128 {
-        self.balances.get(address).copied().unwrap_or(0)
+        self.book.balances.get(address).copied().unwrap_or(0)
     }
 
     /// The tree of the newest seal (the one proofs are served from).
     pub fn latest_tree(&self) -> Option<&Tree> {
         self.latest_tree.as_ref()
+    }
+}
+
+/// The seal of `epoch` over the chain up to `head`, whose leaves make `tree`:
+/// what the in-memory ledger and a store both sign. `last_sealed` is the
+/// newest epoch sealed before; epochs are sealed in order.
+pub fn sign_seal(
+    epoch: u64,
+    head: (u64, [u8; 32]),
+    tree: &Tree,
+    epoch_s: u64,
+    cap: u128,
+    key: &DeviceKey,
+    last_sealed: Option<u64>,
+) -> Seal {
+    assert!(
+        last_sealed.is_none_or(|s| epoch > s),
+        "epochs are sealed in order"
+    );
+    let (upto_seq, head) = head;
+    let root = tree.root();
+    let signature = key.sign(&seal_message(epoch, upto_seq, &head, &root)).0;
+    Seal {
+        epoch,
+        upto_seq,
+        head,
+        root,
+        signature,
+        public_key: key.public_key().to_hex(),
+        epoch_s: Some(epoch_s),
+        cap: Some(cap),
     }
 }
 

@@ -24,12 +24,14 @@
 //! address; the seal signs `epoch`, the last entry it covers (`upto_seq`), the
 //! chain head at that entry and the root.
 
+mod book;
 mod ledger;
 mod merkle;
 pub mod paid;
 mod verify;
 
-pub use ledger::{Credit, Entry, Ledger, Seal};
+pub use book::{Book, CreditKey, Needs, leaves};
+pub use ledger::{Credit, Entry, Ledger, Seal, sign_seal};
 pub use merkle::{Leaf, Tree};
 pub use paid::PaidTime;
-pub use verify::{Tamper, verify_ledger};
+pub use verify::{Checkpoint, Finished, Tamper, Verifier, verify_ledger};

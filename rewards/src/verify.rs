@@ -1,12 +1,19 @@
 //! Recomputing a ledger from its stored entries and seals: the chain, the cap,
 //! and every seal's head, root and signature. The first thing that does not hold
 //! is named.
+//!
+//! [`Verifier`] takes the entries as a stream, so checking a ledger of any
+//! length holds only one balance per address and the totals of the epochs not
+//! yet sealed, never the entries. It can start from a checkpoint (a seal
+//! verified before, with the balances its leaves carry): that is how a
+//! processor checks at startup only what was written since.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use wattstream_sdk::PublicKey;
 
-use crate::ledger::{Entry, Ledger, Seal};
+use crate::book::leaves;
+use crate::ledger::{Entry, Seal};
 use crate::merkle::Tree;
 
 /// The first thing found wrong.
@@ -16,92 +23,218 @@ pub enum Tamper {
     Entry { seq: u64, reason: String },
     #[error("epoch {epoch}: {reason}")]
     Seal { epoch: u64, reason: String },
+    /// A row kept beside the entries (a balance, a total, a seal's leaves)
+    /// that the entries do not give.
+    #[error("{what}: {reason}")]
+    Derived { what: String, reason: String },
 }
 
-/// Verifies everything; `processor` pins the key seals must be signed with.
-/// `cap` applies to epochs not sealed yet; a sealed epoch is held to the cap
-/// recorded in its seal.
+/// Where a verification resumes: the state of the ledger right after the seal
+/// of `epoch` (which covers entries up to `seq`, whose hash is `hash`).
+#[derive(Debug, Clone, Default)]
+pub struct Checkpoint {
+    pub epoch: u64,
+    pub seq: u64,
+    pub hash: [u8; 32],
+    /// Every address's balance at `seq` (the seal's leaves).
+    pub balances: HashMap<[u8; 20], u128>,
+    /// Totals at `seq` of epochs after `epoch` (credits entered before the seal
+    /// into the next epochs).
+    pub open_totals: HashMap<(u64, [u8; 20]), u128>,
+}
+
+/// A streaming verifier: [`Verifier::push`] every entry in order, then
+/// [`Verifier::finish`].
+pub struct Verifier<'k> {
+    cap: u128,
+    processor: Option<&'k PublicKey>,
+    /// Seals not checked yet, by the entries they cover.
+    seals: Vec<Seal>,
+    next_seal: usize,
+    sealed_caps: BTreeMap<u64, u128>,
+    sealed_max: Option<u64>,
+    seq: u64,
+    prev: [u8; 32],
+    totals: HashMap<(u64, [u8; 20]), u128>,
+    balances: HashMap<[u8; 20], u128>,
+    entries: u64,
+    /// When kept: the tree of every seal checked, until taken.
+    trees: Option<Vec<(Seal, Tree)>>,
+}
+
+impl<'k> Verifier<'k> {
+    /// From the start of the ledger. `cap` applies to epochs not sealed yet; a
+    /// sealed epoch is held to the cap recorded in its seal; `processor` pins
+    /// the key seals must be signed with.
+    pub fn new(seals: Vec<Seal>, cap: u128, processor: Option<&'k PublicKey>) -> Self {
+        Self::resume(Checkpoint::default(), None, seals, cap, processor)
+    }
+
+    /// From a checkpoint (`None`: the start); `seals` are those after it.
+    pub fn resume(
+        from: Checkpoint,
+        sealed: Option<u64>,
+        mut seals: Vec<Seal>,
+        cap: u128,
+        processor: Option<&'k PublicKey>,
+    ) -> Self {
+        let sealed_caps = seals.iter().filter_map(|s| Some((s.epoch, s.cap?))).collect();
+        seals.sort_by_key(|s| (s.upto_seq, s.epoch));
+        Verifier {
+            cap,
+            processor,
+            seals,
+            next_seal: 0,
+            sealed_caps,
+            sealed_max: sealed,
+            seq: from.seq,
+            prev: from.hash,
+            totals: from.open_totals,
+            balances: from.balances,
+            entries: 0,
+            trees: None,
+        }
+    }
+
+    /// Keeps the tree of each seal checked, for [`Verifier::take_trees`] (a
+    /// store rebuilding its seals' leaves from the entries).
+    pub fn keep_trees(mut self) -> Self {
+        self.trees = Some(Vec::new());
+        self
+    }
+
+    /// The seals checked since the last call, with their trees.
+    pub fn take_trees(&mut self) -> Vec<(Seal, Tree)> {
+        self.trees.as_mut().map(std::mem::take).unwrap_or_default()
+    }
+
+    /// The next entry.
+    pub fn push(&mut self, e: &Entry) -> Result<(), Tamper> {
+        self.check_seals(e.seq)?;
+        let bad = |reason: &str| Tamper::Entry {
+            seq: e.seq,
+            reason: reason.to_string(),
+        };
+        if e.seq != self.seq + 1 {
+            return Err(bad("sequence number out of order"));
+        }
+        if e.prev != self.prev {
+            return Err(bad("previous hash does not match the entry before"));
+        }
+        if e.hash != e.compute_hash() {
+            return Err(bad("hash does not match its contents"));
+        }
+        if self.sealed_max.is_some_and(|m| e.epoch <= m) {
+            return Err(bad("credited to an epoch that was already sealed"));
+        }
+        let t = self.totals.entry((e.epoch, e.address)).or_default();
+        *t = t.saturating_add(e.amount);
+        if *t > self.sealed_caps.get(&e.epoch).copied().unwrap_or(self.cap) {
+            return Err(bad("device total in the epoch is above the cap"));
+        }
+        let b = self.balances.entry(e.address).or_default();
+        *b = b.saturating_add(e.amount);
+        self.seq = e.seq;
+        self.prev = e.hash;
+        self.entries += 1;
+        Ok(())
+    }
+
+    /// Checks the seals left (a seal covering entries that were never pushed
+    /// is an error). Returns the entries and seals checked.
+    pub fn finish(mut self) -> Result<Finished, Tamper> {
+        self.check_seals(u64::MAX)?;
+        Ok(Finished {
+            entries: self.entries,
+            seals: self.next_seal,
+            head: (self.seq, self.prev),
+            last_sealed: self.sealed_max,
+            balances: self.balances,
+            totals: self.totals,
+            trees: self.trees.unwrap_or_default(),
+        })
+    }
+
+    /// Checks every seal that covers fewer entries than `before`.
+    fn check_seals(&mut self, before: u64) -> Result<(), Tamper> {
+        while let Some(s) = self.seals.get(self.next_seal).filter(|s| s.upto_seq < before) {
+            let bad = |reason: &str| Tamper::Seal {
+                epoch: s.epoch,
+                reason: reason.to_string(),
+            };
+            if self.sealed_max.is_some_and(|m| s.epoch <= m) {
+                return Err(bad("sealed out of order"));
+            }
+            if s.upto_seq > self.seq {
+                return Err(bad("covers entries that do not exist"));
+            }
+            if s.upto_seq < self.seq || s.head != self.prev {
+                return Err(bad("chain head does not match the entries"));
+            }
+            let totals = &self.totals;
+            let tree = Tree::build(
+                leaves(&self.balances, |a| {
+                    totals.get(&(s.epoch, *a)).copied().unwrap_or(0)
+                }),
+                s.epoch,
+            );
+            if tree.root() != s.root {
+                return Err(bad("Merkle root does not match the entries"));
+            }
+            if !s.signature_ok() {
+                return Err(bad("signature does not verify"));
+            }
+            if let Some(p) = self.processor
+                && PublicKey::from_hex(&s.public_key).ok().as_ref() != Some(p)
+            {
+                return Err(bad("signed by another key than the processor's"));
+            }
+            let sealed = s.epoch;
+            if let Some(trees) = &mut self.trees {
+                trees.push((s.clone(), tree));
+            }
+            self.sealed_max = Some(sealed);
+            // No entry may land in a sealed epoch any more: its totals are done.
+            self.totals.retain(|(epoch, _), _| *epoch > sealed);
+            self.next_seal += 1;
+        }
+        Ok(())
+    }
+}
+
+/// What a verification that held saw.
+#[derive(Debug, Clone)]
+pub struct Finished {
+    pub entries: u64,
+    pub seals: usize,
+    pub head: (u64, [u8; 32]),
+    pub last_sealed: Option<u64>,
+    /// Every address's balance at the head.
+    pub balances: HashMap<[u8; 20], u128>,
+    /// The totals of the epochs not sealed yet.
+    pub totals: HashMap<(u64, [u8; 20]), u128>,
+    /// Kept trees not taken yet ([`Verifier::keep_trees`]).
+    pub trees: Vec<(Seal, Tree)>,
+}
+
+/// Verifies everything in memory (see [`Verifier`]).
 pub fn verify_ledger(
     entries: &[Entry],
     seals: &[Seal],
     cap: u128,
     processor: Option<&PublicKey>,
 ) -> Result<(), Tamper> {
-    let mut prev = [0u8; 32];
-    let mut totals: BTreeMap<(u64, [u8; 20]), u128> = BTreeMap::new();
-    let sealed_caps: BTreeMap<u64, u128> = seals.iter().filter_map(|s| Some((s.epoch, s.cap?))).collect();
-    // Seals by the entries they cover: a later entry may not land in an epoch
-    // sealed before it (late credits go to the oldest open epoch).
-    let mut by_coverage: Vec<&Seal> = seals.iter().collect();
-    by_coverage.sort_by_key(|s| s.upto_seq);
-    let (mut next_seal, mut sealed_max): (usize, Option<u64>) = (0, None);
-    for (i, e) in entries.iter().enumerate() {
-        while let Some(s) = by_coverage.get(next_seal).filter(|s| s.upto_seq < e.seq) {
-            sealed_max = sealed_max.max(Some(s.epoch));
-            next_seal += 1;
-        }
-        let bad = |reason: &str| Tamper::Entry {
-            seq: e.seq,
-            reason: reason.to_string(),
-        };
-        if e.seq != i as u64 + 1 {
-            return Err(bad("sequence number out of order"));
-        }
-        if e.prev != prev {
-            return Err(bad("previous hash does not match the entry before"));
-        }
-        if e.hash != e.compute_hash() {
-            return Err(bad("hash does not match its contents"));
-        }
-        if sealed_max.is_some_and(|m| e.epoch <= m) {
-            return Err(bad("credited to an epoch that was already sealed"));
-        }
-        let t = totals.entry((e.epoch, e.address)).or_default();
-        *t = t.saturating_add(e.amount);
-        if *t > sealed_caps.get(&e.epoch).copied().unwrap_or(cap) {
-            return Err(bad("device total in the epoch is above the cap"));
-        }
-        prev = e.hash;
+    let mut v = Verifier::new(seals.to_vec(), cap, processor);
+    for e in entries {
+        v.push(e)?;
     }
-    let mut last_epoch: Option<u64> = None;
-    for s in seals {
-        let bad = |reason: &str| Tamper::Seal {
-            epoch: s.epoch,
-            reason: reason.to_string(),
-        };
-        if last_epoch.is_some_and(|l| s.epoch <= l) {
-            return Err(bad("sealed out of order"));
-        }
-        last_epoch = Some(s.epoch);
-        let head = match s.upto_seq {
-            0 => [0u8; 32],
-            n => entries
-                .get(n as usize - 1)
-                .map(|e| e.hash)
-                .ok_or_else(|| bad("covers entries that do not exist"))?,
-        };
-        if head != s.head {
-            return Err(bad("chain head does not match the entries"));
-        }
-        if Tree::build(Ledger::leaves(entries, s.upto_seq, s.epoch), s.epoch).root() != s.root {
-            return Err(bad("Merkle root does not match the entries"));
-        }
-        if !s.signature_ok() {
-            return Err(bad("signature does not verify"));
-        }
-        if let Some(p) = processor
-            && PublicKey::from_hex(&s.public_key).ok().as_ref() != Some(p)
-        {
-            return Err(bad("signed by another key than the processor's"));
-        }
-    }
-    Ok(())
+    v.finish().map(|_| ())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ledger::Credit;
+    use crate::ledger::{Credit, Ledger};
     use wattstream_sdk::DeviceKey;
     use wattstream_sdk::proof::{ProofView, verify};
 
@@ -195,5 +328,80 @@ mod tests {
             seals[i] = forged.seal(seals[i].epoch, &other).clone();
             assert!(verify_ledger(&l.entries, &seals, l.cap, Some(key.public_key())).is_err());
         }
+    }
+
+    /// The state right after `seal`, as a store has it: the seal's leaves and
+    /// the entries before it that went into later epochs.
+    fn checkpoint(l: &Ledger, seal: &Seal) -> Checkpoint {
+        let tree = l.tree(seal);
+        Checkpoint {
+            epoch: seal.epoch,
+            seq: seal.upto_seq,
+            hash: seal.head,
+            balances: tree.leaves.iter().map(|x| (x.address, x.balance)).collect(),
+            open_totals: l.entries[..seal.upto_seq as usize]
+                .iter()
+                .filter(|e| e.epoch > seal.epoch)
+                .fold(HashMap::new(), |mut m, e| {
+                    *m.entry((e.epoch, e.address)).or_default() += e.amount;
+                    m
+                }),
+        }
+    }
+
+    #[test]
+    fn a_verification_resumed_from_a_seal_checks_what_came_after_it() {
+        let key = DeviceKey::generate();
+        let l = sample(&key);
+        let first = l.seals[0].clone();
+        let after: Vec<Seal> = l.seals[1..].to_vec();
+        let resumed = |entries: &[Entry]| {
+            let mut v = Verifier::resume(
+                checkpoint(&l, &first),
+                Some(first.epoch),
+                after.clone(),
+                l.cap,
+                Some(key.public_key()),
+            );
+            for e in &entries[first.upto_seq as usize..] {
+                v.push(e)?;
+            }
+            v.finish()
+        };
+        let done = resumed(&l.entries).unwrap();
+        assert_eq!(done.entries, l.entries.len() as u64 - first.upto_seq);
+        assert_eq!(done.seals, after.len());
+        assert_eq!(done.head, l.head());
+        for a in 0..4u8 {
+            assert_eq!(done.balances[&[a; 20]], l.balance(&[a; 20]));
+        }
+        // A change after the checkpoint is found; one before it is not this
+        // check's to find (a full `verify_ledger` does).
+        let mut entries = l.entries.clone();
+        let last = entries.len() - 1;
+        entries[last].amount += 1;
+        assert!(matches!(resumed(&entries), Err(Tamper::Entry { .. })));
+        let mut entries = l.entries.clone();
+        entries[0].amount += 1;
+        assert!(resumed(&entries).is_ok());
+        assert!(verify_ledger(&entries, &l.seals, l.cap, None).is_err());
+    }
+
+    #[test]
+    fn a_seal_that_covers_fewer_entries_than_an_earlier_epoch_is_out_of_order() {
+        let key = DeviceKey::generate();
+        let l = sample(&key);
+        let mut seals = l.seals.clone();
+        // Epoch numbers swapped between the first two seals, re-signed.
+        let (a, b) = (seals[0].epoch, seals[1].epoch);
+        let mut early = Ledger::resume(10, 1000, l.entries[..seals[0].upto_seq as usize].to_vec(), vec![]);
+        seals[0] = early.seal(b, &key).clone();
+        let mut late = Ledger::resume(10, 1000, l.entries[..seals[1].upto_seq as usize].to_vec(), vec![]);
+        seals[1] = late.seal(a, &key).clone();
+        seals.sort_by_key(|s| s.epoch);
+        assert!(matches!(
+            verify_ledger(&l.entries, &seals, l.cap, None),
+            Err(Tamper::Seal { .. }) | Err(Tamper::Entry { .. })
+        ));
     }
 }

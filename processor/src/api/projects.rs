@@ -283,11 +283,13 @@ pub async fn rewards(
     Ok(axum::Json(view).into_response())
 }
 
-/// `GET /v1/epochs/{n}`: a seal.
+/// `GET /v1/epochs/{n}`: a seal (a store read: off the async runtime).
 pub async fn epoch(State(state): State<Arc<AppState>>, Path(epoch): Path<u64>) -> Result<Response, ApiError> {
-    state
-        .rewards
-        .seal_view(epoch)
+    let rewards = state.rewards.clone();
+    tokio::task::spawn_blocking(move || rewards.seal_view(epoch))
+        .await
+        .map_err(ApiError::store)?
+        .map_err(ApiError::store)?
         .map(|v| axum::Json(v).into_response())
         .ok_or_else(|| {
             ApiError::new(
@@ -299,6 +301,11 @@ pub async fn epoch(State(state): State<Arc<AppState>>, Path(epoch): Path<u64>) -
 }
 
 /// `GET /v1/ledger/head`: the chain head and the processor key.
-pub async fn ledger_head(State(state): State<Arc<AppState>>) -> Response {
-    axum::Json(state.rewards.head()).into_response()
+pub async fn ledger_head(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
+    let rewards = state.rewards.clone();
+    let head = tokio::task::spawn_blocking(move || rewards.head())
+        .await
+        .map_err(ApiError::store)?
+        .map_err(ApiError::store)?;
+    Ok(axum::Json(head).into_response())
 }

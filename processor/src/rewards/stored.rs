@@ -6,7 +6,7 @@
 
 use rusqlite::types::Type;
 use rusqlite::{Connection, Row};
-use wattstream_rewards::{Credit, Entry, Seal};
+use wattstream_rewards::{Credit, Entry, Leaf, Seal};
 
 use crate::applets::db::ProjectDb;
 
@@ -62,36 +62,124 @@ fn entry(r: &Row<'_>) -> rusqlite::Result<(Entry, u64)> {
     ))
 }
 
-/// Every stored entry and seal, in order.
+const SEAL_COLUMNS: &str = "epoch, upto_seq, head, root, signature, public_key, epoch_s, cap";
+
+fn seal(r: &Row<'_>) -> rusqlite::Result<Seal> {
+    Ok(Seal {
+        epoch: count(r, 0)?,
+        upto_seq: count(r, 1)?,
+        head: bytes(r, 2)?,
+        root: bytes(r, 3)?,
+        signature: bytes(r, 4)?,
+        public_key: r.get(5)?,
+        epoch_s: r
+            .get::<_, Option<i64>>(6)?
+            .map(|v| u64::try_from(v).map_err(|_| bad(6, Type::Integer, format!("negative: {v}"))))
+            .transpose()?,
+        cap: match r.get::<_, Option<String>>(7)? {
+            Some(c) => Some(
+                c.parse()
+                    .map_err(|_| bad(7, Type::Text, format!("not a cap in units: {c:?}")))?,
+            ),
+            None => None,
+        },
+    })
+}
+
+/// Every stored entry and seal, in order (tests and small ledgers: this
+/// holds every entry in memory; [`for_each_entry`] streams them).
 pub fn load(conn: &Connection) -> rusqlite::Result<(Vec<Entry>, Vec<Seal>)> {
-    let entries = conn
-        .prepare(&format!(
-            "SELECT {ENTRY_COLUMNS} FROM ledger_entries ORDER BY seq"
-        ))?
-        .query_map([], |r| entry(r).map(|(e, _)| e))?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
-    let seals = conn
-        .prepare("SELECT epoch, upto_seq, head, root, signature, public_key, epoch_s, cap FROM seals ORDER BY epoch")?
-        .query_map([], |r| {
-            Ok(Seal {
-                epoch: count(r, 0)?,
-                upto_seq: count(r, 1)?,
-                head: bytes(r, 2)?,
-                root: bytes(r, 3)?,
-                signature: bytes(r, 4)?,
-                public_key: r.get(5)?,
-                epoch_s: r
-                    .get::<_, Option<i64>>(6)?
-                    .map(|v| u64::try_from(v).map_err(|_| bad(6, Type::Integer, format!("negative: {v}"))))
-                    .transpose()?,
-                cap: match r.get::<_, Option<String>>(7)? {
-                    Some(c) => Some(c.parse().map_err(|_| bad(7, Type::Text, format!("not a cap in units: {c:?}")))?),
-                    None => None,
-                },
-            })
-        })?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
-    Ok((entries, seals))
+    let mut entries = Vec::new();
+    for_each_entry(conn, 0, |e, _| {
+        entries.push(e);
+        Ok::<_, rusqlite::Error>(())
+    })?;
+    Ok((entries, seals_after(conn, None)?))
+}
+
+/// Runs `f` on every entry after `after_seq`, in order, one row at a time.
+/// `f`'s error stops the walk and is returned.
+pub fn for_each_entry<E: From<rusqlite::Error>>(
+    conn: &Connection,
+    after_seq: u64,
+    mut f: impl FnMut(Entry, u64) -> Result<(), E>,
+) -> Result<(), E> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {ENTRY_COLUMNS} FROM ledger_entries WHERE seq > ?1 ORDER BY seq"
+    ))?;
+    let mut rows = stmt.query([after_seq as i64])?;
+    while let Some(r) = rows.next()? {
+        let (e, t) = entry(r)?;
+        f(e, t)?;
+    }
+    Ok(())
+}
+
+/// Seals of epochs after `after` (all when `None`), oldest first.
+pub fn seals_after(conn: &Connection, after: Option<u64>) -> rusqlite::Result<Vec<Seal>> {
+    conn.prepare_cached(&format!(
+        "SELECT {SEAL_COLUMNS} FROM seals WHERE epoch > ?1 ORDER BY epoch"
+    ))?
+    .query_map([after.map_or(-1, |a| a as i64)], seal)?
+    .collect()
+}
+
+/// The seal of `epoch`, or the newest one when `None`.
+pub fn seal_of(conn: &Connection, epoch: Option<u64>) -> rusqlite::Result<Option<Seal>> {
+    use rusqlite::OptionalExtension;
+    match epoch {
+        Some(e) => conn
+            .prepare_cached(&format!("SELECT {SEAL_COLUMNS} FROM seals WHERE epoch = ?1"))?
+            .query_row([e as i64], seal)
+            .optional(),
+        None => conn
+            .prepare_cached(&format!(
+                "SELECT {SEAL_COLUMNS} FROM seals ORDER BY epoch DESC LIMIT 1"
+            ))?
+            .query_row([], seal)
+            .optional(),
+    }
+}
+
+/// The stored leaves of the seal of `epoch`.
+pub fn seal_leaves(conn: &Connection, epoch: u64) -> rusqlite::Result<Vec<Leaf>> {
+    conn.prepare_cached(
+        "SELECT address, epoch_total, balance FROM seal_leaves WHERE epoch = ?1 ORDER BY address",
+    )?
+    .query_map([epoch as i64], |r| {
+        Ok(Leaf {
+            address: address(r, 0)?,
+            epoch_total: amount(r, 1)?,
+            balance: amount(r, 2)?,
+        })
+    })?
+    .collect()
+}
+
+/// `0x` + 40 lowercase hex: how the store spells an address.
+pub fn address_text(a: &[u8; 20]) -> String {
+    format!("0x{}", hex::encode(a))
+}
+
+/// Rows of `(address, amount)` read by `sql` with `params`.
+pub fn address_amounts(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> rusqlite::Result<Vec<([u8; 20], u128)>> {
+    conn.prepare_cached(sql)?
+        .query_map(params, |r| Ok((address(r, 0)?, amount(r, 1)?)))?
+        .collect()
+}
+
+/// A `TEXT` amount (u128 units) read by `sql`, 0 when there is no row.
+pub fn amount_of(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> rusqlite::Result<u128> {
+    use rusqlite::OptionalExtension;
+    Ok(conn
+        .prepare_cached(sql)?
+        .query_row(params, |r| amount(r, 0))
+        .optional()?
+        .unwrap_or(0))
 }
 
 /// One device's entries with their event timestamps, oldest first.
@@ -101,12 +189,6 @@ pub fn device_entries(conn: &Connection, address: &[u8; 20]) -> rusqlite::Result
     ))?
     .query_map([format!("0x{}", hex::encode(address))], entry)?
     .collect()
-}
-
-/// The newest event timestamp in the ledger (0 when empty).
-pub fn newest_timestamp(conn: &Connection) -> rusqlite::Result<u64> {
-    let t: Option<i64> = conn.query_row("SELECT MAX(timestamp) FROM ledger_entries", [], |r| r.get(0))?;
-    Ok(t.unwrap_or(0).max(0) as u64)
 }
 
 /// Credits in a project database after `rowid`, oldest first, at most `limit`.

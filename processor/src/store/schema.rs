@@ -92,6 +92,31 @@ const MIGRATIONS: &[&str] = &[
     // 6: the epoch length and cap in force when each epoch was sealed.
     "ALTER TABLE seals ADD COLUMN epoch_s INTEGER;
      ALTER TABLE seals ADD COLUMN cap TEXT;",
+    // 7: the ledger's derived rows, so nothing about it is kept in memory:
+    // balances and per-epoch totals (updated in the transaction that writes
+    // the entries), each seal's leaves (proofs are served from them), and
+    // indexes for a device's last hour and an epoch's entries. Filled from
+    // the entries at the first start after this migration (rewards::check).
+    "CREATE TABLE ledger_balances (
+        address TEXT PRIMARY KEY,
+        balance TEXT NOT NULL
+    ) STRICT, WITHOUT ROWID;
+    CREATE TABLE ledger_totals (
+        epoch   INTEGER NOT NULL,
+        address TEXT NOT NULL,
+        total   TEXT NOT NULL,
+        PRIMARY KEY (epoch, address)
+    ) STRICT, WITHOUT ROWID;
+    CREATE TABLE seal_leaves (
+        epoch       INTEGER NOT NULL,
+        address     TEXT NOT NULL,
+        epoch_total TEXT NOT NULL,
+        balance     TEXT NOT NULL,
+        PRIMARY KEY (epoch, address)
+    ) STRICT, WITHOUT ROWID;
+    DROP INDEX ledger_address;
+    CREATE INDEX ledger_address_time ON ledger_entries(address, timestamp);
+    CREATE INDEX ledger_epoch ON ledger_entries(epoch, seq);",
 ];
 
 /// Settings every connection gets: WAL so readers never block the writer,
