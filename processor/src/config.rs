@@ -176,6 +176,12 @@ pub struct StoreConfig {
     pub max_commit_events: usize,
     /// Connections for queries (the writer has its own).
     pub read_connections: usize,
+    /// Days after which processed, sealed events, taken credits and applet
+    /// failures are removed (0: keep everything). Ledger entries and seals
+    /// are kept. See `retention.rs`.
+    pub retention_days: u64,
+    /// Seconds between retention passes.
+    pub retention_every_s: u64,
 }
 
 impl Default for Config {
@@ -225,6 +231,8 @@ impl Default for StoreConfig {
         StoreConfig {
             max_commit_events: 10_000,
             read_connections: 4,
+            retention_days: 90,
+            retention_every_s: 3600,
         }
     }
 }

@@ -16,6 +16,7 @@ pub mod mqtt;
 pub mod pipeline;
 pub mod read_tokens;
 pub mod registry;
+pub mod retention;
 pub mod rewards;
 pub mod server;
 pub mod store;

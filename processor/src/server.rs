@@ -77,6 +77,7 @@ pub async fn serve_until(
         rewards: rewards.clone(),
         read_tokens: crate::read_tokens::ReadTokens::open(&config.data_dir)?,
     });
+    let retention_task = tokio::spawn(run_retention(config.clone(), projects_for_ledger.clone()));
     let ledger_task = tokio::spawn(run_ledger(
         rewards,
         projects_for_ledger,
@@ -122,6 +123,7 @@ pub async fn serve_until(
     tracing::info!("stopped accepting; finishing the applet batch in progress and the store writer");
     tokio::task::spawn_blocking(move || worker.stop()).await?;
     ledger_task.abort();
+    retention_task.abort();
     // Every handler has finished, so the last writer handle is gone with the
     // router; the writer drains what is queued, commits and exits.
     tokio::task::spawn_blocking(move || writer_thread.join())
@@ -178,6 +180,37 @@ async fn run_ledger(rewards: Arc<Rewards>, projects: Arc<Projects>, project: Str
             Ok(Err(e)) => tracing::error!(error = %e, "rewards ledger"),
             Err(e) => tracing::error!(error = %e, "rewards ledger task"),
             Ok(Ok(())) => {}
+        }
+    }
+}
+
+/// Every `store.retention_every_s`, starting a minute after start: remove
+/// what `store.retention_days` allows (see [`crate::retention`]).
+async fn run_retention(config: Config, projects: Arc<Projects>) {
+    let every = std::time::Duration::from_secs(config.store.retention_every_s.max(60));
+    let first = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut tick = tokio::time::interval_at(first, every);
+    loop {
+        tick.tick().await;
+        let (c, p) = (config.clone(), projects.clone());
+        let result = tokio::task::spawn_blocking(move || {
+            crate::retention::run_once(
+                &c.data_dir,
+                &p,
+                &c.applets.default_project,
+                c.store.retention_days,
+                c.rewards.epoch_s,
+                crate::pipeline::unix_now(),
+            )
+        })
+        .await;
+        match result {
+            Ok(Ok(r)) if r != crate::retention::Removed::default() => {
+                tracing::info!(?r, "retention removed old rows");
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "retention"),
+            Err(e) => tracing::error!(error = %e, "retention task"),
         }
     }
 }

@@ -182,12 +182,63 @@ impl ProjectDb {
              CREATE TABLE IF NOT EXISTS _ws_paid (device_id TEXT PRIMARY KEY, last_paid INTEGER NOT NULL);
              CREATE TABLE IF NOT EXISTS _ws_seen (event_id INTEGER PRIMARY KEY, seen TEXT NOT NULL);
              CREATE TABLE IF NOT EXISTS _ws_failures (
-                 event_id INTEGER NOT NULL, applet TEXT NOT NULL, code INTEGER, error TEXT, at INTEGER NOT NULL);",
+                 event_id INTEGER NOT NULL, applet TEXT NOT NULL, code INTEGER, error TEXT, at INTEGER NOT NULL);
+             CREATE TABLE IF NOT EXISTS _ws_balances (address TEXT PRIMARY KEY, amount TEXT NOT NULL) WITHOUT ROWID;",
         )?;
-        Ok(ProjectDb {
+        let db = ProjectDb {
             conn,
             statement_limit,
-        })
+        };
+        db.fill_balances()?;
+        Ok(db)
+    }
+
+    /// A database from before `_ws_balances` gets it from its credits, once.
+    fn fill_balances(&self) -> Result<(), DbError> {
+        let c = &self.conn;
+        let filled = c
+            .prepare("SELECT 1 FROM _ws_meta WHERE key = 'balances'")?
+            .exists([])?;
+        if filled {
+            return Ok(());
+        }
+        c.execute_batch("BEGIN IMMEDIATE")?;
+        let result = (|| -> Result<(), DbError> {
+            let mut sums: std::collections::HashMap<String, u128> = std::collections::HashMap::new();
+            let mut stmt = c.prepare("SELECT address, amount FROM _ws_credits")?;
+            for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))? {
+                let (a, n) = row?;
+                let s = sums.entry(a).or_default();
+                *s = s.saturating_add(n.parse().unwrap_or(0));
+            }
+            c.execute("DELETE FROM _ws_balances", [])?;
+            for (a, n) in sums {
+                c.execute(
+                    "INSERT INTO _ws_balances (address, amount) VALUES (?1, ?2)",
+                    rusqlite::params![a, n.to_string()],
+                )?;
+            }
+            c.execute("INSERT INTO _ws_meta (key, value) VALUES ('balances', 1)", [])?;
+            Ok(())
+        })();
+        c.execute_batch(if result.is_ok() { "COMMIT" } else { "ROLLBACK" })?;
+        result
+    }
+
+    /// Adds a credit's amount to `address`'s balance (the credit's row was
+    /// just written, in the same transaction).
+    pub fn add_to_balance(&self, address: &str, amount: u128) -> Result<(), DbError> {
+        let now = self.balance(address)?;
+        self.conn
+            .prepare_cached(
+                "INSERT INTO _ws_balances (address, amount) VALUES (?1, ?2)
+                 ON CONFLICT(address) DO UPDATE SET amount = excluded.amount",
+            )?
+            .execute(rusqlite::params![
+                address.to_ascii_lowercase(),
+                now.saturating_add(amount).to_string()
+            ])?;
+        Ok(())
     }
 
     /// The connection, for the processor's own bookkeeping tables.
@@ -220,17 +271,16 @@ impl ProjectDb {
             .execute_batch("ROLLBACK TO applet_call; RELEASE applet_call");
     }
 
-    /// The ledger balance of `address` (`0x…`) from this project's credits.
+    /// The ledger balance of `address` (`0x…`) from this project's credits:
+    /// one row, kept as credits are written (retention removes old credit
+    /// rows; the balance keeps them).
     pub fn balance(&self, address: &str) -> Result<u128, DbError> {
-        let mut stmt = self
+        let amount: Option<String> = self
             .conn
-            .prepare_cached("SELECT amount FROM _ws_credits WHERE address = ?1")?;
-        let amounts = stmt.query_map([address.to_ascii_lowercase()], |r| r.get::<_, String>(0))?;
-        let mut total = 0u128;
-        for a in amounts {
-            total = total.saturating_add(a?.parse().unwrap_or(0));
-        }
-        Ok(total)
+            .prepare_cached("SELECT amount FROM _ws_balances WHERE address = ?1")?
+            .query_row([address.to_ascii_lowercase()], |r| r.get(0))
+            .optional()?;
+        Ok(amount.and_then(|a| a.parse().ok()).unwrap_or(0))
     }
 
     pub fn kv_get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, DbError> {

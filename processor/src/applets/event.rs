@@ -224,11 +224,14 @@ fn record(
         return Ok(());
     }
     for (i, credit) in o.effects.credits.iter().enumerate() {
-        c.execute(
+        let written = c.execute(
             "INSERT OR IGNORE INTO _ws_credits (event_id, applet, idx, applet_hash, address, amount, timestamp)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             params![ev.id, applet, i as i64, hash, credit.address.to_ascii_lowercase(), credit.amount.to_string(), ev.timestamp],
         )?;
+        if written == 1 {
+            db.add_to_balance(&credit.address, credit.amount)?;
+        }
     }
     for m in &o.effects.metrics {
         metrics.record_applet_metrics(project, applet, m);

@@ -208,6 +208,16 @@ impl Projects {
         Ok(c)
     }
 
+    /// Every project's name.
+    pub fn names(&self) -> Vec<String> {
+        self.projects
+            .read()
+            .expect("projects lock")
+            .keys()
+            .cloned()
+            .collect()
+    }
+
     /// A project, if it exists.
     pub fn get(&self, name: &str) -> Option<Arc<Project>> {
         self.projects.read().expect("projects lock").get(name).cloned()

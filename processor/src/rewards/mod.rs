@@ -58,11 +58,14 @@ pub struct Rewards {
     /// The connection that writes the ledger; its lock also keeps accrual and
     /// sealing from interleaving (a seal's leaves are the balances at its head).
     book: Mutex<Connection>,
-    /// One connection for the rewards queries (a meter polls every minute):
-    /// opened once, not per request.
-    reader: Mutex<Connection>,
-    /// The newest seal and its tree, as last read from the store.
+    /// Connections for the rewards queries (each meter polls every minute):
+    /// opened once, not per request; a query takes a free one.
+    readers: Vec<Mutex<Connection>>,
+    next_reader: std::sync::atomic::AtomicUsize,
+    /// The newest seal and its tree, as last read from the store (or sealed).
     newest: Mutex<Option<Arc<(Seal, Tree)>>>,
+    /// Held by the one query rebuilding `newest`.
+    rebuilding: Mutex<()>,
 }
 
 pub(crate) fn conn(path: &Path) -> rusqlite::Result<Connection> {
@@ -123,9 +126,27 @@ impl Rewards {
             key,
             config,
             book: Mutex::new(c),
-            reader: Mutex::new(conn(db_path)?),
+            readers: (0..READERS)
+                .map(|_| conn(db_path).map(Mutex::new))
+                .collect::<rusqlite::Result<_>>()?,
+            next_reader: Default::default(),
             newest: Mutex::new(None),
+            rebuilding: Mutex::new(()),
         })
+    }
+
+    /// A free reader connection, or the next one in turn when all are busy.
+    fn reader(&self) -> std::sync::MutexGuard<'_, Connection> {
+        for r in &self.readers {
+            if let Ok(c) = r.try_lock() {
+                return c;
+            }
+        }
+        let i = self
+            .next_reader
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            % self.readers.len();
+        self.readers[i].lock().expect("rewards reader lock")
     }
 
     pub fn public_key(&self) -> String {
@@ -195,27 +216,38 @@ impl Rewards {
             book::write_seal(&tx, &seal, &tree, now)?;
             book::set_meta(&tx, "verified_epoch", epoch as i64)?;
             tx.commit()?;
+            *self.newest.lock().expect("newest seal lock") = Some(Arc::new((seal.clone(), tree)));
             tracing::info!(epoch, root = %hex::encode(seal.root), "sealed a rewards epoch");
             sealed.push(epoch);
         }
     }
 
     /// The newest seal and its tree, rebuilt from the stored leaves only when
-    /// a newer seal has appeared.
+    /// a newer seal has appeared. One query rebuilds it (10,000 leaves take
+    /// tens of milliseconds); queries meanwhile serve the previous seal's
+    /// proof, which still verifies, instead of queueing behind the rebuild.
     fn newest_tree(&self, c: &Connection) -> anyhow::Result<Option<Arc<(Seal, Tree)>>> {
         let newest = book::last_sealed(c)?;
-        let mut cached = self.newest.lock().expect("newest seal lock");
-        if cached.as_ref().map(|s| s.0.epoch) != newest {
-            *cached = book::newest_tree(c)?.map(Arc::new);
+        let cached = self.newest.lock().expect("newest seal lock").clone();
+        if cached.as_ref().map(|s| s.0.epoch) == newest {
+            return Ok(cached);
         }
-        Ok(cached.clone())
+        let building = match (self.rebuilding.try_lock(), &cached) {
+            (Ok(guard), _) => guard,
+            (Err(_), Some(_)) => return Ok(cached),
+            (Err(_), None) => self.rebuilding.lock().expect("rebuild lock"),
+        };
+        let fresh = book::newest_tree(c)?.map(Arc::new);
+        *self.newest.lock().expect("newest seal lock") = fresh.clone();
+        drop(building);
+        Ok(fresh)
     }
 
     /// `GET /v1/devices/{id}/rewards`: a balance row, the device's entries of
     /// the last hour (an index range), and its proof from the newest seal's
     /// tree (O(log n)).
     pub fn answer(&self, id: &DeviceId) -> anyhow::Result<RewardsView> {
-        let c = self.reader.lock().expect("rewards reader lock");
+        let c = self.reader();
         let address = stored::address_text(&id.0);
         let tx = c.unchecked_transaction()?; // one snapshot for every read below
         let balance = stored::amount_of(
@@ -259,13 +291,13 @@ impl Rewards {
 
     /// `GET /v1/epochs/{n}`.
     pub fn seal_view(&self, epoch: u64) -> anyhow::Result<Option<SealView>> {
-        let c = self.reader.lock().expect("rewards reader lock");
+        let c = self.reader();
         Ok(stored::seal_of(&c, Some(epoch))?.as_ref().map(Seal::view))
     }
 
     /// `GET /v1/ledger/head`.
     pub fn head(&self) -> anyhow::Result<LedgerHead> {
-        let c = self.reader.lock().expect("rewards reader lock");
+        let c = self.reader();
         let (seq, hash) = book::head(&c)?;
         Ok(LedgerHead {
             seq,
@@ -276,6 +308,9 @@ impl Rewards {
         })
     }
 }
+
+/// Connections for rewards queries.
+const READERS: usize = 4;
 
 /// Credits moved into the ledger per transaction.
 const ACCRUE_PAGE: i64 = 5000;

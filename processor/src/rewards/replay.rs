@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use rusqlite::Connection;
+use rusqlite::{Connection, OptionalExtension};
 use wattstream_rewards::Ledger;
 use wattstream_sdk::load_key;
 
@@ -36,6 +36,21 @@ pub fn replay(data_dir: &Path, config: &crate::config::Config) -> anyhow::Result
     let c = conn(&db_path)?;
     let (entries, seals) = load(&c)?;
     let key = load_key(&key_path(data_dir))?;
+    let removed: Option<i64> = c
+        .query_row(
+            "SELECT value FROM ledger_meta WHERE key = 'events_removed_upto'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?;
+    if let Some(upto) = removed {
+        let mut report = ReplayReport::default();
+        report.problems.push(format!(
+            "events up to id {upto} were removed by retention (store.retention_days): \
+             replay needs the whole stream; `rewards verify` still checks every entry and seal"
+        ));
+        return Ok(report);
+    }
     let runtime = Runtime::new(None)?;
     let name = &config.applets.default_project;
     let mut report = ReplayReport::default();

@@ -53,7 +53,7 @@ pub struct Latency {
     pub max_ms: f64,
 }
 
-fn latency(mut samples: Vec<Duration>) -> Latency {
+pub fn latency(mut samples: Vec<Duration>) -> Latency {
     samples.sort_unstable();
     let at = |q: f64| {
         samples
@@ -80,6 +80,11 @@ pub struct ServerProcess {
 impl ServerProcess {
     /// Starts the sibling `wattstream` binary on a fresh data directory.
     pub fn start(data_dir: &Path, token: &str) -> anyhow::Result<Self> {
+        Self::start_with(data_dir, token, &[])
+    }
+
+    /// As [`ServerProcess::start`], with more `serve` arguments.
+    pub fn start_with(data_dir: &Path, token: &str, extra: &[&std::ffi::OsStr]) -> anyhow::Result<Self> {
         use std::io::BufRead;
         let exe = std::env::current_exe()?;
         let mut child = std::process::Command::new(exe)
@@ -92,6 +97,7 @@ impl ServerProcess {
                 "--data-dir",
             ])
             .arg(data_dir)
+            .args(extra)
             .env("RUST_LOG", "warn")
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())
@@ -104,6 +110,11 @@ impl ServerProcess {
             .ok_or_else(|| anyhow::anyhow!("the processor did not start: {line:?}"))?
             .to_string();
         Ok(ServerProcess { child, url })
+    }
+
+    /// CPU time and memory now, from /proc.
+    pub fn usage_now(&self) -> procfs::Usage {
+        procfs::usage(self.child.id())
     }
 
     /// CPU seconds used so far and peak RSS (KiB), from /proc.

@@ -11,6 +11,7 @@ mod applets;
 mod ingest;
 mod meter;
 mod procfs;
+mod soak;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -52,6 +53,14 @@ pub struct Args {
     /// Run only these parts (repeatable; default: all).
     #[arg(long, value_enum)]
     only: Vec<Part>,
+    /// Instead of the figures above: hold the fleet at a steady load for this
+    /// many seconds, every device polling its rewards each minute, and report
+    /// RSS growth and rewards-query latency.
+    #[arg(long)]
+    soak: Option<u64>,
+    /// Events per second for --soak (default: the fleet's own rate, devices / 5).
+    #[arg(long)]
+    soak_rate: Option<f64>,
 }
 
 const TOKEN: &str = "bench-admin-token-0123456789";
@@ -68,6 +77,10 @@ pub fn run(args: Args) -> Result<i32> {
     let seconds = args.seconds;
     println!("wattstream bench: {cores} cores, commit {commit}, {seconds} s per micro-benchmark\n");
     let mut doc = json!({"cores": cores, "commit": commit});
+    if let Some(seconds) = args.soak {
+        doc["soak"] = run_soak(&args, seconds)?;
+        return write_json(&args, &doc);
+    }
 
     // 1. The limit (the ingest ratios need it too).
     let mut verify_all = f64::NAN;
@@ -131,12 +144,56 @@ pub fn run(args: Args) -> Result<i32> {
     }
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
+    write_json(&args, &doc)
+}
 
+fn write_json(args: &Args, doc: &Value) -> Result<i32> {
     if let Some(path) = &args.json {
-        std::fs::write(path, serde_json::to_string_pretty(&doc)?)?;
+        std::fs::write(path, serde_json::to_string_pretty(doc)?)?;
         println!("\nfigures written to {}", path.display());
     }
     Ok(0)
+}
+
+/// `--soak`: a processor sealing an epoch a minute, the fleet registered and
+/// the reward applets deployed, then the steady load (see `soak.rs`).
+fn run_soak(args: &Args, seconds: u64) -> Result<Value> {
+    let dir = std::env::temp_dir().join(format!("wattstream-soak-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let config = dir.join("soak.toml");
+    std::fs::write(&config, "[rewards]\nepoch_s = 60\nseal_after_s = 5\n")?;
+    let server = ServerProcess::start_with(
+        &dir.join("data"),
+        TOKEN,
+        &["--config".as_ref(), config.as_os_str()],
+    )?;
+    let admin = ProcessorClient::new(&server.url, Some(TOKEN.to_string()), Duration::from_secs(60))?;
+    let rt = super::runtime()?;
+    let (keys, deployed) = prepare(args, &rt, &admin)?;
+    // The fleet's own rate (a window per meter every 5 s) unless told: the
+    // batch-100 burst maximum is measured with the applets and the ledger idle
+    // and is not a rate they sustain (the throughput issue measures that).
+    let rate = args.soak_rate.unwrap_or(keys.len() as f64 / 5.0);
+    println!(
+        "Soak: {} devices, applets {}, {rate:.0} events/s for {seconds} s, every device polling its rewards each minute, an epoch sealed every minute",
+        keys.len(),
+        deployed.join(" + ")
+    );
+    let plan = soak::Plan {
+        seconds,
+        rate,
+        connections: 8,
+        data_dir: dir.join("data"),
+    };
+    let figures = soak::soak(&server, &rt, keys, &plan)?;
+    let head = rt.block_on(admin.ledger_head())?;
+    println!(
+        "   ledger at the end: {} entries, newest sealed epoch {:?}",
+        head.seq, head.last_sealed_epoch
+    );
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(figures)
 }
 
 /// 2-3: ingest over loopback HTTP with `devices` registered and the identity
@@ -150,40 +207,7 @@ fn ingest(
     doc: &mut Value,
 ) -> Result<()> {
     let devices = args.devices;
-    let keys: Vec<DeviceKey> = (0..devices).map(|_| DeviceKey::generate()).collect();
-    let deployed = rt.block_on(async {
-        let tasks: Vec<_> = keys
-            .chunks(devices.div_ceil(16).max(1))
-            .map(|c| {
-                let (admin, pks) = (
-                    admin.clone(),
-                    c.iter().map(|k| k.public_key().to_hex()).collect::<Vec<_>>(),
-                );
-                tokio::spawn(async move {
-                    for pk in pks {
-                        admin.register_device(&pk, Some("bench")).await?;
-                    }
-                    Ok::<_, anyhow::Error>(())
-                })
-            })
-            .collect();
-        for t in tasks {
-            t.await??;
-        }
-        let mut deployed = Vec::new();
-        for name in ["identity", "rewards-tiered"] {
-            if let Ok(wasm) = std::fs::read(args.applets.join(format!("{name}.wasm"))) {
-                admin
-                    .post_bytes(
-                        &format!("/v1/projects/default/applets/{name}?gate={}", name == "identity"),
-                        wasm,
-                    )
-                    .await?;
-                deployed.push(name);
-            }
-        }
-        Ok::<_, anyhow::Error>(deployed)
-    })?;
+    let (keys, deployed) = prepare(args, rt, admin)?;
     let (_, rss_registered) = server.usage();
     let applets_note = if deployed.is_empty() {
         "no applets".to_string()
@@ -250,4 +274,49 @@ fn ingest(
     doc["processor_rss_mb"] =
         json!({"registered": mb(rss_registered), "peak": mb(rss_peak), "devices": devices});
     Ok(())
+}
+
+/// Registers `args.devices` fresh keys and deploys the identity and tiered
+/// reward applets (when built). Returns the keys and the applets deployed.
+fn prepare(
+    args: &Args,
+    rt: &tokio::runtime::Runtime,
+    admin: &ProcessorClient,
+) -> Result<(Vec<DeviceKey>, Vec<&'static str>)> {
+    let devices = args.devices;
+    let keys: Vec<DeviceKey> = (0..devices).map(|_| DeviceKey::generate()).collect();
+    let deployed = rt.block_on(async {
+        let tasks: Vec<_> = keys
+            .chunks(devices.div_ceil(16).max(1))
+            .map(|c| {
+                let (admin, pks) = (
+                    admin.clone(),
+                    c.iter().map(|k| k.public_key().to_hex()).collect::<Vec<_>>(),
+                );
+                tokio::spawn(async move {
+                    for pk in pks {
+                        admin.register_device(&pk, Some("bench")).await?;
+                    }
+                    Ok::<_, anyhow::Error>(())
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await??;
+        }
+        let mut deployed = Vec::new();
+        for name in ["identity", "rewards-tiered"] {
+            if let Ok(wasm) = std::fs::read(args.applets.join(format!("{name}.wasm"))) {
+                admin
+                    .post_bytes(
+                        &format!("/v1/projects/default/applets/{name}?gate={}", name == "identity"),
+                        wasm,
+                    )
+                    .await?;
+                deployed.push(name);
+            }
+        }
+        Ok::<_, anyhow::Error>(deployed)
+    })?;
+    Ok((keys, deployed))
 }
