@@ -49,6 +49,43 @@ ensure_test_tools() {
   command -v mosquitto_pub >/dev/null 2>&1 || apt_install mosquitto-clients
 }
 
+as_postgres() {
+  # as_postgres CMD...: runs CMD as the postgres system user.
+  if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else sudo -u postgres "$@"; fi
+}
+
+ensure_postgres() {
+  # The store tests create and drop a database each on a PostgreSQL server
+  # named by WATTSTREAM_TEST_POSTGRES. Kept when set; else a server answering
+  # on 127.0.0.1:5432 as this user; else Debian's, installed and started here,
+  # with a superuser role for this user over the Unix socket (peer auth).
+  [ -n "${WATTSTREAM_TEST_POSTGRES:-}" ] && return 0
+  local user version cluster
+  user="$(id -un)"
+  if command -v psql >/dev/null 2>&1 &&
+    psql "postgres://$user@127.0.0.1:5432/postgres" -Atqc 'SELECT 1' >/dev/null 2>&1; then
+    export WATTSTREAM_TEST_POSTGRES="postgres://$user@127.0.0.1:5432/postgres"
+    return 0
+  fi
+  command -v pg_ctlcluster >/dev/null 2>&1 || apt_install postgresql
+  if ! pg_isready -q; then
+    version="$(pg_lsclusters -h | awk 'NR == 1 { print $1 }')"
+    cluster="$(pg_lsclusters -h | awk 'NR == 1 { print $2 }')"
+    if [ -z "$version" ]; then
+      version="$(find /usr/lib/postgresql -mindepth 1 -maxdepth 1 -printf '%f\n' | sort -V | tail -1)"
+      cluster=main
+      $SUDO pg_createcluster "$version" "$cluster"
+    fi
+    echo "setup: starting PostgreSQL $version/$cluster"
+    $SUDO pg_ctlcluster "$version" "$cluster" start
+    for _ in $(seq 1 30); do pg_isready -q && break; sleep 1; done
+  fi
+  if ! as_postgres psql -Atqc "SELECT 1 FROM pg_roles WHERE rolname = '$user'" | grep -q 1; then
+    as_postgres createuser --superuser "$user"
+  fi
+  export WATTSTREAM_TEST_POSTGRES="host=/var/run/postgresql user=$user dbname=postgres"
+}
+
 ensure_python_crypto() {
   command -v python3 >/dev/null 2>&1 || apt_install python3
   if ! python3 -c "import cryptography" >/dev/null 2>&1; then

@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 ensure_rust
 ensure_python_crypto
 ensure_test_tools
+ensure_postgres
 build_applets
 
 echo "== cargo fmt --check"

@@ -14,7 +14,7 @@ use crate::metrics::Metrics;
 use crate::pipeline::Pipeline;
 use crate::registry::Registry;
 use crate::rewards::Rewards;
-use crate::store::{self, Reads};
+use crate::store;
 
 /// Runs the server until a shutdown signal. `on_listen` gets the bound address
 /// (useful with port 0).
@@ -30,7 +30,7 @@ pub async fn serve_until(
 ) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::default());
     let (writer, reads, writer_thread) = store::open(&config.data_dir, &config.store, metrics.clone())?;
-    let rows = reads.with(Reads::all_devices).await?;
+    let rows = reads.all_devices().await?;
     let registry = Arc::new(Registry::from_rows(&rows));
     if config.admin_token.is_none() {
         tracing::warn!("no admin token configured: the admin API (register, revoke) is disabled");
@@ -50,7 +50,7 @@ pub async fn serve_until(
     tracing::info!(processor_public_key = %rewards.public_key(), "rewards ledger ready");
     let worker = Worker::start(
         projects.clone(),
-        reads.clone(),
+        reads.sqlite().expect("serve opens SQLite").clone(),
         config.applets.clone(),
         config.limits.paid_time(),
         metrics.clone(),

@@ -14,7 +14,7 @@ use wattstream_sdk::{DeviceId, PublicKey};
 
 use super::{ApiError, AppState, read_body, require_admin, require_reader};
 use crate::pipeline::unix_now;
-use crate::store::{EventRow, NewDevice, Reads, RegisterOutcome};
+use crate::store::{EventRow, NewDevice, RegisterOutcome};
 
 /// Largest admin request body.
 const ADMIN_BODY_MAX: usize = 16 * 1024;
@@ -94,11 +94,7 @@ pub async fn register(
 
 pub async fn list(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Result<Response, ApiError> {
     require_admin(&state, &headers)?;
-    let devices = state
-        .reads
-        .with(Reads::all_devices)
-        .await
-        .map_err(ApiError::store)?;
+    let devices = state.reads.all_devices().await.map_err(ApiError::store)?;
     Ok(axum::Json(json!({ "devices": devices })).into_response())
 }
 
@@ -146,12 +142,8 @@ pub async fn show(
 ) -> Result<Response, ApiError> {
     let id = parse_id(&id)?.to_string();
     require_reader(&state, &headers, &id)?;
-    let key = id.clone();
-    let (device, last) = state
-        .reads
-        .with(move |c| Ok((Reads::device(c, &key)?, Reads::last_event(c, &key)?)))
-        .await
-        .map_err(ApiError::store)?;
+    let device = state.reads.device(&id).await.map_err(ApiError::store)?;
+    let last = state.reads.last_event(&id).await.map_err(ApiError::store)?;
     let Some(d) = device else {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
@@ -244,15 +236,10 @@ pub async fn events(
         ),
     };
     let (from, to) = (q.from.unwrap_or(i64::MIN), q.to.unwrap_or(i64::MAX));
-    let key = id.clone();
-    let (known, rows) = state
+    let known = state.reads.device(&id).await.map_err(ApiError::store)?.is_some();
+    let rows = state
         .reads
-        .with(move |c| {
-            Ok((
-                Reads::device(c, &key)?.is_some(),
-                Reads::events(c, &key, from, to, after, limit)?,
-            ))
-        })
+        .events(&id, from, to, after, limit)
         .await
         .map_err(ApiError::store)?;
     if !known {

@@ -274,11 +274,7 @@ async fn method_not_allowed(req: Request) -> ApiError {
 /// `applets.stall_after_s`, or more than `applets.max_lag_events` behind):
 /// ingest still works then.
 async fn healthz(State(state): State<Shared>) -> Response {
-    if let Err(e) = state
-        .reads
-        .with(|c| c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0)))
-        .await
-    {
+    if let Err(e) = state.reads.ping().await {
         return ApiError::store(e).into_response();
     }
     let w = &state.metrics.worker;

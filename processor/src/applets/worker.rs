@@ -22,7 +22,7 @@ use super::db::ProjectDb;
 use super::event::{Chain, run_event};
 use super::projects::{Project, Projects};
 use crate::metrics::Metrics;
-use crate::store::Reads;
+use crate::store::SqliteReads as Reads;
 use wattstream_rewards::PaidTime;
 
 /// Events per transaction.

@@ -59,8 +59,12 @@ fn walk(
     }
 }
 
-/// Every entry and seal from the start, then the derived rows.
+/// Every entry and seal from the start, then the derived rows, all in one read
+/// transaction: a processor writing meanwhile cannot make the balances read
+/// last disagree with the entries read first.
 pub fn verify_all(conn: &Connection, cap: u128, key: &PublicKey) -> Checked {
+    let snapshot = conn.unchecked_transaction()?;
+    let conn: &Connection = &snapshot;
     let mut v = Verifier::new(seals_after(conn, None)?, cap, Some(key));
     if let Some(t) = walk(conn, 0, &mut v, |_| Ok(()))? {
         return Ok(Err(t));

@@ -1,8 +1,16 @@
-//! The durable store: SQLite in WAL mode in the data directory. One writer thread
-//! owns the only writing connection and commits whatever requests are waiting in
-//! one transaction (group commit: concurrent requests share one fsync); queries
-//! use a small pool of read connections.
+//! The durable store, on one of two engines:
+//!
+//! - **SQLite** in WAL mode in the data directory, the embedded default: one
+//!   writer thread owns the only writing connection; queries use a small pool
+//!   of read-only connections.
+//! - **PostgreSQL** ([`pg`]) for several processors on one database.
+//!
+//! Both commit whatever requests are waiting in one transaction (group commit,
+//! [`ops`]: concurrent requests share one commit) and answer through the same
+//! handles: [`Writer`] for changes, [`Reads`] for queries.
 
+mod ops;
+pub mod pg;
 mod reads;
 mod schema;
 mod writer;
@@ -10,9 +18,9 @@ mod writer;
 use std::path::Path;
 use std::sync::Arc;
 
-pub use reads::{DeviceRow, EventRow, Reads};
+pub use ops::{Committed, NewDevice, NewEvent, RegisterOutcome, Writer};
+pub use reads::{DeviceRow, EventRow, SqliteReads};
 pub use schema::{dedup_key, migrate};
-pub use writer::{Committed, NewDevice, NewEvent, RegisterOutcome, Writer};
 
 use crate::config::StoreConfig;
 use crate::metrics::Metrics;
@@ -32,6 +40,98 @@ pub enum StoreError {
     Closed,
     #[error("a query task failed: {0}")]
     Task(String),
+    #[error("PostgreSQL: {0}")]
+    Postgres(#[from] tokio_postgres::Error),
+    #[error("PostgreSQL pool: {0}")]
+    Pool(String),
+    #[error("{0}")]
+    Config(String),
+}
+
+impl From<deadpool_postgres::PoolError> for StoreError {
+    fn from(e: deadpool_postgres::PoolError) -> Self {
+        match e {
+            deadpool_postgres::PoolError::Backend(e) => StoreError::Postgres(e),
+            other => StoreError::Pool(other.to_string()),
+        }
+    }
+}
+
+/// The read side of either engine. Typed queries, so callers do not depend on
+/// the engine; [`Reads::sqlite`] is for the parts that still run on SQLite
+/// only (the applet worker and replay).
+#[derive(Clone)]
+pub enum Reads {
+    Sqlite(SqliteReads),
+    Postgres(pg::PgReads),
+}
+
+impl Reads {
+    /// SQLite's pool, when this is SQLite.
+    pub fn sqlite(&self) -> Option<&SqliteReads> {
+        match self {
+            Reads::Sqlite(r) => Some(r),
+            Reads::Postgres(_) => None,
+        }
+    }
+
+    /// Whether the store answers a query.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        match self {
+            Reads::Sqlite(r) => r.with(|c| c.query_row("SELECT 1", [], |_| Ok(()))).await,
+            Reads::Postgres(r) => r.ping().await,
+        }
+    }
+
+    /// Every registered device, revoked ones included.
+    pub async fn all_devices(&self) -> Result<Vec<DeviceRow>, StoreError> {
+        match self {
+            Reads::Sqlite(r) => r.with(SqliteReads::all_devices).await,
+            Reads::Postgres(r) => r.all_devices().await,
+        }
+    }
+
+    /// One device.
+    pub async fn device(&self, id: &str) -> Result<Option<DeviceRow>, StoreError> {
+        match self {
+            Reads::Sqlite(r) => {
+                let id = id.to_string();
+                r.with(move |c| SqliteReads::device(c, &id)).await
+            }
+            Reads::Postgres(r) => r.device(id).await,
+        }
+    }
+
+    /// The device's latest reading by timestamp.
+    pub async fn last_event(&self, id: &str) -> Result<Option<EventRow>, StoreError> {
+        match self {
+            Reads::Sqlite(r) => {
+                let id = id.to_string();
+                r.with(move |c| SqliteReads::last_event(c, &id)).await
+            }
+            Reads::Postgres(r) => r.last_event(id).await,
+        }
+    }
+
+    /// A page of a device's events with `from <= timestamp < to`, ordered by
+    /// (timestamp, id), starting after the cursor `(timestamp, id)`.
+    pub async fn events(
+        &self,
+        id: &str,
+        from: i64,
+        to: i64,
+        after: Option<(i64, i64)>,
+        limit: usize,
+    ) -> Result<Vec<EventRow>, StoreError> {
+        match self {
+            Reads::Sqlite(r) => {
+                let id = id.to_string();
+                r.with(move |c| SqliteReads::events(c, &id, from, to, after, limit))
+                    .await
+            }
+            Reads::Postgres(r) => r.events(id, from, to, after, limit).await,
+        }
+    }
 }
 
 /// The database file inside a data directory.
@@ -40,8 +140,8 @@ pub fn db_path(data_dir: &Path) -> std::path::PathBuf {
 }
 
 /// Opens only the read side of an existing store (offline tools).
-pub fn open_reads(data_dir: &Path) -> Result<Reads, StoreError> {
-    Reads::open(&db_path(data_dir), 2)
+pub fn open_reads(data_dir: &Path) -> Result<SqliteReads, StoreError> {
+    SqliteReads::open(&db_path(data_dir), 2)
 }
 
 /// Opens (creating and migrating as needed) the store in `data_dir`.
@@ -58,7 +158,7 @@ pub fn open(
     let mut conn = rusqlite::Connection::open(&path)?;
     schema::configure(&conn)?;
     schema::migrate(&mut conn)?;
-    let reads = Reads::open(&path, config.read_connections)?;
-    let (writer, handle) = Writer::start(conn, config.max_commit_events, metrics);
-    Ok((writer, reads, handle))
+    let reads = SqliteReads::open(&path, config.read_connections)?;
+    let (writer, handle) = writer::start(conn, config.max_commit_events, metrics);
+    Ok((writer, Reads::Sqlite(reads), handle))
 }

@@ -39,9 +39,9 @@ pub struct EventRow {
     pub received_at: i64,
 }
 
-/// The read pool.
+/// SQLite's read pool.
 #[derive(Clone)]
-pub struct Reads {
+pub struct SqliteReads {
     path: Arc<PathBuf>,
     pool: Arc<Mutex<Vec<Connection>>>,
 }
@@ -81,9 +81,9 @@ fn event_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<EventRow> {
 
 const EVENT_COLUMNS: &str = "id, seq, timestamp, sensor_reading, data, signature, received_at";
 
-impl Reads {
+impl SqliteReads {
     pub(super) fn open(path: &Path, size: usize) -> Result<Self, StoreError> {
-        let reads = Reads {
+        let reads = SqliteReads {
             path: Arc::new(path.to_path_buf()),
             pool: Arc::new(Mutex::new(Vec::with_capacity(size))),
         };

@@ -1,211 +1,45 @@
-//! The single writer. Requests arrive on a channel; the thread takes the first,
-//! then everything else already waiting (up to a limit), runs them all in one
-//! transaction and answers each only after that transaction has committed.
-//! Concurrent requests therefore share one fsync, and nothing is acknowledged
-//! before it is durable.
+//! SQLite's writer: one thread owns the only writing connection and applies
+//! each group (see [`super::ops`]) in one transaction.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
 use rusqlite::{Connection, OptionalExtension, params};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
-use super::StoreError;
+use super::ops::{
+    Answer, Committed, Counts, FailReply, NewDevice, Op, RegisterOutcome, Writer, answer, events_in, failed,
+    gather,
+};
 use super::schema::dedup_key;
 use crate::metrics::Metrics;
 
-/// A verified event ready to store.
-#[derive(Debug, Clone)]
-pub struct NewEvent {
-    pub device_id: String,
-    pub seq: Option<u64>,
-    pub timestamp: u64,
-    pub sensor_reading: f64,
-    /// The exact signed `data` bytes.
-    pub data: String,
-    pub signature: [u8; 64],
-    pub received_at: i64,
-}
-
-/// What became of one stored event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Committed {
-    /// Stored now, with this event id.
-    Accepted(i64),
-    /// The store already had this reading: same device, same seq (or
-    /// timestamp), same signed bytes.
-    Duplicate,
-    /// The store already had a *different* reading for this device and seq
-    /// (or timestamp): the device signed two readings for one slot.
-    Conflict,
-}
-
-/// A device to register.
-#[derive(Debug, Clone)]
-pub struct NewDevice {
-    pub device_id: String,
-    pub public_key: String,
-    pub owner: Option<String>,
-    pub at: i64,
-}
-
-/// What registering did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RegisterOutcome {
-    Created,
-    AlreadyRegistered,
-    Revoked,
-}
-
-type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
-
-enum Op {
-    Events(Vec<NewEvent>, Reply<Vec<Committed>>),
-    Register(NewDevice, Reply<RegisterOutcome>),
-    Revoke(String, i64, Reply<bool>),
-    Rejected(String),
-    /// Answered once every op queued before it has been committed or failed:
-    /// the watchdog's proof that the writer makes progress.
-    Ping(oneshot::Sender<()>),
-}
-
-impl Op {
-    fn weight(&self) -> usize {
-        match self {
-            Op::Events(e, _) => e.len().max(1),
-            _ => 1,
-        }
-    }
-}
-
-/// A handle to the writer thread; cheap to clone.
-#[derive(Clone)]
-pub struct Writer {
-    tx: mpsc::Sender<Op>,
-}
-
-impl Writer {
-    pub(super) fn start(
-        conn: Connection,
-        max_commit_events: usize,
-        metrics: Arc<Metrics>,
-    ) -> (Writer, std::thread::JoinHandle<()>) {
-        let (tx, rx) = mpsc::channel(4096);
-        let handle = std::thread::Builder::new()
-            .name("store-writer".into())
-            .spawn(move || run(conn, rx, max_commit_events, metrics))
-            .expect("spawn the store writer");
-        (Writer { tx }, handle)
-    }
-
-    async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Op) -> Result<T, StoreError> {
-        let (reply, rx) = oneshot::channel();
-        self.tx.send(make(reply)).await.map_err(|_| StoreError::Closed)?;
-        rx.await.map_err(|_| StoreError::Closed)?
-    }
-
-    /// Stores events durably; one answer per event, in order.
-    pub async fn insert_events(&self, events: Vec<NewEvent>) -> Result<Vec<Committed>, StoreError> {
-        if events.is_empty() {
-            return Ok(Vec::new());
-        }
-        self.call(|r| Op::Events(events, r)).await
-    }
-
-    /// Registers a device (idempotent for an active device).
-    pub async fn register(&self, device: NewDevice) -> Result<RegisterOutcome, StoreError> {
-        self.call(|r| Op::Register(device, r)).await
-    }
-
-    /// Revokes a device; `false` when there is no such device.
-    pub async fn revoke(&self, device_id: String, at: i64) -> Result<bool, StoreError> {
-        self.call(|r| Op::Revoke(device_id, at, r)).await
-    }
-
-    /// Resolves once the writer has worked through everything queued before
-    /// it; `false` when the writer is gone.
-    pub async fn ping(&self) -> bool {
-        let (tx, rx) = oneshot::channel();
-        self.tx.send(Op::Ping(tx)).await.is_ok() && rx.await.is_ok()
-    }
-
-    /// Counts a rejected envelope against a registered device; not waited for.
-    pub fn count_rejected(&self, device_id: String) {
-        let _ = self.tx.try_send(Op::Rejected(device_id));
-    }
-}
-
-#[derive(Default)]
-struct Counts {
-    accepted: i64,
-    duplicate: i64,
-    rejected: i64,
-    conflict: i64,
-    last_seen: i64,
-}
-
-enum Answer {
-    Events(Reply<Vec<Committed>>, Vec<Committed>),
-    Register(Reply<RegisterOutcome>, RegisterOutcome),
-    Revoke(Reply<bool>, bool),
+/// Starts SQLite's writer thread on `conn`.
+pub(super) fn start(
+    conn: Connection,
+    max_commit_events: usize,
+    metrics: Arc<Metrics>,
+) -> (Writer, std::thread::JoinHandle<()>) {
+    let (writer, rx) = Writer::channel();
+    let handle = std::thread::Builder::new()
+        .name("store-writer".into())
+        .spawn(move || run(conn, rx, max_commit_events, metrics))
+        .expect("spawn the store writer");
+    (writer, handle)
 }
 
 fn run(mut conn: Connection, mut rx: mpsc::Receiver<Op>, max_events: usize, metrics: Arc<Metrics>) {
     while let Some(first) = rx.blocking_recv() {
-        let mut ops = vec![first];
-        let mut weight = ops[0].weight();
-        while weight < max_events {
-            match rx.try_recv() {
-                Ok(op) => {
-                    weight += op.weight();
-                    ops.push(op);
-                }
-                Err(_) => break,
-            }
-        }
+        let ops = gather(first, &mut rx, max_events);
         let started = Instant::now();
-        let events: usize = ops
-            .iter()
-            .map(|o| match o {
-                Op::Events(e, _) => e.len(),
-                _ => 0,
-            })
-            .sum();
+        let events = events_in(&ops);
         // Pings are answered after this group, whatever its outcome.
         let (pings, ops): (Vec<Op>, Vec<Op>) = ops.into_iter().partition(|o| matches!(o, Op::Ping(_)));
-        match apply(&mut conn, ops) {
-            Ok(answers) => {
-                metrics.record_commit(events, started.elapsed());
-                for answer in answers {
-                    match answer {
-                        Answer::Events(r, v) => drop(r.send(Ok(v))),
-                        Answer::Register(r, v) => drop(r.send(Ok(v))),
-                        Answer::Revoke(r, v) => drop(r.send(Ok(v))),
-                    }
-                }
-            }
-            Err((e, replies)) => {
-                tracing::error!(error = %e, "group commit failed; nothing in it was acknowledged");
-                metrics.record_commit_failure();
-                for reply in replies {
-                    reply(e.to_string());
-                }
-            }
-        }
-        for p in pings {
-            if let Op::Ping(reply) = p {
-                let _ = reply.send(());
-            }
-        }
+        let outcome = apply(&mut conn, ops).map_err(|(e, replies)| (e.to_string(), replies));
+        answer(outcome, pings, events, started, &metrics);
     }
     tracing::info!("store writer stopped");
-}
-
-type FailReply = Box<dyn FnOnce(String)>;
-
-fn fail_reply<T: 'static>(r: Reply<T>) -> FailReply {
-    Box::new(move |msg| drop(r.send(Err(StoreError::Task(msg)))))
 }
 
 /// Runs every op in one transaction. On failure nothing is committed, and the
@@ -297,17 +131,7 @@ fn apply(conn: &mut Connection, ops: Vec<Op>) -> Result<Vec<Answer>, (rusqlite::
     })();
     match result {
         Ok(()) => Ok(answers),
-        Err(e) => {
-            let replies = answers
-                .into_iter()
-                .map(|a| match a {
-                    Answer::Events(r, _) => fail_reply(r),
-                    Answer::Register(r, _) => fail_reply(r),
-                    Answer::Revoke(r, _) => fail_reply(r),
-                })
-                .collect();
-            Err((e, replies))
-        }
+        Err(e) => Err((e, failed(answers))),
     }
 }
 

@@ -5,6 +5,7 @@
 
 pub mod broker;
 pub mod meter;
+pub mod pg;
 pub mod pki;
 
 use std::io::{BufRead, BufReader};

@@ -1,0 +1,110 @@
+//! Queries on PostgreSQL, from the pool: the same answers as SQLite's
+//! [`crate::store::SqliteReads`] (a device, its events by time, the registry).
+
+use deadpool_postgres::Pool;
+use tokio_postgres::Row;
+
+use crate::store::{DeviceRow, EventRow, StoreError};
+
+/// The read side.
+#[derive(Clone)]
+pub struct PgReads {
+    pool: Pool,
+}
+
+const DEVICE_COLUMNS: &str = "device_id, public_key, owner, registered_at, revoked_at, accepted, duplicate, rejected, last_seen, conflict";
+const EVENT_COLUMNS: &str = "id, seq, timestamp, sensor_reading, data, signature, received_at";
+
+fn device_row(r: &Row) -> DeviceRow {
+    DeviceRow {
+        device_id: r.get(0),
+        public_key: r.get(1),
+        owner: r.get(2),
+        registered_at: r.get(3),
+        revoked_at: r.get(4),
+        accepted: r.get(5),
+        duplicate: r.get(6),
+        rejected: r.get(7),
+        last_seen: r.get(8),
+        conflict: r.get(9),
+    }
+}
+
+fn event_row(r: &Row) -> Result<EventRow, StoreError> {
+    let data: String = r.get(4);
+    let sig: Vec<u8> = r.get(5);
+    Ok(EventRow {
+        id: r.get(0),
+        seq: r.get(1),
+        timestamp: r.get(2),
+        sensor_reading: r.get(3),
+        data: serde_json::value::RawValue::from_string(data)
+            .map_err(|e| StoreError::Task(format!("stored event data is not JSON: {e}")))?,
+        signature: hex::encode(sig),
+        received_at: r.get(6),
+    })
+}
+
+impl PgReads {
+    pub(super) fn new(pool: Pool) -> Self {
+        PgReads { pool }
+    }
+
+    /// Whether the database answers.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.pool.get().await?.query_one("SELECT 1", &[]).await?;
+        Ok(())
+    }
+
+    /// Every registered device, revoked ones included.
+    pub async fn all_devices(&self) -> Result<Vec<DeviceRow>, StoreError> {
+        let c = self.pool.get().await?;
+        let sql = format!("SELECT {DEVICE_COLUMNS} FROM devices ORDER BY registered_at, device_id");
+        Ok(c.query(&sql, &[]).await?.iter().map(device_row).collect())
+    }
+
+    /// One device.
+    pub async fn device(&self, id: &str) -> Result<Option<DeviceRow>, StoreError> {
+        let c = self.pool.get().await?;
+        let sql = format!("SELECT {DEVICE_COLUMNS} FROM devices WHERE device_id = $1");
+        Ok(c.query_opt(&sql, &[&id]).await?.as_ref().map(device_row))
+    }
+
+    /// The device's latest reading by timestamp.
+    pub async fn last_event(&self, id: &str) -> Result<Option<EventRow>, StoreError> {
+        let c = self.pool.get().await?;
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE device_id = $1 ORDER BY timestamp DESC, id DESC LIMIT 1"
+        );
+        c.query_opt(&sql, &[&id])
+            .await?
+            .as_ref()
+            .map(event_row)
+            .transpose()
+    }
+
+    /// A page of a device's events with `from <= timestamp < to`, ordered by
+    /// (timestamp, id), starting after the cursor `(timestamp, id)`.
+    pub async fn events(
+        &self,
+        id: &str,
+        from: i64,
+        to: i64,
+        after: Option<(i64, i64)>,
+        limit: usize,
+    ) -> Result<Vec<EventRow>, StoreError> {
+        let (after_ts, after_id) = after.unwrap_or((i64::MIN, i64::MIN));
+        let c = self.pool.get().await?;
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM events
+             WHERE device_id = $1 AND timestamp >= $2 AND timestamp < $3
+               AND (timestamp, id) > ($4, $5)
+             ORDER BY timestamp, id LIMIT $6"
+        );
+        c.query(&sql, &[&id, &from, &to, &after_ts, &after_id, &(limit as i64)])
+            .await?
+            .iter()
+            .map(event_row)
+            .collect()
+    }
+}

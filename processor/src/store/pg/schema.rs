@@ -1,0 +1,66 @@
+//! The PostgreSQL schema and its migrations. `wattstream_schema.version`
+//! records how many migrations a database has had; a start runs the missing
+//! ones in one transaction under an advisory lock, so several processes
+//! starting at once migrate it once. The tables mirror SQLite's (see
+//! `store/schema.rs`), with PostgreSQL's types.
+
+use deadpool_postgres::Object;
+
+use crate::store::StoreError;
+
+const MIGRATIONS: &[&str] = &[
+    // 1: devices and events.
+    "CREATE TABLE devices (
+        device_id     TEXT PRIMARY KEY,
+        public_key    TEXT NOT NULL,
+        owner         TEXT,
+        registered_at BIGINT NOT NULL,
+        revoked_at    BIGINT,
+        accepted      BIGINT NOT NULL DEFAULT 0,
+        duplicate     BIGINT NOT NULL DEFAULT 0,
+        rejected      BIGINT NOT NULL DEFAULT 0,
+        last_seen     BIGINT,
+        conflict      BIGINT NOT NULL DEFAULT 0
+    );
+    CREATE TABLE events (
+        id             BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        device_id      TEXT NOT NULL,
+        seq            BIGINT,
+        timestamp      BIGINT NOT NULL,
+        dedup_key      BIGINT NOT NULL,
+        sensor_reading DOUBLE PRECISION NOT NULL,
+        data           TEXT NOT NULL,
+        signature      BYTEA NOT NULL,
+        received_at    BIGINT NOT NULL,
+        UNIQUE (device_id, dedup_key)
+    );
+    CREATE INDEX events_device_time ON events (device_id, timestamp, id);",
+];
+
+/// Lock id for migrations (any constant shared by every process).
+const MIGRATION_LOCK: i64 = 0x5761_7474_5374_0001;
+
+/// Runs the migrations this database has not had yet.
+pub async fn migrate(client: &mut Object) -> Result<(), StoreError> {
+    let tx = client.transaction().await?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .await?;
+    tx.batch_execute("CREATE TABLE IF NOT EXISTS wattstream_schema (version INT NOT NULL)")
+        .await?;
+    let done: Option<i32> = tx
+        .query_opt("SELECT version FROM wattstream_schema", &[])
+        .await?
+        .map(|r| r.get(0));
+    if done.is_none() {
+        tx.execute("INSERT INTO wattstream_schema (version) VALUES (0)", &[])
+            .await?;
+    }
+    let done = done.unwrap_or(0).max(0) as usize;
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(done) {
+        tx.batch_execute(sql).await?;
+        tx.execute("UPDATE wattstream_schema SET version = $1", &[&((i + 1) as i32)])
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}

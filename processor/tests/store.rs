@@ -1,0 +1,341 @@
+//! The store's behaviour, the same on both engines: every test here runs once
+//! on SQLite and once on PostgreSQL (`<behaviour>::sqlite`,
+//! `<behaviour>::postgres`), through the handles the processor uses
+//! ([`Writer`], [`Reads`]). PostgreSQL tests get a database of their own.
+
+mod common;
+
+use std::sync::Arc;
+
+use wattstream_processor::config::StoreConfig;
+use wattstream_processor::metrics::Metrics;
+use wattstream_processor::store::{self, Committed, NewDevice, NewEvent, Reads, RegisterOutcome, Writer, pg};
+
+use common::pg::TestDb;
+
+#[derive(Clone, Copy, Debug)]
+enum Engine {
+    Sqlite,
+    Postgres,
+}
+
+/// An open store and what keeps it alive (a directory, a database).
+struct Open {
+    writer: Writer,
+    reads: Reads,
+    _dir: Option<tempfile::TempDir>,
+    db: Option<Arc<TestDb>>,
+}
+
+async fn open(engine: Engine) -> Open {
+    match engine {
+        Engine::Sqlite => {
+            let dir = tempfile::tempdir().unwrap();
+            let (writer, reads, _thread) =
+                store::open(dir.path(), &StoreConfig::default(), Arc::new(Metrics::default())).unwrap();
+            Open {
+                writer,
+                reads,
+                _dir: Some(dir),
+                db: None,
+            }
+        }
+        Engine::Postgres => {
+            let db = Arc::new(TestDb::create().await);
+            let (writer, reads) = open_pg(&db.url).await;
+            Open {
+                writer,
+                reads,
+                _dir: None,
+                db: Some(db),
+            }
+        }
+    }
+}
+
+async fn open_pg(url: &str) -> (Writer, Reads) {
+    let (writer, reads, _task) = pg::open(url, &StoreConfig::default(), Arc::new(Metrics::default()))
+        .await
+        .unwrap();
+    (writer, Reads::Postgres(reads))
+}
+
+/// Runs a behaviour on both engines.
+macro_rules! on_both_engines {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$name(super::Engine::Sqlite).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                super::$name(super::Engine::Postgres).await
+            }
+        }
+    )*};
+}
+
+on_both_engines!(
+    a_reading_is_stored_once_and_another_for_its_slot_is_a_conflict,
+    one_group_with_a_reading_twice_stores_it_once,
+    concurrent_writers_store_each_reading_once,
+    events_page_by_time_with_a_cursor,
+    the_registry_registers_once_updates_owners_and_revokes_for_good,
+    rejected_envelopes_are_counted,
+);
+
+const DEVICE: &str = "0xaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+
+fn event(seq: Option<u64>, timestamp: u64, watts: f64) -> NewEvent {
+    let data = match seq {
+        Some(s) => format!(r#"{{"seq":{s},"sensor_reading":{watts},"timestamp":{timestamp}}}"#),
+        None => format!(r#"{{"sensor_reading":{watts},"timestamp":{timestamp}}}"#),
+    };
+    NewEvent {
+        device_id: DEVICE.into(),
+        seq,
+        timestamp,
+        sensor_reading: watts,
+        data,
+        signature: [7; 64],
+        received_at: 1_795_515_000 + timestamp as i64 % 1000,
+    }
+}
+
+async fn register(w: &Writer, id: &str, owner: Option<&str>) -> RegisterOutcome {
+    w.register(NewDevice {
+        device_id: id.into(),
+        public_key: "04ab".into(),
+        owner: owner.map(Into::into),
+        at: 1_795_515_000,
+    })
+    .await
+    .unwrap()
+}
+
+async fn a_reading_is_stored_once_and_another_for_its_slot_is_a_conflict(engine: Engine) {
+    let s = open(engine).await;
+    register(&s.writer, DEVICE, None).await;
+    let first = s
+        .writer
+        .insert_events(vec![event(Some(1), 100, 2.0)])
+        .await
+        .unwrap();
+    assert!(matches!(first[..], [Committed::Accepted(_)]), "{first:?}");
+    let again = s
+        .writer
+        .insert_events(vec![event(Some(1), 100, 2.0)])
+        .await
+        .unwrap();
+    assert_eq!(again, vec![Committed::Duplicate]);
+    let other = s
+        .writer
+        .insert_events(vec![event(Some(1), 100, 9.0)])
+        .await
+        .unwrap();
+    assert_eq!(other, vec![Committed::Conflict]);
+    // Without a seq the timestamp is the slot; it never collides with a seq.
+    let by_time = s
+        .writer
+        .insert_events(vec![event(None, 1, 2.0), event(None, 1, 2.0)])
+        .await
+        .unwrap();
+    assert!(
+        matches!(by_time[..], [Committed::Accepted(_), Committed::Duplicate]),
+        "{by_time:?}"
+    );
+    let d = s.reads.device(DEVICE).await.unwrap().expect("registered");
+    assert_eq!((d.accepted, d.duplicate, d.conflict), (2, 2, 1));
+    assert_eq!(d.last_seen, Some(1_795_515_100));
+    let page = s
+        .reads
+        .events(DEVICE, i64::MIN, i64::MAX, None, 10)
+        .await
+        .unwrap();
+    assert_eq!(page.len(), 2);
+    assert_eq!(
+        page[1].data.get(),
+        event(Some(1), 100, 2.0).data,
+        "the signed bytes as sent"
+    );
+}
+
+async fn one_group_with_a_reading_twice_stores_it_once(engine: Engine) {
+    let s = open(engine).await;
+    register(&s.writer, DEVICE, None).await;
+    let batch = vec![
+        event(Some(5), 50, 1.0),
+        event(Some(5), 50, 1.0),
+        event(Some(5), 50, 3.0),
+        event(Some(6), 55, 1.0),
+    ];
+    let got = s.writer.insert_events(batch).await.unwrap();
+    assert!(
+        matches!(
+            got[..],
+            [
+                Committed::Accepted(_),
+                Committed::Duplicate,
+                Committed::Conflict,
+                Committed::Accepted(_)
+            ]
+        ),
+        "{got:?}"
+    );
+    let d = s.reads.device(DEVICE).await.unwrap().unwrap();
+    assert_eq!((d.accepted, d.duplicate, d.conflict), (2, 1, 1));
+}
+
+/// Eight clients send the same 50 readings at once, each in its own order;
+/// on PostgreSQL half of them go through a second store handle, as a second
+/// processor would.
+async fn concurrent_writers_store_each_reading_once(engine: Engine) {
+    let s = open(engine).await;
+    register(&s.writer, DEVICE, None).await;
+    let second = match &s.db {
+        Some(db) => Some(open_pg(&db.url).await.0),
+        None => None,
+    };
+    let readings: Vec<NewEvent> = (1..=50).map(|i| event(Some(i), i * 5, 1.0)).collect();
+    let mut tasks = Vec::new();
+    for client in 0..8usize {
+        let writer = match (&second, client % 2) {
+            (Some(w), 1) => w.clone(),
+            _ => s.writer.clone(),
+        };
+        let mut mine = readings.clone();
+        mine.rotate_left(client * 7);
+        if client % 3 == 0 {
+            mine.reverse();
+        }
+        tasks.push(tokio::spawn(async move {
+            let mut accepted = Vec::new();
+            for chunk in mine.chunks(10) {
+                for (e, c) in chunk
+                    .iter()
+                    .zip(writer.insert_events(chunk.to_vec()).await.unwrap())
+                {
+                    if let Committed::Accepted(_) = c {
+                        accepted.push(e.seq.unwrap());
+                    }
+                }
+            }
+            accepted
+        }));
+    }
+    let mut accepted = Vec::new();
+    for t in tasks {
+        accepted.extend(t.await.unwrap());
+    }
+    accepted.sort_unstable();
+    assert_eq!(
+        accepted,
+        (1..=50).collect::<Vec<_>>(),
+        "each reading accepted exactly once"
+    );
+    let stored = s
+        .reads
+        .events(DEVICE, i64::MIN, i64::MAX, None, 1000)
+        .await
+        .unwrap();
+    assert_eq!(stored.len(), 50);
+    let d = s.reads.device(DEVICE).await.unwrap().unwrap();
+    assert_eq!((d.accepted, d.duplicate, d.conflict), (50, 350, 0));
+}
+
+async fn events_page_by_time_with_a_cursor(engine: Engine) {
+    let s = open(engine).await;
+    register(&s.writer, DEVICE, None).await;
+    // Timestamps out of order, two readings per timestamp (seq differs).
+    let mut batch = Vec::new();
+    for i in 0..25u64 {
+        batch.push(event(Some(i), 1000 + (i * 7 % 13), i as f64));
+    }
+    s.writer.insert_events(batch).await.unwrap();
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let page = s.reads.events(DEVICE, 1000, 1010, after, 4).await.unwrap();
+        assert!(page.len() <= 4);
+        let Some(last) = page.last() else { break };
+        after = Some((last.timestamp, last.id));
+        seen.extend(page.iter().map(|e| (e.timestamp, e.id)));
+    }
+    let mut sorted = seen.clone();
+    sorted.sort_unstable();
+    assert_eq!(seen, sorted, "ordered by (timestamp, id)");
+    let expected = (0..25u64).filter(|i| 1000 + (i * 7 % 13) < 1010).count();
+    assert_eq!(seen.len(), expected, "from <= timestamp < to, none twice");
+    let last = s.reads.last_event(DEVICE).await.unwrap().unwrap();
+    assert_eq!(last.timestamp, 1012);
+    assert!(
+        s.reads
+            .last_event("0xbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb")
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+async fn the_registry_registers_once_updates_owners_and_revokes_for_good(engine: Engine) {
+    let s = open(engine).await;
+    assert_eq!(
+        register(&s.writer, DEVICE, Some("alice")).await,
+        RegisterOutcome::Created
+    );
+    assert_eq!(
+        register(&s.writer, DEVICE, Some("bob")).await,
+        RegisterOutcome::AlreadyRegistered
+    );
+    assert_eq!(
+        s.reads.device(DEVICE).await.unwrap().unwrap().owner.as_deref(),
+        Some("bob")
+    );
+    assert_eq!(
+        register(&s.writer, DEVICE, None).await,
+        RegisterOutcome::AlreadyRegistered
+    );
+    assert_eq!(
+        s.reads.device(DEVICE).await.unwrap().unwrap().owner.as_deref(),
+        Some("bob"),
+        "kept"
+    );
+    assert!(s.writer.revoke(DEVICE.into(), 1_795_516_000).await.unwrap());
+    assert!(s.writer.revoke(DEVICE.into(), 1_795_517_000).await.unwrap());
+    assert_eq!(
+        s.reads.device(DEVICE).await.unwrap().unwrap().revoked_at,
+        Some(1_795_516_000),
+        "the first revocation stands"
+    );
+    assert!(
+        !s.writer
+            .revoke("0xcccccccccccccccccccccccccccccccccccccccc".into(), 1)
+            .await
+            .unwrap()
+    );
+    assert_eq!(register(&s.writer, DEVICE, None).await, RegisterOutcome::Revoked);
+    register(&s.writer, "0x1111111111111111111111111111111111111111", None).await;
+    let all = s.reads.all_devices().await.unwrap();
+    assert_eq!(all.len(), 2);
+    assert!(
+        s.reads
+            .device("0x2222222222222222222222222222222222222222")
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+async fn rejected_envelopes_are_counted(engine: Engine) {
+    let s = open(engine).await;
+    register(&s.writer, DEVICE, None).await;
+    s.writer.count_rejected(DEVICE.into());
+    s.writer.count_rejected(DEVICE.into());
+    assert!(
+        s.writer.ping().await,
+        "the writer worked through what came before"
+    );
+    assert_eq!(s.reads.device(DEVICE).await.unwrap().unwrap().rejected, 2);
+    s.reads.ping().await.unwrap();
+}
