@@ -105,6 +105,7 @@ pub struct Metrics {
     commit_events: Histogram,
     commit_seconds: Histogram,
     commit_failures: AtomicU64,
+    commit_retries: AtomicU64,
     /// (project, applet, outcome) -> calls.
     applet_calls: Mutex<BTreeMap<(String, String, &'static str), u64>>,
     applet_seconds: Histogram,
@@ -123,6 +124,7 @@ impl Default for Metrics {
             commit_events: Histogram::new(&[1.0, 2.0, 5.0, 10.0, 50.0, 100.0, 500.0, 1000.0, 5000.0]),
             commit_seconds: Histogram::new(&[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0]),
             commit_failures: AtomicU64::new(0),
+            commit_retries: AtomicU64::new(0),
             applet_calls: Mutex::default(),
             applet_seconds: Histogram::new(&[0.00001, 0.00005, 0.0001, 0.0005, 0.001, 0.005, 0.01, 0.1, 1.0]),
             applet_metrics: Mutex::default(),
@@ -162,6 +164,20 @@ impl Metrics {
     /// A group commit that failed and was rolled back.
     pub fn record_commit_failure(&self) {
         self.commit_failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A group commit that the engine aborted (a lost connection, a
+    /// deadlock) and that is tried again.
+    pub fn record_commit_retry(&self) {
+        self.commit_retries.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Group commits rolled back, and group commits tried again.
+    pub fn commit_trouble(&self) -> (u64, u64) {
+        (
+            self.commit_failures.load(Ordering::Relaxed),
+            self.commit_retries.load(Ordering::Relaxed),
+        )
     }
 
     /// One applet call.
@@ -225,6 +241,11 @@ impl Metrics {
             out,
             "# HELP wattstream_commit_failures_total Group commits rolled back.\n# TYPE wattstream_commit_failures_total counter\nwattstream_commit_failures_total {}",
             self.commit_failures.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP wattstream_commit_retries_total Group commits the engine aborted and that were tried again.\n# TYPE wattstream_commit_retries_total counter\nwattstream_commit_retries_total {}",
+            self.commit_retries.load(Ordering::Relaxed)
         );
         out.push_str("# HELP wattstream_applet_calls_total Applet calls by project, applet and outcome.\n");
         out.push_str("# TYPE wattstream_applet_calls_total counter\n");

@@ -54,10 +54,15 @@ async fn open(engine: Engine) -> Open {
 }
 
 async fn open_pg(url: &str) -> (Writer, Reads) {
-    let (writer, reads, _task) = pg::open(url, &StoreConfig::default(), Arc::new(Metrics::default()))
+    let (w, r, _) = open_pg_with(url, Arc::new(Metrics::default())).await;
+    (w, r)
+}
+
+async fn open_pg_with(url: &str, metrics: Arc<Metrics>) -> (Writer, Reads, Arc<Metrics>) {
+    let (writer, reads, _task) = pg::open(url, &StoreConfig::default(), metrics.clone())
         .await
         .unwrap();
-    (writer, Reads::Postgres(reads))
+    (writer, Reads::Postgres(reads), metrics)
 }
 
 /// Runs a behaviour on both engines.
@@ -338,4 +343,93 @@ async fn rejected_envelopes_are_counted(engine: Engine) {
     );
     assert_eq!(s.reads.device(DEVICE).await.unwrap().unwrap().rejected, 2);
     s.reads.ping().await.unwrap();
+}
+
+/// PostgreSQL's connections are killed (`pg_terminate_backend`) again and
+/// again while groups are being written, each group slowed by a trigger so
+/// the kills land inside transactions. A batch the writer acknowledged is
+/// stored, and stored once; a batch it failed is sent again, as a meter's
+/// outbox would, and lands; the writer reconnects by itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_connections_killed_under_load_lose_nothing_acknowledged() {
+    let db = TestDb::create().await;
+    let (writer, reads, metrics) = open_pg_with(&db.url, Arc::new(Metrics::default())).await;
+    register(&writer, DEVICE, None).await;
+    let (admin, conn) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    admin
+        .batch_execute(
+            "CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_sleep(0.03); RETURN NULL; END $$;
+             CREATE TRIGGER slow BEFORE INSERT ON events FOR EACH STATEMENT EXECUTE FUNCTION slow();",
+        )
+        .await
+        .unwrap();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let killer = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut kills = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                tokio::time::sleep(std::time::Duration::from_millis(45)).await;
+                let n = admin
+                    .query(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                         WHERE datname = current_database() AND pid <> pg_backend_pid()",
+                        &[],
+                    )
+                    .await
+                    .unwrap()
+                    .len();
+                kills += n as u32;
+            }
+            kills
+        })
+    };
+    let readings: Vec<NewEvent> = (1..=400).map(|i| event(Some(i), i * 5, 1.0)).collect();
+    let (mut acknowledged, mut failed) = (Vec::new(), Vec::new());
+    for chunk in readings.chunks(10) {
+        match writer.insert_events(chunk.to_vec()).await {
+            Ok(c) => {
+                assert_eq!(c.len(), chunk.len());
+                acknowledged.extend(chunk.iter().map(|e| e.seq.unwrap()));
+            }
+            Err(_) => failed.push(chunk.to_vec()),
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let kills = killer.await.unwrap();
+    let (failures, retries) = metrics.commit_trouble();
+    assert!(
+        kills > 0 && failures + retries > 0,
+        "the kills landed in transactions: {kills} kills, {failures} groups failed, {retries} tried again"
+    );
+    let stored = |rows: &[wattstream_processor::store::EventRow]| {
+        rows.iter().map(|e| e.seq.unwrap() as u64).collect::<Vec<_>>()
+    };
+    let now = reads
+        .events(DEVICE, i64::MIN, i64::MAX, None, 1000)
+        .await
+        .unwrap();
+    let now = stored(&now);
+    for seq in &acknowledged {
+        assert!(now.contains(seq), "acknowledged reading {seq} was lost");
+    }
+    // The outbox sends the failed batches again: they land (or were stored
+    // by a commit whose answer was lost, and are duplicates now).
+    for batch in failed {
+        let again = writer.insert_events(batch).await.expect("the writer reconnected");
+        assert!(
+            again.iter().all(|c| !matches!(c, Committed::Conflict)),
+            "{again:?}"
+        );
+    }
+    let all = stored(
+        &reads
+            .events(DEVICE, i64::MIN, i64::MAX, None, 1000)
+            .await
+            .unwrap(),
+    );
+    assert_eq!(all, (1..=400).collect::<Vec<_>>(), "every reading stored once");
 }

@@ -30,6 +30,21 @@ pub use reads::PgReads;
 use super::{StoreError, Writer};
 use crate::metrics::Metrics;
 
+/// Whether `e` means the connection is gone (the server restarted, or ended
+/// the session): nothing more can happen on it, and a fresh one may succeed.
+pub(super) fn connection_lost(e: &tokio_postgres::Error) -> bool {
+    use tokio_postgres::error::SqlState;
+    e.is_closed()
+        || e.code().is_some_and(|c| {
+            [
+                SqlState::ADMIN_SHUTDOWN,
+                SqlState::CRASH_SHUTDOWN,
+                SqlState::CANNOT_CONNECT_NOW,
+            ]
+            .contains(c)
+        })
+}
+
 /// A pool on `url` (`postgres://USER[:PASSWORD]@HOST:PORT/DB`), migrated.
 pub async fn connect(url: &str, size: usize) -> Result<Pool, StoreError> {
     let config: tokio_postgres::Config = url

@@ -1,7 +1,7 @@
 //! Queries on PostgreSQL, from the pool: the same answers as SQLite's
 //! [`crate::store::SqliteReads`] (a device, its events by time, the registry).
 
-use deadpool_postgres::Pool;
+use deadpool_postgres::{Object, Pool};
 use tokio_postgres::Row;
 
 use crate::store::{DeviceRow, EventRow, StoreError};
@@ -45,6 +45,25 @@ fn event_row(r: &Row) -> Result<EventRow, StoreError> {
     })
 }
 
+/// Runs `$body` (which uses the connection `$c`) on a pooled connection; when
+/// that connection turns out to be gone (a restarted server), drops it from
+/// the pool and runs `$body` once more on a fresh one, so a restart costs no
+/// query an error. (A macro: an async closure here would make the handlers'
+/// futures lose `Send`.)
+macro_rules! on_live_connection {
+    ($pool:expr, |$c:ident| $body:expr) => {{
+        let $c = $pool.get().await?;
+        match $body {
+            Err(e) if super::connection_lost(&e) => {
+                drop(Object::take($c));
+                let $c = $pool.get().await?;
+                $body?
+            }
+            other => other?,
+        }
+    }};
+}
+
 impl PgReads {
     pub(super) fn new(pool: Pool) -> Self {
         PgReads { pool }
@@ -52,35 +71,31 @@ impl PgReads {
 
     /// Whether the database answers.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        self.pool.get().await?.query_one("SELECT 1", &[]).await?;
+        on_live_connection!(self.pool, |c| c.query_one("SELECT 1", &[]).await);
         Ok(())
     }
 
     /// Every registered device, revoked ones included.
     pub async fn all_devices(&self) -> Result<Vec<DeviceRow>, StoreError> {
-        let c = self.pool.get().await?;
         let sql = format!("SELECT {DEVICE_COLUMNS} FROM devices ORDER BY registered_at, device_id");
-        Ok(c.query(&sql, &[]).await?.iter().map(device_row).collect())
+        let rows = on_live_connection!(self.pool, |c| c.query(&sql, &[]).await);
+        Ok(rows.iter().map(device_row).collect())
     }
 
     /// One device.
     pub async fn device(&self, id: &str) -> Result<Option<DeviceRow>, StoreError> {
-        let c = self.pool.get().await?;
         let sql = format!("SELECT {DEVICE_COLUMNS} FROM devices WHERE device_id = $1");
-        Ok(c.query_opt(&sql, &[&id]).await?.as_ref().map(device_row))
+        let row = on_live_connection!(self.pool, |c| c.query_opt(&sql, &[&id]).await);
+        Ok(row.as_ref().map(device_row))
     }
 
     /// The device's latest reading by timestamp.
     pub async fn last_event(&self, id: &str) -> Result<Option<EventRow>, StoreError> {
-        let c = self.pool.get().await?;
         let sql = format!(
             "SELECT {EVENT_COLUMNS} FROM events WHERE device_id = $1 ORDER BY timestamp DESC, id DESC LIMIT 1"
         );
-        c.query_opt(&sql, &[&id])
-            .await?
-            .as_ref()
-            .map(event_row)
-            .transpose()
+        let row = on_live_connection!(self.pool, |c| c.query_opt(&sql, &[&id]).await);
+        row.as_ref().map(event_row).transpose()
     }
 
     /// A page of a device's events with `from <= timestamp < to`, ordered by
@@ -94,17 +109,16 @@ impl PgReads {
         limit: usize,
     ) -> Result<Vec<EventRow>, StoreError> {
         let (after_ts, after_id) = after.unwrap_or((i64::MIN, i64::MIN));
-        let c = self.pool.get().await?;
         let sql = format!(
             "SELECT {EVENT_COLUMNS} FROM events
              WHERE device_id = $1 AND timestamp >= $2 AND timestamp < $3
                AND (timestamp, id) > ($4, $5)
              ORDER BY timestamp, id LIMIT $6"
         );
-        c.query(&sql, &[&id, &from, &to, &after_ts, &after_id, &(limit as i64)])
-            .await?
-            .iter()
-            .map(event_row)
-            .collect()
+        let limit = limit as i64;
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] =
+            [&id, &from, &to, &after_ts, &after_id, &limit];
+        let rows = on_live_connection!(self.pool, |c| c.query(&sql, &params).await);
+        rows.iter().map(event_row).collect()
     }
 }

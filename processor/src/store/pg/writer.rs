@@ -19,8 +19,7 @@ use crate::store::ops::{
 };
 use crate::store::schema::dedup_key;
 
-/// Times a group is tried when PostgreSQL aborts it for a deadlock or a
-/// serialization failure (nothing of it committed).
+/// Times a group is tried when PostgreSQL aborts it ([`retryable`]).
 const ATTEMPTS: usize = 3;
 
 pub(super) fn start(
@@ -38,7 +37,7 @@ async fn run(pool: Pool, mut rx: mpsc::Receiver<Op>, max_events: usize, metrics:
         let started = Instant::now();
         let events = events_in(&ops);
         let (pings, ops): (Vec<Op>, Vec<Op>) = ops.into_iter().partition(|o| matches!(o, Op::Ping(_)));
-        let outcome = apply(&pool, ops).await;
+        let outcome = apply(&pool, ops, &metrics).await;
         answer(outcome, pings, events, started, &metrics);
     }
     tracing::info!("store writer stopped");
@@ -61,7 +60,11 @@ enum Pending {
     Revoke(Reply<bool>),
 }
 
-async fn apply(pool: &Pool, ops: Vec<Op>) -> Result<Vec<Answer>, (String, Vec<FailReply>)> {
+async fn apply(
+    pool: &Pool,
+    ops: Vec<Op>,
+    metrics: &Metrics,
+) -> Result<Vec<Answer>, (String, Vec<FailReply>)> {
     let mut group = Group::default();
     let mut pending = Vec::new();
     for op in ops {
@@ -88,6 +91,7 @@ async fn apply(pool: &Pool, ops: Vec<Op>) -> Result<Vec<Answer>, (String, Vec<Fa
         match try_group(pool, &group).await {
             Err(StoreError::Postgres(e)) if attempt < ATTEMPTS && retryable(&e) => {
                 tracing::warn!(error = %e, attempt, "group commit aborted by PostgreSQL; trying again");
+                metrics.record_commit_retry();
             }
             other => break other,
         }
@@ -121,10 +125,23 @@ async fn apply(pool: &Pool, ops: Vec<Op>) -> Result<Vec<Answer>, (String, Vec<Fa
     Ok(answers)
 }
 
+/// A deadlock or serialization failure (nothing committed), or a lost
+/// connection (the server restarted or ended the session; if the commit had
+/// reached it, trying again stores nothing twice: the unique key answers
+/// `duplicate`). The pool hands out a live connection next time.
 fn retryable(e: &tokio_postgres::Error) -> bool {
     use tokio_postgres::error::SqlState;
-    e.code()
-        .is_some_and(|c| *c == SqlState::T_R_DEADLOCK_DETECTED || *c == SqlState::T_R_SERIALIZATION_FAILURE)
+    let admin_shutdown = [
+        SqlState::ADMIN_SHUTDOWN,
+        SqlState::CRASH_SHUTDOWN,
+        SqlState::CANNOT_CONNECT_NOW,
+    ];
+    e.is_closed()
+        || e.code().is_some_and(|c| {
+            *c == SqlState::T_R_DEADLOCK_DETECTED
+                || *c == SqlState::T_R_SERIALIZATION_FAILURE
+                || admin_shutdown.contains(c)
+        })
 }
 
 type Outcome = (Vec<Vec<Committed>>, Vec<RegisterOutcome>, Vec<bool>);
