@@ -67,6 +67,21 @@ impl Registry {
         }
     }
 
+    /// Sets a device's status to what the store holds (a change another
+    /// processor made).
+    pub fn refresh(&self, row: &DeviceRow) {
+        let Some(id) = DeviceId::from_hex(&row.device_id) else {
+            return;
+        };
+        self.devices.write().expect("registry lock").insert(
+            id,
+            DeviceStatus {
+                owner: row.owner.clone(),
+                revoked: row.revoked_at.is_some(),
+            },
+        );
+    }
+
     /// Number of devices known, revoked ones included.
     pub fn len(&self) -> usize {
         self.devices.read().expect("registry lock").len()

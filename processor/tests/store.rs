@@ -433,3 +433,63 @@ async fn postgres_connections_killed_under_load_lose_nothing_acknowledged() {
     );
     assert_eq!(all, (1..=400).collect::<Vec<_>>(), "every reading stored once");
 }
+
+/// Three processors on one database: a registration and a revocation made
+/// through the first reach the registry of another by notification; a
+/// listener whose session is killed comes back and asks for a full reload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoke_through_one_postgres_processor_reaches_the_others() {
+    use wattstream_processor::registry::Registry;
+    use wattstream_processor::store::pg::notify::{Change, listen};
+    let wait = std::time::Duration::from_secs(30); // a hang guard, not a timing claim
+    let db = TestDb::create().await;
+    let (a, _) = open_pg(&db.url).await;
+    let (_, reads_b) = open_pg(&db.url).await;
+    let registry_b = Registry::from_rows(&reads_b.all_devices().await.unwrap());
+    let mut heard = listen(db.url.clone(), std::time::Duration::from_millis(50));
+    assert_eq!(
+        tokio::time::timeout(wait, heard.recv()).await.unwrap(),
+        Some(Change::Resync)
+    );
+    // Processor B applies what it hears, as `serve` does.
+    let follow = |registry: &Registry, row: Option<wattstream_processor::store::DeviceRow>| {
+        registry.refresh(&row.expect("the row the notification named"));
+    };
+    register(&a, DEVICE, Some("alice")).await;
+    let id = wattstream_sdk::DeviceId::from_hex(DEVICE).unwrap();
+    assert_eq!(
+        tokio::time::timeout(wait, heard.recv()).await.unwrap(),
+        Some(Change::Device(DEVICE.into()))
+    );
+    follow(&registry_b, reads_b.device(DEVICE).await.unwrap());
+    assert_eq!(registry_b.get(&id).map(|s| s.revoked), Some(false));
+    assert!(a.revoke(DEVICE.into(), 1_795_600_000).await.unwrap());
+    assert_eq!(
+        tokio::time::timeout(wait, heard.recv()).await.unwrap(),
+        Some(Change::Device(DEVICE.into()))
+    );
+    follow(&registry_b, reads_b.device(DEVICE).await.unwrap());
+    assert_eq!(
+        registry_b.get(&id).map(|s| s.revoked),
+        Some(true),
+        "B refuses the device now"
+    );
+    // The listener's session is killed: it reconnects and says Resync.
+    let (admin, conn) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let killed = admin
+        .query(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+             WHERE datname = current_database() AND application_name = 'wattstream-registry-listener'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(killed.len(), 1);
+    assert_eq!(
+        tokio::time::timeout(wait, heard.recv()).await.unwrap(),
+        Some(Change::Resync)
+    );
+}

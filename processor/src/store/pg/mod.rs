@@ -16,7 +16,9 @@
 //!   happens anyway is retried (the transaction did not commit).
 //! - **Migrations** run at start under an advisory lock, so processes starting
 //!   together do not race.
+//! - **Registry changes** reach the other processes by `NOTIFY` ([`notify`]).
 
+pub mod notify;
 mod reads;
 mod schema;
 mod writer;

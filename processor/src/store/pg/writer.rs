@@ -161,6 +161,9 @@ async fn try_group(pool: &Pool, group: &Group) -> Result<Outcome, StoreError> {
                 &[id, at],
             )
             .await?;
+        if n == 1 {
+            notify(&tx, id).await?;
+        }
         revoked.push(n == 1);
     }
     let mut counts: BTreeMap<String, Counts> = BTreeMap::new();
@@ -312,6 +315,7 @@ async fn register(tx: &Transaction<'_>, d: &NewDevice) -> Result<RegisterOutcome
         )
         .await?;
     if created == 1 {
+        notify(tx, &d.device_id).await?;
         return Ok(RegisterOutcome::Created);
     }
     let revoked: Option<i64> = tx
@@ -330,6 +334,14 @@ async fn register(tx: &Transaction<'_>, d: &NewDevice) -> Result<RegisterOutcome
             &[&d.device_id, &d.owner],
         )
         .await?;
+        notify(tx, &d.device_id).await?;
     }
     Ok(RegisterOutcome::AlreadyRegistered)
+}
+
+/// Tells every listening processor, at commit, that `device`'s row changed.
+async fn notify(tx: &Transaction<'_>, device: &str) -> Result<(), StoreError> {
+    tx.execute("SELECT pg_notify($1, $2)", &[&super::notify::CHANNEL, &device])
+        .await?;
+    Ok(())
 }
