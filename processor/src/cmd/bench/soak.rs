@@ -159,6 +159,14 @@ pub fn soak(
         "   disk: {:.0} MB for {events} events = {per_event:.0} bytes per event = {gb_per_1000_day:.1} GB per 1,000 meters per day (before retention)",
         bytes as f64 / 1e6
     );
+    let mut files = files_under(&plan.data_dir);
+    files.sort_by(|a, b| b.1.cmp(&a.1));
+    let top: Vec<String> = files
+        .iter()
+        .take(4)
+        .map(|(f, n)| format!("{f} {:.0} MB", *n as f64 / 1e6))
+        .collect();
+    println!("   largest files: {}", top.join(", "));
     print_latency("rewards query", &q, 20.0);
     print_latency("ingest batch of 100, from its scheduled time", &i, 25.0);
     Ok(json!({
@@ -172,18 +180,30 @@ pub fn soak(
 
 /// Bytes in the files under `dir` (the store, its WAL, project databases).
 fn dir_bytes(dir: &std::path::Path) -> u64 {
-    std::fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .flatten()
-                .map(|e| match e.metadata() {
-                    Ok(m) if m.is_dir() => dir_bytes(&e.path()),
-                    Ok(m) => m.len(),
-                    Err(_) => 0,
-                })
-                .sum()
-        })
-        .unwrap_or(0)
+    files_under(dir).iter().map(|f| f.1).sum()
+}
+
+/// Every file under `dir` (path relative to it) with its size.
+fn files_under(dir: &std::path::Path) -> Vec<(String, u64)> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            match e.metadata() {
+                Ok(m) if m.is_dir() => todo.push(e.path()),
+                Ok(m) => {
+                    let rel = e
+                        .path()
+                        .strip_prefix(dir)
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_default();
+                    out.push((rel, m.len()));
+                }
+                Err(_) => {}
+            }
+        }
+    }
+    out
 }
 
 fn print_latency(what: &str, l: &Latency, target_ms: f64) {
