@@ -160,7 +160,7 @@ pub fn soak(
         bytes as f64 / 1e6
     );
     let mut files = files_under(&plan.data_dir);
-    files.sort_by(|a, b| b.1.cmp(&a.1));
+    files.sort_by_key(|f| std::cmp::Reverse(f.1));
     let top: Vec<String> = files
         .iter()
         .take(4)
