@@ -10,7 +10,7 @@ use rusqlite::{Connection, OptionalExtension};
 use wattstream_rewards::Ledger;
 use wattstream_sdk::load_key;
 
-use super::{conn, key_path, load, read_credits};
+use super::{conn, key_path, read_credits, stored};
 use crate::applets::db::ProjectDb;
 
 /// What `rewards replay` found.
@@ -34,7 +34,7 @@ pub fn replay(data_dir: &Path, config: &crate::config::Config) -> anyhow::Result
 
     let db_path = crate::store::db_path(data_dir);
     let c = conn(&db_path)?;
-    let (entries, seals) = load(&c)?;
+    let seals = stored::seals_after(&c, None)?;
     let key = load_key(&key_path(data_dir))?;
     let removed: Option<i64> = c
         .query_row(
@@ -55,18 +55,23 @@ pub fn replay(data_dir: &Path, config: &crate::config::Config) -> anyhow::Result
     let name = &config.applets.default_project;
     let mut report = ReplayReport::default();
     let applets = load_deployed(&runtime, &c, name)?;
-    for e in &entries {
-        if !applets
-            .iter()
-            .any(|a| a.name == e.applet && a.hash == e.applet_hash)
+    // Every stored entry was made by an applet version still deployed (one
+    // pass over the entries, none held).
+    let mut gone = None;
+    stored::for_each_entry(&c, 0, |e, _| {
+        if gone.is_none()
+            && !applets
+                .iter()
+                .any(|a| a.name == e.applet && a.hash == e.applet_hash)
         {
-            report.problems.push(format!(
+            gone = Some(format!(
                 "entry {} was made by {} version {}, which is no longer deployed",
                 e.seq, e.applet, e.applet_hash
             ));
-            break;
         }
-    }
+        Ok::<_, rusqlite::Error>(())
+    })?;
+    report.problems.extend(gone);
     let project = Project {
         name: name.clone(),
         applets,
@@ -99,7 +104,7 @@ pub fn replay(data_dir: &Path, config: &crate::config::Config) -> anyhow::Result
     let reads = crate::store::open_reads(data_dir)?;
     let metrics = crate::metrics::Metrics::default();
     let mut db = ProjectDb::open(None, Duration::from_millis(1000))?;
-    let mut ledger = Ledger::new(config.rewards.epoch_s, config.rewards.cap_units());
+    let mut ledger = Ledger::without_entries(config.rewards.epoch_s, config.rewards.cap_units());
     let mut pending = seals.iter().peekable();
     let (mut after, mut credits_seen) = (start, 0i64);
     let chain = Chain {
@@ -129,13 +134,22 @@ pub fn replay(data_dir: &Path, config: &crate::config::Config) -> anyhow::Result
                 }
                 ledger.credit(&credit);
             }
+            // The fresh project database keys credits by (event, applet,
+            // index): none can come twice, so the ledger need not remember
+            // them, and the database need not keep them (balanceOf reads its
+            // balance rows) nor the logs. The newest credit stays: without
+            // AUTOINCREMENT an emptied table would reuse rowids below the cursor.
+            ledger.forget_seen();
+            db.conn()
+                .execute("DELETE FROM _ws_credits WHERE rowid < ?1", [credits_seen])?;
+            db.conn().execute("DELETE FROM _ws_logs", [])?;
         }
         after = last;
     }
     while let Some(s) = pending.next_if(|s| s.upto_seq == ledger.head().0) {
         ledger.seal(s.epoch, &key);
     }
-    report.entries = ledger.entries.len();
+    report.entries = ledger.entered() as usize;
     for stored in &seals {
         let ok = ledger.seals.iter().any(|r| {
             r.epoch == stored.epoch
