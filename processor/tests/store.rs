@@ -434,7 +434,7 @@ async fn postgres_connections_killed_under_load_lose_nothing_acknowledged() {
     assert_eq!(all, (1..=400).collect::<Vec<_>>(), "every reading stored once");
 }
 
-/// Three processors on one database: a registration and a revocation made
+/// Two processors on one database: a registration and a revocation made
 /// through the first reach the registry of another by notification; a
 /// listener whose session is killed comes back and asks for a full reload.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
