@@ -24,10 +24,12 @@
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, params};
 
+use crate::applets::db::ProjectDb;
 use crate::applets::projects::Projects;
 use crate::applets::slot::DbSlot;
+use crate::rewards::{last_sealed as ledger_last_sealed, meta as ledger_meta};
 
 /// Rows deleted per transaction.
 pub const BATCH: i64 = 5000;
@@ -56,38 +58,16 @@ pub fn run_once(
         let cutoff = now.saturating_sub(retention_days * 86_400) as i64;
         let c = crate::rewards::conn(&crate::store::db_path(data_dir))?;
         let project = projects.get(default_project);
-        let processed: Option<i64> = match &project {
-            Some(p) => p.db.read(|db| {
-                db.conn()
-                    .query_row("SELECT last_event_id FROM _ws_cursor WHERE id = 1", [], |r| {
-                        r.get(0)
-                    })
-                    .optional()
-            })??,
+        let processed = match &project {
+            Some(p) => p.db.read(ProjectDb::cursor)??,
             None => None,
         };
-        let sealed_until: Option<i64> = c
-            .query_row("SELECT MAX(epoch) FROM seals", [], |r| r.get::<_, Option<i64>>(0))?
-            .map(|e| (e + 1) * epoch_s as i64);
+        let sealed_until = ledger_last_sealed(&c)?.map(|e| (e as i64 + 1) * epoch_s as i64);
         if let (Some(processed), Some(sealed_until)) = (processed, sealed_until) {
             removed.events = remove_events(&c, processed, cutoff, sealed_until)?;
         }
-        let upto: i64 = c
-            .query_row(
-                "SELECT value FROM ledger_meta WHERE key = 'events_removed_upto'",
-                [],
-                |r| r.get(0),
-            )
-            .optional()?
-            .unwrap_or(0);
-        let accrued: i64 = c
-            .query_row(
-                "SELECT value FROM ledger_meta WHERE key = 'credits_rowid'",
-                [],
-                |r| r.get(0),
-            )
-            .optional()?
-            .unwrap_or(0);
+        let upto = ledger_meta(&c, "events_removed_upto")?.unwrap_or(0);
+        let accrued = ledger_meta(&c, "credits_rowid")?.unwrap_or(0);
         if let Some(p) = &project {
             removed.seen = batched(&p.db, "_ws_seen", "event_id <= ?1", params![upto])?;
             removed.credits = batched(

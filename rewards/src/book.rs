@@ -134,18 +134,7 @@ pub fn leaves<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn credit(event_id: i64, address: u8, amount: u128, timestamp: u64) -> Credit {
-        Credit {
-            event_id,
-            applet: "rewards".into(),
-            applet_hash: "ab".into(),
-            idx: 0,
-            address: [address; 20],
-            amount,
-            timestamp,
-        }
-    }
+    use crate::ledger::tests::credit;
 
     /// A store loads only what a page needs; the outcome must not depend on
     /// how the credits were cut into pages.

@@ -309,10 +309,11 @@ pub fn sign_seal(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn credit(event_id: i64, address: u8, amount: u128, timestamp: u64) -> Credit {
+    /// A credit of `amount` for the address of 20 `address` bytes.
+    pub(crate) fn credit(event_id: i64, address: u8, amount: u128, timestamp: u64) -> Credit {
         Credit {
             event_id,
             applet: "rewards".into(),

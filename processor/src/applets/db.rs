@@ -241,6 +241,15 @@ impl ProjectDb {
         Ok(())
     }
 
+    /// The last event this project's chain has run (`None`: it has no chain
+    /// position yet).
+    pub fn cursor(&self) -> rusqlite::Result<Option<i64>> {
+        self.conn
+            .prepare_cached("SELECT last_event_id FROM _ws_cursor WHERE id = 1")?
+            .query_row([], |r| r.get(0))
+            .optional()
+    }
+
     /// The connection, for the processor's own bookkeeping tables.
     pub fn conn(&self) -> &Connection {
         &self.conn

@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
-use rusqlite::{OptionalExtension, params};
+use rusqlite::params;
 
 use super::db::ProjectDb;
 use super::event::{Chain, run_event};
@@ -206,13 +206,7 @@ fn lag(projects: &Projects, reads: &Reads, name: &str) -> anyhow::Result<u64> {
     let Some(project) = projects.get(name) else {
         return Ok(0);
     };
-    let cursor: Option<i64> = project.db.read(|db| {
-        db.conn()
-            .query_row("SELECT last_event_id FROM _ws_cursor WHERE id = 1", [], |r| {
-                r.get(0)
-            })
-            .optional()
-    })??;
+    let cursor = project.db.read(ProjectDb::cursor)??;
     let Some(cursor) = cursor else { return Ok(0) };
     let newest: i64 =
         reads.with_blocking(|c| c.query_row("SELECT COALESCE(MAX(id), 0) FROM events", [], |r| r.get(0)))?;
@@ -288,12 +282,7 @@ fn process_batch(
 
 /// The cursor and the events after it; `None` when there is nothing to do.
 fn start_batch(reads: &Reads, db: &ProjectDb) -> anyhow::Result<Option<(i64, Vec<StoredEvent>)>> {
-    let cursor: Option<i64> = db
-        .conn()
-        .query_row("SELECT last_event_id FROM _ws_cursor WHERE id = 1", [], |r| {
-            r.get(0)
-        })
-        .optional()?;
+    let cursor = db.cursor()?;
     let Some(cursor) = cursor else {
         let newest: i64 = reads
             .with_blocking(|c| c.query_row("SELECT COALESCE(MAX(id), 0) FROM events", [], |r| r.get(0)))?;

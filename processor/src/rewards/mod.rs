@@ -26,6 +26,7 @@ mod check;
 mod replay;
 mod stored;
 
+pub(crate) use book::{last_sealed, meta};
 pub use check::Verified;
 pub use replay::{ReplayReport, replay};
 pub use stored::{device_entries, load, read_credits};

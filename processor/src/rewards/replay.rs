@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use rusqlite::{Connection, OptionalExtension};
+use rusqlite::Connection;
 use wattstream_rewards::Ledger;
 use wattstream_sdk::load_key;
 
@@ -36,14 +36,7 @@ pub fn replay(data_dir: &Path, config: &crate::config::Config) -> anyhow::Result
     let c = conn(&db_path)?;
     let seals = stored::seals_after(&c, None)?;
     let key = load_key(&key_path(data_dir))?;
-    let removed: Option<i64> = c
-        .query_row(
-            "SELECT value FROM ledger_meta WHERE key = 'events_removed_upto'",
-            [],
-            |r| r.get(0),
-        )
-        .optional()?;
-    if let Some(upto) = removed {
+    if let Some(upto) = super::meta(&c, "events_removed_upto")? {
         let mut report = ReplayReport::default();
         report.problems.push(format!(
             "events up to id {upto} were removed by retention (store.retention_days): \
