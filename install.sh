@@ -9,13 +9,24 @@ set -euo pipefail
 
 usage() {
   cat <<'TXT'
-usage: install.sh [--processor [--tls-cert PEM --tls-key PEM] [--with-mosquitto]]
-                  [--bin-dir DIR] [--root DIR] [--processor-url URL]
+usage: install.sh [--package FILE.deb | --from-source | --bin-dir DIR]
+                  [--processor-url URL] [--root DIR]
+       install.sh --processor [--tls-cert PEM --tls-key PEM] [--with-mosquitto]
+                  [--bin-dir DIR] [--root DIR]
        install.sh --uninstall [--processor] [--purge [--yes]] [--root DIR]
 
-  --processor        install the processor (wattstream) instead of a meter
-  --bin-dir DIR      take the binaries from DIR instead of building them
-  --root DIR         install into DIR (staging; no users, no systemctl)
+  A meter installs from its Debian package (scripts/package.sh arm64|armhf|amd64
+  builds one): --package FILE.deb, or else the newest
+  dist/wattstream-meter_*_ARCH.deb beside this script for this machine's ARCH.
+  --package FILE     install the meter from this package (apt resolves its
+                     dependencies; no compiler needed)
+  --from-source      build the meter here with cargo instead (slow on a Pi, and
+                     a Pi with 512 MiB may run out of memory)
+  --bin-dir DIR      take already built binaries from DIR (implies from source)
+  --processor        install the processor (wattstream), built from source
+                     (it has no package yet) or taken from --bin-dir
+  --root DIR         install into DIR (staging; no users, no systemctl; a
+                     package is unpacked without running its scripts)
   --processor-url U  where a meter sends: https://HOST:8443 or mqtts://HOST:8883
                      (default http://127.0.0.1:8080, a processor on the same machine)
   --tls-cert PEM     with --processor: serve HTTPS on 0.0.0.0:8443 with this
@@ -24,13 +35,14 @@ usage: install.sh [--processor [--tls-cert PEM --tls-key PEM] [--with-mosquitto]
                      without them the processor listens on 127.0.0.1:8080 only
   --with-mosquitto   with --processor: install Mosquitto with TLS on 8883, logins
                      and per-device ACLs, and take meters over MQTT
-  --uninstall        stop and remove services and binaries; keys and data stay
+  --uninstall        stop and remove services and binaries (the package, if the
+                     meter came from one); keys and data stay
   --purge            with --uninstall: also remove /etc/wattstream and /var/lib/wattstream
   --yes              do not ask before purging
 TXT
 }
 
-MODE=meter ACTION=install ROOT="" BIN_DIR="" PURGE=0 YES=0 URL="http://127.0.0.1:8080"
+MODE=meter ACTION=install ROOT="" BIN_DIR="" PURGE=0 YES=0 URL="" PACKAGE="" FROM_SOURCE=0
 TLS_CERT="" TLS_KEY="" MOSQUITTO=0
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -39,7 +51,9 @@ while [ $# -gt 0 ]; do
     --purge) PURGE=1 ;;
     --yes) YES=1 ;;
     --root) ROOT="${2:?--root needs a directory}"; shift ;;
-    --bin-dir) BIN_DIR="${2:?--bin-dir needs a directory}"; shift ;;
+    --bin-dir) BIN_DIR="${2:?--bin-dir needs a directory}"; FROM_SOURCE=1; shift ;;
+    --package) PACKAGE="${2:?--package needs a .deb file}"; shift ;;
+    --from-source) FROM_SOURCE=1 ;;
     --processor-url) URL="${2:?--processor-url needs a URL}"; shift ;;
     --tls-cert) TLS_CERT="${2:?--tls-cert needs a PEM file}"; shift ;;
     --tls-key) TLS_KEY="${2:?--tls-key needs a PEM file}"; shift ;;
@@ -56,6 +70,15 @@ if { [ -n "$TLS_CERT" ] || [ -n "$TLS_KEY" ] || [ "$MOSQUITTO" -eq 1 ]; } && [ "
 fi
 if { [ -n "$TLS_CERT" ] && [ -z "$TLS_KEY" ]; } || { [ -z "$TLS_CERT" ] && [ -n "$TLS_KEY" ]; }; then
   echo "install.sh: give both --tls-cert and --tls-key" >&2
+  exit 2
+fi
+if [ "$MODE" = processor ]; then
+  [ -z "$PACKAGE" ] || { echo "install.sh: --package installs a meter; the processor has no package yet" >&2; exit 2; }
+  [ -z "$URL" ] || { echo "install.sh: --processor-url goes with a meter" >&2; exit 2; }
+  FROM_SOURCE=1
+fi
+if [ -n "$PACKAGE" ] && [ "$FROM_SOURCE" -eq 1 ]; then
+  echo "install.sh: give either --package or --from-source/--bin-dir" >&2
   exit 2
 fi
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -164,7 +187,108 @@ install_mosquitto() {
   say "  mosquitto_passwd -b /etc/mosquitto/wattstream.passwd DEVICE_ID PASSWORD && systemctl reload mosquitto"
 }
 
+# meter_config FILE: the default meter config with --processor-url in it.
+meter_config() {
+  if [ -n "$URL" ]; then
+    sed "s#^processor = .*#processor = \"$URL\"#" "$1"
+  else
+    cat "$1"
+  fi
+}
+
+# The summary every meter or processor install ends with.
+finish() {
+  # A Raspberry Pi needs I2C and SPI enabled for the sensor and the screen.
+  if [ "$MODE" = meter ] && [ "$STAGING" -eq 0 ] && grep -qs "Raspberry Pi" /proc/device-tree/model; then
+    [ -e /dev/i2c-1 ] || say "I2C is off: enable it with 'sudo raspi-config nonint do_i2c 0' and reboot"
+    [ -e /dev/spidev0.0 ] || say "SPI is off: enable it with 'sudo raspi-config nonint do_spi 0' and reboot"
+  fi
+  if [ "$MODE" = meter ] && [ -x "$BIN/power-meter" ] && [ -e "$DATA/device.pem" ]; then
+    say "register this meter with the processor:"
+    "$BIN/power-meter" id --key "$DATA/device.pem" 2>/dev/null | sed 's/^/  /'
+  fi
+  if [ "$CHANGED" -eq 0 ]; then
+    say "already installed; nothing changed"
+  else
+    say "done ($CHANGED changes)"
+  fi
+}
+
+package_installed() {
+  [ "$STAGING" -eq 0 ] && dpkg-query -W -f='${Status}' wattstream-meter 2>/dev/null | grep -q "install ok installed"
+}
+
+# install_package: the meter from its Debian package (--package, or the newest
+# one in dist/ for this machine's architecture), then --processor-url.
+install_package() {
+  local deb="$PACKAGE" arch version conf
+  arch="$(dpkg --print-architecture)"
+  if [ -z "$deb" ]; then
+    deb="$(find "$HERE/dist" -maxdepth 1 -name "wattstream-meter_*_${arch}.deb" 2>/dev/null | sort -V | tail -1)"
+    if [ -z "$deb" ]; then
+      echo "install.sh: no meter package for $arch in $HERE/dist: pass --package FILE.deb" >&2
+      echo "  (scripts/package.sh $arch builds one on any Debian amd64 machine), or --from-source" >&2
+      exit 1
+    fi
+  fi
+  [ -f "$deb" ] || { echo "install.sh: $deb not found" >&2; exit 1; }
+  deb="$(cd "$(dirname "$deb")" && pwd)/$(basename "$deb")"
+  version="$(dpkg-deb -f "$deb" Version)"
+  BIN="$ROOT/usr/bin"
+  if [ "$STAGING" -eq 1 ]; then
+    dpkg-deb -x "$deb" "$ROOT"
+    changed "unpacked $(basename "$deb") into $ROOT (its maintainer scripts run on a real install only)"
+    install_config meter.toml "$(meter_config "$ROOT/usr/share/wattstream-meter/meter.toml")"
+    install_config display.toml "$(cat "$ROOT/usr/share/wattstream-meter/display.toml")"
+    return 0
+  fi
+  # A from-source install's units in /etc/systemd/system would shadow the
+  # package's; its binaries would shadow them on PATH.
+  for s in "${SERVICES[@]}"; do
+    if [ -f "$UNITS/$s" ] && grep -q /usr/local/bin/ "$UNITS/$s"; then
+      systemctl_do disable --now "$s" || true
+      rm -f "$UNITS/$s"
+      changed "removed the from-source unit $UNITS/$s (the package has its own)"
+    fi
+  done
+  for b in "${BINARIES[@]}"; do
+    if [ -f "/usr/local/bin/$b" ]; then
+      rm -f "/usr/local/bin/$b"
+      changed "removed the from-source /usr/local/bin/$b"
+    fi
+  done
+  if dpkg-query -W -f='${Status} ${Version}' wattstream-meter 2>/dev/null | grep -qx "install ok installed $version"; then
+    say "wattstream-meter $version is installed"
+  else
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$deb"
+    changed "installed wattstream-meter $version from $(basename "$deb")"
+  fi
+  conf="$ETC/meter.toml"
+  if [ -n "$URL" ] && ! grep -qx "processor = \"$URL\"" "$conf"; then
+    sed -i "s#^processor = .*#processor = \"$URL\"#" "$conf"
+    changed "set processor = \"$URL\" in $conf"
+    systemctl_do restart power-meter.service
+  fi
+}
+
 uninstall() {
+  if [ "$PURGE" -eq 1 ] && [ "$YES" -ne 1 ]; then
+    if [ -t 0 ]; then
+      read -r -p "Remove $ETC and $DATA, keys included? [y/N] " answer
+      [ "$answer" = y ] || [ "$answer" = Y ] || { say "purge cancelled; keys and data kept"; exit 1; }
+    else
+      echo "install.sh: --purge deletes keys and data; confirm with --yes" >&2
+      exit 1
+    fi
+  fi
+  if [ "$MODE" = meter ] && package_installed; then
+    if [ "$PURGE" -eq 1 ]; then
+      DEBIAN_FRONTEND=noninteractive apt-get purge -y -q wattstream-meter
+    else
+      DEBIAN_FRONTEND=noninteractive apt-get remove -y -q wattstream-meter
+    fi
+    changed "removed the wattstream-meter package"
+  fi
   for s in "${SERVICES[@]}"; do
     if [ -f "$UNITS/$s" ]; then
       systemctl_do disable --now "$s" || true
@@ -180,15 +304,6 @@ uninstall() {
     fi
   done
   if [ "$PURGE" -eq 1 ]; then
-    if [ "$YES" -ne 1 ]; then
-      if [ -t 0 ]; then
-        read -r -p "Remove $ETC and $DATA, keys included? [y/N] " answer
-        [ "$answer" = y ] || [ "$answer" = Y ] || { say "purge cancelled; keys and data kept"; exit 1; }
-      else
-        echo "install.sh: --purge deletes keys and data; confirm with --yes" >&2
-        exit 1
-      fi
-    fi
     rm -rf "$ETC" "$DATA"
     changed "purged $ETC and $DATA"
   else
@@ -199,6 +314,12 @@ uninstall() {
 
 if [ "$ACTION" = uninstall ]; then
   uninstall
+  exit 0
+fi
+
+if [ "$MODE" = meter ] && [ "$FROM_SOURCE" -eq 0 ]; then
+  install_package
+  finish
   exit 0
 fi
 
@@ -248,39 +369,8 @@ fi
 
 # Configuration (documented in README; never overwritten).
 if [ "$MODE" = meter ]; then
-  install_config meter.toml "# WattStream meter (power-meter). Every key is optional; README lists them all.
-processor = \"$URL\"
-key = \"/var/lib/wattstream/device.pem\"
-data_dir = \"/var/lib/wattstream\"
-window_s = 5
-sample_ms = 100
-# Pin the processor's key (GET /v1/ledger/head) to check rewards proofs:
-# processor_public_key = \"04...\"
-# A processor (or broker) with a private CA: trust that CA only.
-# tls_ca = \"/etc/wattstream/ca.pem\"
-# Over MQTT (processor = \"mqtts://HOST:8883\"): rewards still come over HTTPS,
-# and the broker login is the device id with a password file (mode 0600).
-# rewards_url = \"https://HOST:8443\"
-# [mqtt]
-# username = \"DEVICE_ID\"
-# password_file = \"/etc/wattstream/mqtt.password\"
-
-[sensor]
-i2c_bus = \"/dev/i2c-1\"
-address = 0x40
-shunt_ohms = 0.1
-max_current_a = 3.2
-bus_range_v = 32"
-  install_config display.toml "# WattStream screen (power-meter-display). Every key is optional; README lists them all.
-state_file = \"/var/lib/wattstream/state.json\"
-refresh_ms = 1000
-stale_after_s = 30
-
-[panel]
-spi_device = \"/dev/spidev0.0\"
-dc_pin = 25
-rst_pin = 24
-rotation = 0"
+  install_config meter.toml "$(meter_config "$HERE/packaging/meter/meter.toml")"
+  install_config display.toml "$(cat "$HERE/packaging/meter/display.toml")"
 else
   if [ -n "$TLS_CERT" ]; then
     install_file "$TLS_CERT" "$ETC/tls/server.crt" 0640
@@ -343,18 +433,4 @@ if [ "$STAGING" -eq 0 ] && [ "$SYSTEMD" -eq 0 ]; then
   say "  on the target system: systemctl enable --now ${SERVICES[*]}"
 fi
 
-# A Raspberry Pi needs I2C and SPI enabled for the sensor and the screen.
-if [ "$MODE" = meter ] && [ "$STAGING" -eq 0 ] && grep -qs "Raspberry Pi" /proc/device-tree/model; then
-  [ -e /dev/i2c-1 ] || say "I2C is off: enable it with 'sudo raspi-config nonint do_i2c 0' and reboot"
-  [ -e /dev/spidev0.0 ] || say "SPI is off: enable it with 'sudo raspi-config nonint do_spi 0' and reboot"
-fi
-
-if [ "$MODE" = meter ]; then
-  say "register this meter with the processor:"
-  "$BIN/power-meter" id --key "$DATA/device.pem" 2>/dev/null | sed 's/^/  /'
-fi
-if [ "$CHANGED" -eq 0 ]; then
-  say "already installed; nothing changed"
-else
-  say "done ($CHANGED changes)"
-fi
+finish

@@ -113,3 +113,58 @@ build_applets() {
   echo "== building the example applets (wasm32)"
   applets/build.sh >/dev/null
 }
+
+# The Debian architecture names the packages use, and what each means to the
+# Rust and GNU toolchains and to qemu-user.
+deb_target() {
+  case "$1" in
+    arm64) echo aarch64-unknown-linux-gnu ;;
+    armhf) echo armv7-unknown-linux-gnueabihf ;;
+    amd64) echo x86_64-unknown-linux-gnu ;;
+    *) echo "unknown architecture $1 (arm64, armhf or amd64)" >&2; return 2 ;;
+  esac
+}
+deb_gnu() {
+  case "$1" in
+    arm64) echo aarch64-linux-gnu ;;
+    armhf) echo arm-linux-gnueabihf ;;
+    amd64) echo x86_64-linux-gnu ;;
+  esac
+}
+deb_qemu() {
+  case "$1" in
+    arm64) echo qemu-aarch64 ;;
+    armhf) echo qemu-arm ;;
+  esac
+}
+
+ensure_cross_toolchain() {
+  # ensure_cross_toolchain arm64|armhf: Debian's rustc-web with its std
+  # sources (std is built with -Zbuild-std; `rustup target add` needs a
+  # download this machine may not have), the GNU cross compiler and C library
+  # as linker and C compiler (ring and SQLite build C), and qemu-user to run
+  # what was built.
+  local gnu
+  gnu="$(deb_gnu "$1")"
+  apt_install rustc-web cargo-web rust-web-src "gcc-$gnu" "libc6-dev-$1-cross" qemu-user binutils
+}
+
+cross_env() {
+  # cross_env arm64|armhf: exports what `cargo build|test --target TRIPLE
+  # -Zbuild-std=std,panic_abort` needs (run it in a subshell): Debian's rustc,
+  # a target directory of its own (so the host build is not rebuilt), the
+  # cross linker and C compiler, and qemu-user as the test runner (-L: the
+  # cross C library as the guest's root).
+  local target gnu var
+  target="$(deb_target "$1")"
+  gnu="$(deb_gnu "$1")"
+  var="$(echo "$target" | tr 'a-z-' 'A-Z_')"
+  export RUSTC_BOOTSTRAP=1 RUSTC=/usr/bin/rustc CARGO_TARGET_DIR="$PWD/target/cross"
+  export "CARGO_TARGET_${var}_LINKER=$gnu-gcc" "CC_${target//-/_}=$gnu-gcc" "AR_${target//-/_}=$gnu-ar"
+  # The C parts (SQLite, ring) with Debian's hardening flags.
+  export "CFLAGS_${target//-/_}=-O2 -D_FORTIFY_SOURCE=2 -fstack-protector-strong"
+  export "CARGO_TARGET_${var}_RUNNER=$(deb_qemu "$1") -L /usr/$gnu"
+  # Tests that start the meter's own binaries start them through this too.
+  WATTSTREAM_TEST_RUNNER="$(deb_qemu "$1") -L /usr/$gnu"
+  export WATTSTREAM_TEST_RUNNER
+}

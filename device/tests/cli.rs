@@ -2,13 +2,16 @@
 //! sign, including the cases that must fail. One test checks a signed envelope
 //! with an independent implementation (Python `cryptography`).
 
+#[path = "../../sdk/tests/support/runner.rs"]
+mod runner;
+
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
 fn power_meter(args: &[&str], stdin: &str) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_power-meter"))
+    let mut child = runner::command(env!("CARGO_BIN_EXE_power-meter"))
         .args(args)
         .env("RUST_LOG", "info")
         .stdin(Stdio::piped())

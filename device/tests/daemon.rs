@@ -2,6 +2,9 @@
 //! controls: delivery, order, outages, SIGKILL, dead letters, start-up errors.
 //! Windows are 1 s and samples 50 ms so the tests see many windows quickly.
 
+#[path = "../../sdk/tests/support/runner.rs"]
+mod runner;
+
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -216,7 +219,7 @@ impl Drop for Meter {
 }
 
 fn power_meter() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_power-meter"));
+    let mut c = runner::command(env!("CARGO_BIN_EXE_power-meter"));
     c.env("RUST_LOG", "warn");
     c
 }

@@ -101,6 +101,37 @@ fn a_meter_installs_idempotently_and_uninstalls_keeping_its_key() {
     assert!(!key.exists() && !r.join("etc/wattstream").exists());
 }
 
+/// A user who copied `install.sh` alone to a Pi and forgot the package.
+#[test]
+fn a_meter_without_a_package_or_from_source_is_refused_with_the_way_to_get_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("install.sh");
+    std::fs::copy(repo().join("install.sh"), &script).unwrap();
+    let root = dir.path().join("root");
+    let out = Command::new("bash")
+        .arg(&script)
+        .arg("--root")
+        .arg(&root)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("no meter package")
+            && err.contains("scripts/package.sh")
+            && err.contains("--from-source"),
+        "{err}"
+    );
+    assert!(!root.join("usr").exists(), "nothing was installed");
+    for bad in [
+        &["--package", "x.deb", "--from-source"][..],
+        &["--processor", "--package", "x.deb"],
+    ] {
+        let out = Command::new("bash").arg(&script).args(bad).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{bad:?} is a usage error");
+    }
+}
+
 #[test]
 fn a_processor_installs_with_a_private_admin_token() {
     let root = tempfile::tempdir().unwrap();

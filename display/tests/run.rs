@@ -1,8 +1,11 @@
 //! `power-meter-display run --png-dir`: the first frame comes at once, a missing
 //! or broken state file is a screen and not an exit, and new state shows up.
 
+#[path = "../../sdk/tests/support/runner.rs"]
+mod runner;
+
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use wattstream_display::panel::png::read_png;
@@ -28,7 +31,7 @@ fn runs_through_missing_broken_and_good_state() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state.json");
     let frames = dir.path().join("frames");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_power-meter-display"))
+    let mut child = runner::command(env!("CARGO_BIN_EXE_power-meter-display"))
         .args(["run", "--state"])
         .arg(&state)
         .arg("--png-dir")

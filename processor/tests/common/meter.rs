@@ -1,7 +1,9 @@
 //! A real `power-meter run --sim` for end-to-end tests: 1 s windows, 50 ms
 //! samples, no clock wait. The binary is built by `cargo test --workspace`
-//! (scripts/test.sh) next to `wattstream`.
+//! (scripts/test.sh) next to `wattstream`; [`Launcher::emulated`] runs
+//! another architecture's build of it under qemu-user instead.
 
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
@@ -17,6 +19,29 @@ pub fn bin() -> PathBuf {
     p
 }
 
+/// How a meter binary is started: directly, or through an emulator.
+#[derive(Clone)]
+pub struct Launcher(Vec<OsString>);
+
+impl Launcher {
+    /// The workspace's own build.
+    pub fn host() -> Launcher {
+        Launcher(vec![bin().into()])
+    }
+
+    /// `qemu sysroot binary`: an ARM build under qemu-user, its C library
+    /// taken from `sysroot` (`/usr/aarch64-linux-gnu`, say).
+    pub fn emulated(qemu: &str, sysroot: &Path, binary: &Path) -> Launcher {
+        Launcher(vec![qemu.into(), "-L".into(), sysroot.into(), binary.into()])
+    }
+
+    pub fn command(&self) -> Command {
+        let mut c = Command::new(&self.0[0]);
+        c.args(&self.0[1..]);
+        c
+    }
+}
+
 pub struct Meter {
     pub child: Child,
     pub dir: PathBuf,
@@ -28,9 +53,20 @@ impl Meter {
     /// Makes a key in `dir` and writes `dir/meter.toml` with `extra` TOML
     /// lines (top-level keys) appended; does not start.
     pub fn provision(dir: &Path, processor: &str, extra: &str) -> (PathBuf, String, String) {
+        Self::provision_with(&Launcher::host(), dir, processor, extra)
+    }
+
+    /// [`Meter::provision`] with the key made by `launcher`'s binary.
+    pub fn provision_with(
+        launcher: &Launcher,
+        dir: &Path,
+        processor: &str,
+        extra: &str,
+    ) -> (PathBuf, String, String) {
         std::fs::create_dir_all(dir).unwrap();
         let key = dir.join("device.pem");
-        let out = Command::new(bin())
+        let out = launcher
+            .command()
             .args(["keygen", "--key"])
             .arg(&key)
             .output()
@@ -61,7 +97,18 @@ impl Meter {
     }
 
     pub fn start(dir: &Path, config: &Path, device_id: String, public_key: String) -> Meter {
-        let child = Command::new(bin())
+        Self::start_with(&Launcher::host(), dir, config, device_id, public_key)
+    }
+
+    pub fn start_with(
+        launcher: &Launcher,
+        dir: &Path,
+        config: &Path,
+        device_id: String,
+        public_key: String,
+    ) -> Meter {
+        let child = launcher
+            .command()
             .args(["run", "--sim", "--config"])
             .arg(config)
             .env("RUST_LOG", "warn")

@@ -1,6 +1,8 @@
 //! The meter part of `wattstream bench`: RSS and CPU of the real
 //! `power-meter run --sim` (10 Hz sampling, 5 s windows) sending to the
-//! benchmark's processor.
+//! benchmark's processor. `--meter-bin` and `--meter-runner` measure another
+//! build of it, such as an ARM package's binary under qemu-user (whose RSS
+//! and CPU are then the emulator's: its translator and code cache included).
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -18,17 +20,37 @@ pub fn footprint(
     rt: &tokio::runtime::Runtime,
     dir: &Path,
     seconds: u64,
+    launch: &Launch,
 ) -> Result<(f64, f64)> {
-    let exe = std::env::current_exe()?.with_file_name("power-meter");
+    let exe = match &launch.bin {
+        Some(bin) => bin.clone(),
+        None => std::env::current_exe()?.with_file_name("power-meter"),
+    };
     anyhow::ensure!(exe.exists(), "{} is not built", exe.display());
+    let command = || {
+        let mut words = launch.runner.split_whitespace();
+        let mut c = match words.next() {
+            Some(emulator) => Command::new(emulator),
+            None => Command::new(&exe),
+        };
+        if !launch.runner.trim().is_empty() {
+            c.args(words).arg(&exe);
+        }
+        c
+    };
     let key = dir.join("meter/device.pem");
-    let out = Command::new(&exe).args(["keygen", "--key"]).arg(&key).output()?;
+    let out = command().args(["keygen", "--key"]).arg(&key).output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "keygen: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let pk = String::from_utf8_lossy(&out.stdout)
         .lines()
         .find_map(|l| l.strip_prefix("public_key: ").map(str::to_string))
         .unwrap_or_default();
     rt.block_on(admin.register_device(&pk, Some("bench")))?;
-    let mut child = Command::new(&exe)
+    let mut child = command()
         .args(["run", "--sim", "--sample-ms", "100", "--window", "5"])
         .args(["--processor", url, "--key"])
         .arg(&key)
@@ -51,4 +73,13 @@ pub fn footprint(
     let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
     let _ = child.wait();
     Ok((max_rss as f64 / 1024.0, cpu))
+}
+
+/// Which meter binary the footprint measures, and through what.
+#[derive(Default)]
+pub struct Launch {
+    /// The binary (default: `power-meter` beside this one).
+    pub bin: Option<std::path::PathBuf>,
+    /// A command to run it through, such as `qemu-aarch64 -L /usr/aarch64-linux-gnu`.
+    pub runner: String,
 }

@@ -50,6 +50,14 @@ pub struct Args {
     /// Seconds of meter footprint (0 skips it).
     #[arg(long, default_value_t = 60)]
     meter_seconds: u64,
+    /// The meter binary the footprint measures (default: `power-meter`
+    /// beside this one), such as an ARM package's.
+    #[arg(long)]
+    meter_bin: Option<PathBuf>,
+    /// Run the meter through this command, such as
+    /// "qemu-aarch64 -L /usr/aarch64-linux-gnu" (figures are then emulated).
+    #[arg(long, default_value = "")]
+    meter_runner: String,
     /// Run only these parts (repeatable; default: all).
     #[arg(long, value_enum)]
     only: Vec<Part>,
@@ -133,14 +141,23 @@ pub fn run(args: Args) -> Result<i32> {
 
     // 5. Meter footprint.
     if let (true, Some((server, admin))) = (meter_seconds > 0, &server) {
-        let (rss, cpu) = meter::footprint(&server.url, admin, &rt, &dir, meter_seconds)?;
-        println!("\n5. Meter: power-meter run --sim, 10 Hz, 5 s windows, {meter_seconds} s");
+        let launch = meter::Launch {
+            bin: args.meter_bin.clone(),
+            runner: args.meter_runner.clone(),
+        };
+        let (rss, cpu) = meter::footprint(&server.url, admin, &rt, &dir, meter_seconds, &launch)?;
+        let how = match args.meter_runner.trim() {
+            "" => String::new(),
+            runner => format!(" (EMULATED: under `{runner}`; RSS and CPU are the emulator's)"),
+        };
+        println!("\n5. Meter: power-meter run --sim, 10 Hz, 5 s windows, {meter_seconds} s{how}");
         println!(
             "   RSS {rss:.2} MB (target <= 10 MB: ratio {:.2})   CPU {cpu:.3} % of a core (target <= 1 %: ratio {:.2})",
             rss / 10.0,
             cpu / 1.0
         );
-        doc["meter"] = json!({"rss_mb": rss, "cpu_percent": cpu, "seconds": meter_seconds});
+        doc["meter"] =
+            json!({"rss_mb": rss, "cpu_percent": cpu, "seconds": meter_seconds, "runner": args.meter_runner});
     }
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);

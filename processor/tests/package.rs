@@ -1,0 +1,314 @@
+//! The meter's Debian packages (`scripts/package.sh`) as a user gets them:
+//! - each ARM package holds both binaries built for its architecture, units
+//!   that start them from where the package puts them, and the default
+//!   configs; its meter, unpacked into a staging root and run under qemu-user,
+//!   sends `--sim` windows that a real local processor accepts;
+//! - the package for this machine, installed for real by `install.sh
+//!   --package`, makes the service user, the groups, the device key (0600) and
+//!   the configs (0640); the installed meter, started as the service user with
+//!   the installed config, has its windows accepted; an upgrade keeps an
+//!   edited config and the key, a removal keeps both, a purge removes the
+//!   configs and the outbox and keeps the key.
+//!
+//! The packages come from the folder `WATTSTREAM_TEST_PACKAGES` names
+//! (scripts/test.sh builds them there first); without it these tests say they
+//! were skipped. The real install also needs `WATTSTREAM_REAL_INSTALL=1`
+//! (`.ci/run`), root, and a machine with no meter installed.
+
+mod common;
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::meter::{Launcher, Meter};
+use common::{Server, all_events, register, wait_for};
+
+fn packages() -> Option<PathBuf> {
+    let dir = std::env::var_os("WATTSTREAM_TEST_PACKAGES")?;
+    Some(PathBuf::from(dir))
+}
+
+/// The newest package for `arch` in `dir`; a test that was given the folder
+/// fails when it is not there.
+fn package(dir: &Path, arch: &str) -> PathBuf {
+    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            name.starts_with("wattstream-meter_") && name.ends_with(&format!("_{arch}.deb"))
+        })
+        .collect();
+    found.sort();
+    found
+        .pop()
+        .unwrap_or_else(|| panic!("no wattstream-meter package for {arch} in {}", dir.display()))
+}
+
+fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{cmd:?}: {text}");
+    text
+}
+
+/// (ELF class, machine) of a binary: (2, 183) is 64-bit aarch64, (1, 40) 32-bit ARM.
+fn elf(path: &Path) -> (u8, u16) {
+    let head = std::fs::read(path).unwrap();
+    assert_eq!(&head[..4], b"\x7fELF", "{} is an ELF binary", path.display());
+    (head[4], u16::from_le_bytes([head[18], head[19]]))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn each_arm_package_holds_its_architecture_and_its_meter_is_accepted_under_emulation() {
+    let Some(dir) = packages() else {
+        return eprintln!("package test skipped: set WATTSTREAM_TEST_PACKAGES (scripts/test.sh does)");
+    };
+    for (arch, qemu, sysroot, machine) in [
+        ("arm64", "qemu-aarch64", "/usr/aarch64-linux-gnu", (2, 183)),
+        ("armhf", "qemu-arm", "/usr/arm-linux-gnueabihf", (1, 40)),
+    ] {
+        let deb = package(&dir, arch);
+        let field = |name: &str| run(Command::new("dpkg-deb").args(["-f"]).arg(&deb).arg(name));
+        assert_eq!(field("Architecture").trim(), arch);
+        assert!(field("Depends").contains("libc6 (>= 2."), "{}", field("Depends"));
+        let root = tempfile::tempdir().unwrap();
+        run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(root.path()));
+        let bin = |name: &str| root.path().join("usr/bin").join(name);
+        for b in ["power-meter", "power-meter-display"] {
+            assert_eq!(elf(&bin(b)), machine, "{b} in the {arch} package");
+            let unit =
+                std::fs::read_to_string(root.path().join(format!("lib/systemd/system/{b}.service"))).unwrap();
+            assert!(
+                unit.contains(&format!("ExecStart=/usr/bin/{b} run --config /etc/wattstream/")),
+                "the {b} unit starts the packaged binary:\n{unit}"
+            );
+        }
+        for f in ["meter.toml", "display.toml"] {
+            assert!(
+                root.path().join("usr/share/wattstream-meter").join(f).exists(),
+                "{f}"
+            );
+        }
+
+        // The emulated meter, against a processor on this machine.
+        let data = tempfile::tempdir().unwrap();
+        let server = Server::start(&data.path().join("processor"));
+        let launcher = Launcher::emulated(qemu, Path::new(sysroot), &bin("power-meter"));
+        let meter_dir = data.path().join("meter");
+        let (config, device_id, public_key) = Meter::provision_with(&launcher, &meter_dir, &server.url, "");
+        assert_eq!(register(&server, &public_key).await, device_id);
+        let mut meter = Meter::start_with(&launcher, &meter_dir, &config, device_id.clone(), public_key);
+        wait_for(
+            &format!("windows from the {arch} meter"),
+            Duration::from_secs(90),
+            async || all_events(&server, &device_id).await.len() >= 3,
+        )
+        .await;
+        meter.stop();
+        let state = meter.state().expect("the meter wrote its state file");
+        let link = &state["link"];
+        assert!(
+            link["last_send"].as_str().is_some_and(|s| s.starts_with("ok (")) && link["dead_lettered"] == 0,
+            "the {arch} meter saw its windows accepted: {state}"
+        );
+    }
+}
+
+fn is_root() -> bool {
+    let out = Command::new("id").arg("-u").output().unwrap();
+    String::from_utf8_lossy(&out.stdout).trim() == "0"
+}
+
+fn exists(what: &str, args: &[&str]) -> bool {
+    Command::new(what)
+        .args(args)
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+fn package_status() -> String {
+    let out = Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", "wattstream-meter"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn owner_mode(path: &str) -> (u32, u32, u32) {
+    let m = std::fs::metadata(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    (m.uid(), m.gid(), m.permissions().mode() & 0o777)
+}
+
+fn id_of(what: &str, name: &str) -> u32 {
+    let out = Command::new("getent").args([what, name]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .split(':')
+        .nth(2)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_package_installs_runs_as_the_service_user_and_keeps_the_key_through_upgrade_remove_and_purge() {
+    let Some(dir) = packages() else {
+        return eprintln!(
+            "real package install skipped: set WATTSTREAM_TEST_PACKAGES (scripts/test.sh does)"
+        );
+    };
+    if std::env::var("WATTSTREAM_REAL_INSTALL").as_deref() != Ok("1") {
+        return eprintln!(
+            "real package install skipped: set WATTSTREAM_REAL_INSTALL=1 to let it change this machine"
+        );
+    }
+    if !is_root() {
+        return eprintln!("real package install skipped: not root");
+    }
+    for p in [
+        "/etc/wattstream",
+        "/var/lib/wattstream",
+        "/usr/local/bin/power-meter",
+        "/usr/bin/power-meter",
+    ] {
+        if Path::new(p).exists() {
+            return eprintln!(
+                "real package install skipped: {p} exists (this machine has an install of its own)"
+            );
+        }
+    }
+    assert!(
+        !package_status().contains("installed"),
+        "no wattstream-meter package yet"
+    );
+    let arch = run(Command::new("dpkg").arg("--print-architecture"));
+    let deb = package(&dir, arch.trim());
+    let _cleanup = Cleanup {
+        user_existed: exists("id", &["wattstream"]),
+        groups_existed: ["i2c", "spi", "gpio"]
+            .iter()
+            .map(|g| exists("getent", &["group", g]))
+            .collect(),
+    };
+    let install_sh = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../install.sh");
+
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start(&data.path().join("processor"));
+    let out = run(Command::new("bash")
+        .arg(&install_sh)
+        .arg("--package")
+        .arg(&deb)
+        .args(["--processor-url", &server.url]));
+    assert!(out.contains("register this meter"), "{out}");
+    assert_eq!(package_status(), "install ok installed");
+
+    // What the maintainer scripts made.
+    let (uid, gid) = (id_of("passwd", "wattstream"), id_of("group", "wattstream"));
+    for g in ["i2c", "spi", "gpio"] {
+        assert!(exists("getent", &["group", g]), "group {g}");
+    }
+    assert_eq!(owner_mode("/var/lib/wattstream/device.pem"), (uid, gid, 0o600));
+    assert_eq!(owner_mode("/var/lib/wattstream"), (uid, gid, 0o700));
+    for f in ["/etc/wattstream/meter.toml", "/etc/wattstream/display.toml"] {
+        assert_eq!(owner_mode(f), (0, gid, 0o640), "{f}");
+    }
+    let config = std::fs::read_to_string("/etc/wattstream/meter.toml").unwrap();
+    assert!(
+        config.contains(&format!("processor = \"{}\"", server.url)),
+        "{config}"
+    );
+    assert!(
+        Path::new("/etc/systemd/system/multi-user.target.wants/power-meter.service").exists(),
+        "the meter's unit is enabled"
+    );
+
+    // The installed meter as the service user, with the installed config.
+    let id =
+        run(Command::new("/usr/bin/power-meter").args(["id", "--key", "/var/lib/wattstream/device.pem"]));
+    let public_key = id
+        .lines()
+        .find_map(|l| l.strip_prefix("public_key: "))
+        .unwrap()
+        .trim();
+    let device_id = register(&server, public_key).await;
+    let mut meter = Command::new("setpriv")
+        .args(["--reuid=wattstream", "--regid=wattstream", "--init-groups", "--"])
+        .args([
+            "/usr/bin/power-meter",
+            "run",
+            "--sim",
+            "--config",
+            "/etc/wattstream/meter.toml",
+        ])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for(
+        "a window from the installed meter",
+        Duration::from_secs(60),
+        async || !all_events(&server, &device_id).await.is_empty(),
+    )
+    .await;
+    let _ = Command::new("kill")
+        .args(["-TERM", &meter.id().to_string()])
+        .status();
+    let _ = meter.wait();
+    assert!(Path::new("/var/lib/wattstream/outbox.db").exists());
+
+    // An upgrade (the same version again: dpkg runs every upgrade script).
+    let key = std::fs::read("/var/lib/wattstream/device.pem").unwrap();
+    let edited = format!("{config}# edited by its owner\n");
+    std::fs::write("/etc/wattstream/meter.toml", &edited).unwrap();
+    run(Command::new("dpkg").arg("-i").arg(&deb));
+    assert_eq!(
+        std::fs::read_to_string("/etc/wattstream/meter.toml").unwrap(),
+        edited
+    );
+    assert_eq!(std::fs::read("/var/lib/wattstream/device.pem").unwrap(), key);
+
+    // Removal keeps configs and the key; purge keeps only the key.
+    run(Command::new("bash").arg(&install_sh).arg("--uninstall"));
+    assert_eq!(package_status(), "deinstall ok config-files");
+    assert!(!Path::new("/usr/bin/power-meter").exists());
+    assert!(Path::new("/etc/wattstream/meter.toml").exists());
+    assert_eq!(std::fs::read("/var/lib/wattstream/device.pem").unwrap(), key);
+    let out = run(Command::new("dpkg").args(["--purge", "wattstream-meter"]));
+    assert!(out.contains("kept the device key"), "{out}");
+    assert!(
+        !Path::new("/etc/wattstream/meter.toml").exists()
+            && !Path::new("/var/lib/wattstream/outbox.db").exists()
+    );
+    assert_eq!(std::fs::read("/var/lib/wattstream/device.pem").unwrap(), key);
+}
+
+/// Leaves the machine as it found it, also when an assertion failed midway.
+struct Cleanup {
+    user_existed: bool,
+    groups_existed: Vec<bool>,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let _ = Command::new("dpkg")
+            .args(["--purge", "wattstream-meter"])
+            .output();
+        let _ = std::fs::remove_dir_all("/var/lib/wattstream");
+        let _ = std::fs::remove_dir_all("/etc/wattstream");
+        if !self.user_existed {
+            let _ = Command::new("userdel").arg("wattstream").status();
+        }
+        for (g, existed) in ["i2c", "spi", "gpio"].iter().zip(&self.groups_existed) {
+            if !existed {
+                let _ = Command::new("groupdel").arg(g).status();
+            }
+        }
+    }
+}
