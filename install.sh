@@ -224,7 +224,9 @@ install_package() {
   local deb="$PACKAGE" arch version conf
   arch="$(dpkg --print-architecture)"
   if [ -z "$deb" ]; then
-    deb="$(find "$HERE/dist" -maxdepth 1 -name "wattstream-meter_*_${arch}.deb" 2>/dev/null | sort -V | tail -1)"
+    if [ -d "$HERE/dist" ]; then
+      deb="$(find "$HERE/dist" -maxdepth 1 -name "wattstream-meter_*_${arch}.deb" | sort -V | tail -1)"
+    fi
     if [ -z "$deb" ]; then
       echo "install.sh: no meter package for $arch in $HERE/dist: pass --package FILE.deb" >&2
       echo "  (scripts/package.sh $arch builds one on any Debian amd64 machine), or --from-source" >&2

@@ -1,7 +1,7 @@
 //! The meter's Debian packages (`scripts/package.sh`) as a user gets them:
 //! - each ARM package holds both binaries built for its architecture, units
 //!   that start them from where the package puts them, and the default
-//!   configs; its meter, unpacked into a staging root and run under qemu-user,
+//!   configs; its meter, staged by `install.sh --root` and run under qemu-user,
 //!   sends `--sim` windows that a real local processor accepts;
 //! - the package for this machine, installed for real by `install.sh
 //!   --package`, makes the service user, the groups, the device key (0600) and
@@ -78,8 +78,23 @@ async fn each_arm_package_holds_its_architecture_and_its_meter_is_accepted_under
         let field = |name: &str| run(Command::new("dpkg-deb").args(["-f"]).arg(&deb).arg(name));
         assert_eq!(field("Architecture").trim(), arch);
         assert!(field("Depends").contains("libc6 (>= 2."), "{}", field("Depends"));
+        // Staged the way a user stages one: install.sh --root unpacks it and
+        // writes the configs (no maintainer scripts run in a staging tree).
+        let data = tempfile::tempdir().unwrap();
+        let server = Server::start(&data.path().join("processor"));
         let root = tempfile::tempdir().unwrap();
-        run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(root.path()));
+        run(Command::new("bash")
+            .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../install.sh"))
+            .arg("--root")
+            .arg(root.path())
+            .arg("--package")
+            .arg(&deb)
+            .args(["--processor-url", &server.url]));
+        let config = std::fs::read_to_string(root.path().join("etc/wattstream/meter.toml")).unwrap();
+        assert!(
+            config.contains(&format!("processor = \"{}\"", server.url)),
+            "{config}"
+        );
         let bin = |name: &str| root.path().join("usr/bin").join(name);
         for b in ["power-meter", "power-meter-display"] {
             assert_eq!(elf(&bin(b)), machine, "{b} in the {arch} package");
@@ -97,9 +112,7 @@ async fn each_arm_package_holds_its_architecture_and_its_meter_is_accepted_under
             );
         }
 
-        // The emulated meter, against a processor on this machine.
-        let data = tempfile::tempdir().unwrap();
-        let server = Server::start(&data.path().join("processor"));
+        // The emulated meter, against the processor on this machine.
         let launcher = Launcher::emulated(qemu, Path::new(sysroot), &bin("power-meter"));
         let meter_dir = data.path().join("meter");
         let (config, device_id, public_key) = Meter::provision_with(&launcher, &meter_dir, &server.url, "");
