@@ -77,6 +77,12 @@ if [ "$MODE" = processor ]; then
   [ -z "$URL" ] || { echo "install.sh: --processor-url goes with a meter" >&2; exit 2; }
   FROM_SOURCE=1
 fi
+case "$URL" in
+  "") ;;
+  *[\"\\#\&\ ]*) echo "install.sh: --processor-url $URL: no quotes, backslashes, #, & or spaces" >&2; exit 2 ;;
+  http://* | https://* | mqtt://* | mqtts://*) ;;
+  *) echo "install.sh: --processor-url must start with https://, http://, mqtts:// or mqtt://" >&2; exit 2 ;;
+esac
 if [ -n "$PACKAGE" ] && [ "$FROM_SOURCE" -eq 1 ]; then
   echo "install.sh: give either --package or --from-source/--bin-dir" >&2
   exit 2
@@ -323,6 +329,12 @@ if [ "$MODE" = meter ] && [ "$FROM_SOURCE" -eq 0 ]; then
   install_package
   finish
   exit 0
+fi
+
+if [ "$MODE" = meter ] && package_installed; then
+  echo "install.sh: the wattstream-meter package is installed; remove it first (install.sh --uninstall)" >&2
+  echo "  or install a newer package with --package" >&2
+  exit 1
 fi
 
 # Binaries.

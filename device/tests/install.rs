@@ -126,6 +126,8 @@ fn a_meter_without_a_package_or_from_source_is_refused_with_the_way_to_get_one()
     for bad in [
         &["--package", "x.deb", "--from-source"][..],
         &["--processor", "--package", "x.deb"],
+        &["--processor-url", "ftp://processor.example"],
+        &["--processor-url", "https://a\"b"],
     ] {
         let out = Command::new("bash").arg(&script).args(bad).output().unwrap();
         assert_eq!(out.status.code(), Some(2), "{bad:?} is a usage error");
