@@ -23,7 +23,7 @@ VERSION="$(sed -n '/^\[workspace.package\]/,/^\[/ s/^version = "\(.*\)"/\1/p' Ca
 BINARIES=(power-meter power-meter-display)
 
 ensure_rust
-apt_install lintian binutils
+apt_install lintian binutils file
 started=$(date +%s)
 if [ "$ARCH" = amd64 ]; then
   [ "$(dpkg --print-architecture)" = amd64 ] || { echo "package.sh: amd64 builds on an amd64 machine" >&2; exit 1; }
