@@ -2,7 +2,8 @@
 //! - each ARM package holds both binaries built for its architecture, units
 //!   that start them from where the package puts them, and the default
 //!   configs; its meter, staged by `install.sh --root` and run under qemu-user,
-//!   sends `--sim` windows that a real local processor accepts;
+//!   sends `--sim` windows that a real local processor accepts, and its
+//!   screen draws that meter's state;
 //! - the package for this machine, installed for real by `install.sh
 //!   --package`, makes the service user, the groups, the device key (0600) and
 //!   the configs (0640); the installed meter, started as the service user with
@@ -131,6 +132,30 @@ async fn each_arm_package_holds_its_architecture_and_its_meter_is_accepted_under
             link["last_send"].as_str().is_some_and(|s| s.starts_with("ok (")) && link["dead_lettered"] == 0,
             "the {arch} meter saw its windows accepted: {state}"
         );
+
+        // The packaged screen, emulated, draws that meter's state.
+        let frames = meter_dir.join("frames");
+        let mut screen = Command::new(qemu)
+            .args(["-L", sysroot])
+            .arg(bin("power-meter-display"))
+            .args(["run", "--state"])
+            .arg(meter_dir.join("data/state.json"))
+            .arg("--png-dir")
+            .arg(&frames)
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        wait_for(
+            &format!("a frame from the {arch} screen"),
+            Duration::from_secs(60),
+            async || frames.join("frame.png").exists() || screen.try_wait().unwrap().is_some(),
+        )
+        .await;
+        let exited = screen.try_wait().unwrap();
+        let _ = screen.kill();
+        let _ = screen.wait();
+        assert!(exited.is_none(), "the {arch} screen is still running: {exited:?}");
+        assert!(frames.join("frame.png").exists());
     }
 }
 
