@@ -350,3 +350,35 @@ impl Drop for Cleanup {
         }
     }
 }
+
+/// `preinst` with `uname -m` answering `machine` (a stand-in on PATH), as dpkg
+/// runs it for a package of `arch`.
+fn preinst_on(arch: &str, machine: &str) -> std::process::Output {
+    let dir = tempfile::tempdir().unwrap();
+    let uname = dir.path().join("uname");
+    std::fs::write(&uname, format!("#!/bin/sh\necho {machine}\n")).unwrap();
+    std::fs::set_permissions(&uname, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!("{}:{}", dir.path().display(), std::env::var("PATH").unwrap());
+    Command::new("sh")
+        .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../packaging/meter/preinst"))
+        .arg("install")
+        .env("PATH", path)
+        .env("DPKG_MAINTSCRIPT_ARCH", arch)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn the_armhf_package_refuses_an_armv6_pi_and_takes_armv7_and_later() {
+    let v6 = preinst_on("armhf", "armv6l");
+    assert!(!v6.status.success(), "a Pi Zero W is refused");
+    assert!(String::from_utf8_lossy(&v6.stderr).contains("ARMv6"));
+    for (arch, machine) in [
+        ("armhf", "armv7l"),
+        ("armhf", "aarch64"),
+        ("arm64", "aarch64"),
+        ("amd64", "x86_64"),
+    ] {
+        assert!(preinst_on(arch, machine).status.success(), "{arch} on {machine}");
+    }
+}
