@@ -9,7 +9,8 @@
 //!   the configs (0640); the installed meter, started as the service user with
 //!   the installed config, has its windows accepted; an upgrade keeps an
 //!   edited config and the key, a removal keeps both, a purge removes the
-//!   configs and the outbox and keeps the key.
+//!   configs and the outbox and keeps the key; a from-source install moves to
+//!   the package keeping its key.
 //!
 //! The packages come from the folder `WATTSTREAM_TEST_PACKAGES` names
 //! (scripts/test.sh builds them there first); without it these tests say they
@@ -196,7 +197,8 @@ fn id_of(what: &str, name: &str) -> u32 {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn the_package_installs_runs_as_the_service_user_and_keeps_the_key_through_upgrade_remove_and_purge() {
+async fn the_package_installs_runs_as_the_service_user_and_keeps_the_key_through_upgrade_remove_purge_and_from_source()
+ {
     let Some(dir) = packages() else {
         return eprintln!(
             "real package install skipped: set WATTSTREAM_TEST_PACKAGES (scripts/test.sh does)"
@@ -325,6 +327,29 @@ async fn the_package_installs_runs_as_the_service_user_and_keeps_the_key_through
             && !Path::new("/var/lib/wattstream/outbox.db").exists()
     );
     assert_eq!(std::fs::read("/var/lib/wattstream/device.pem").unwrap(), key);
+
+    // A meter installed from source before packages existed moves to the
+    // package with its identity: the from-source units (which would shadow
+    // the package's) and binaries go, the key stays.
+    let host_bins = common::meter::bin().parent().unwrap().to_path_buf();
+    run(Command::new("bash")
+        .arg(&install_sh)
+        .arg("--bin-dir")
+        .arg(&host_bins)
+        .args(["--processor-url", &server.url]));
+    assert!(Path::new("/etc/systemd/system/power-meter.service").exists());
+    let out = run(Command::new("bash").arg(&install_sh).arg("--package").arg(&deb));
+    assert!(out.contains("removed the from-source unit"), "{out}");
+    for gone in [
+        "/etc/systemd/system/power-meter.service",
+        "/etc/systemd/system/power-meter-display.service",
+        "/usr/local/bin/power-meter",
+        "/usr/local/bin/power-meter-display",
+    ] {
+        assert!(!Path::new(gone).exists(), "{gone}");
+    }
+    assert_eq!(package_status(), "install ok installed");
+    assert_eq!(std::fs::read("/var/lib/wattstream/device.pem").unwrap(), key);
 }
 
 /// Leaves the machine as it found it, also when an assertion failed midway.
@@ -338,6 +363,14 @@ impl Drop for Cleanup {
         let _ = Command::new("dpkg")
             .args(["--purge", "wattstream-meter"])
             .output();
+        for f in [
+            "/usr/local/bin/power-meter",
+            "/usr/local/bin/power-meter-display",
+            "/etc/systemd/system/power-meter.service",
+            "/etc/systemd/system/power-meter-display.service",
+        ] {
+            let _ = std::fs::remove_file(f);
+        }
         let _ = std::fs::remove_dir_all("/var/lib/wattstream");
         let _ = std::fs::remove_dir_all("/etc/wattstream");
         if !self.user_existed {
