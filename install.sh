@@ -193,10 +193,14 @@ install_mosquitto() {
   say "  mosquitto_passwd -b /etc/mosquitto/wattstream.passwd DEVICE_ID PASSWORD && systemctl reload mosquitto"
 }
 
+# The sed expression that puts --processor-url into a meter config (the URL
+# was checked above to hold nothing sed or TOML would misread).
+URL_SED="s#^processor = .*#processor = \"$URL\"#"
+
 # meter_config FILE: the default meter config with --processor-url in it.
 meter_config() {
   if [ -n "$URL" ]; then
-    sed "s#^processor = .*#processor = \"$URL\"#" "$1"
+    sed "$URL_SED" "$1"
   else
     cat "$1"
   fi
@@ -273,7 +277,7 @@ install_package() {
   fi
   conf="$ETC/meter.toml"
   if [ -n "$URL" ] && ! grep -qx "processor = \"$URL\"" "$conf"; then
-    sed -i "s#^processor = .*#processor = \"$URL\"#" "$conf"
+    sed -i "$URL_SED" "$conf"
     changed "set processor = \"$URL\" in $conf"
     systemctl_do restart power-meter.service
   fi

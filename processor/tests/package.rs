@@ -136,9 +136,8 @@ async fn each_arm_package_holds_its_architecture_and_its_meter_is_accepted_under
 
         // The packaged screen, emulated, draws that meter's state.
         let frames = meter_dir.join("frames");
-        let mut screen = Command::new(qemu)
-            .args(["-L", sysroot])
-            .arg(bin("power-meter-display"))
+        let mut screen = Launcher::emulated(qemu, Path::new(sysroot), &bin("power-meter-display"))
+            .command()
             .args(["run", "--state"])
             .arg(meter_dir.join("data/state.json"))
             .arg("--png-dir")

@@ -29,14 +29,14 @@ pub fn footprint(
     anyhow::ensure!(exe.exists(), "{} is not built", exe.display());
     let command = || {
         let mut words = launch.runner.split_whitespace();
-        let mut c = match words.next() {
-            Some(emulator) => Command::new(emulator),
+        match words.next() {
+            Some(emulator) => {
+                let mut c = Command::new(emulator);
+                c.args(words).arg(&exe);
+                c
+            }
             None => Command::new(&exe),
-        };
-        if !launch.runner.trim().is_empty() {
-            c.args(words).arg(&exe);
         }
-        c
     };
     let key = dir.join("meter/device.pem");
     let out = command().args(["keygen", "--key"]).arg(&key).output()?;
