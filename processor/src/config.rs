@@ -168,10 +168,13 @@ pub struct Limits {
     pub max_connections: usize,
 }
 
-/// The SQLite store.
+/// The store: SQLite in `data_dir` (the default), or PostgreSQL at `url`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreConfig {
+    /// `postgres://USER[:PASSWORD]@HOST:PORT/DB`: keep the stream, registry and
+    /// ledger on PostgreSQL instead of SQLite (unset: SQLite in `data_dir`).
+    pub url: Option<String>,
     /// Most events written in one group commit.
     pub max_commit_events: usize,
     /// Connections for queries (the writer has its own).
@@ -229,6 +232,7 @@ impl Default for Limits {
 impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig {
+            url: None,
             max_commit_events: 10_000,
             read_connections: 4,
             retention_days: 90,
@@ -257,6 +261,9 @@ impl Config {
         }
         if self.store.max_commit_events == 0 || self.store.read_connections == 0 {
             return Err("store: max_commit_events and read_connections must be > 0".into());
+        }
+        if let Some(url) = &self.store.url {
+            crate::store::pg::check_url(url).map_err(|e| e.to_string())?;
         }
         if self.tls.cert.is_some() != self.tls.key.is_some() {
             return Err("tls: set both cert and key, or neither".into());

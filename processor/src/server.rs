@@ -170,7 +170,7 @@ async fn run_ledger(rewards: Arc<Rewards>, projects: Arc<Projects>, project: Str
         let (r, p, name) = (rewards.clone(), projects.clone(), project.clone());
         let result = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
             if let Some(project) = p.get(&name) {
-                r.accrue(&project.db)?;
+                r.accrue(&crate::rewards::Credits::Project(&project.db))?;
             }
             r.seal_due(crate::pipeline::unix_now())?;
             Ok(())

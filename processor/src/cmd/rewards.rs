@@ -1,4 +1,5 @@
-//! `wattstream rewards verify|replay|show`: the ledger in a data directory,
+//! `wattstream rewards verify|replay|show`: the ledger in a data directory
+//! (SQLite) or on PostgreSQL (`--store`, or `store.url` in the config),
 //! checked, replayed from the stored stream, or listed for one device.
 
 use std::path::PathBuf;
@@ -6,13 +7,18 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use wattstream_processor::config::Config;
-use wattstream_processor::rewards::{device_entries, replay, verify_stored};
+use wattstream_processor::rewards::{device_entries, replay, verify_on};
+use wattstream_processor::store::sql::{PgSql, Sql};
 
 #[derive(Args)]
 pub struct DataDirArgs {
-    /// The processor's data directory.
+    /// The processor's data directory: its SQLite store, and its key file.
     #[arg(long)]
-    data_dir: PathBuf,
+    data_dir: Option<PathBuf>,
+    /// The store on PostgreSQL instead (`postgres://USER@HOST:PORT/DB`);
+    /// default: `store.url` of the config, else SQLite in `--data-dir`.
+    #[arg(long)]
+    store: Option<String>,
     /// The processor's configuration (epoch length, cap, default project).
     #[arg(long)]
     config: Option<PathBuf>,
@@ -24,8 +30,44 @@ impl DataDirArgs {
             Some(p) => Config::load(p)?,
             None => Config::default(),
         };
-        c.data_dir = self.data_dir.clone();
+        if let Some(d) = &self.data_dir {
+            c.data_dir = d.clone();
+        }
+        if let Some(url) = &self.store {
+            wattstream_processor::store::pg::check_url(url)?;
+            c.store.url = Some(url.clone());
+        }
+        if c.store.url.is_none() && self.data_dir.is_none() {
+            bail!("give --data-dir (SQLite) or --store postgres://… (or store.url in --config)");
+        }
         Ok(c)
+    }
+
+    /// Runs `f` on a connection to the store: the data directory's SQLite
+    /// file (read-only), or PostgreSQL (not migrated: these tools only read).
+    fn with_store<T>(&self, f: impl FnOnce(&dyn Sql, &Config) -> Result<T>) -> Result<T> {
+        let config = self.config()?;
+        match &config.store.url {
+            None => {
+                let path = wattstream_processor::store::db_path(&config.data_dir);
+                if !path.exists() {
+                    bail!("no processor store at {}", path.display());
+                }
+                let c =
+                    rusqlite::Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+                f(&c, &config)
+            }
+            Some(url) => {
+                let rt = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(1)
+                    .enable_all()
+                    .build()?;
+                let pool = wattstream_processor::store::pg::pool(url, 1)?;
+                let c = PgSql::get(&pool, rt.handle())
+                    .with_context(|| format!("cannot reach the store at {url}"))?;
+                f(&c, &config)
+            }
+        }
     }
 }
 
@@ -64,7 +106,14 @@ pub fn run(command: Command) -> Result<i32> {
             verify(&dir, pinned.as_ref())
         }
         Command::Replay { dir } => {
-            let report = replay(&dir.data_dir, &dir.config()?)?;
+            let config = dir.config()?;
+            if config.store.url.is_some() {
+                bail!(
+                    "rewards replay runs on a data directory's SQLite store; on PostgreSQL \
+                     the applets' project databases are not there yet (see README, Stores)"
+                );
+            }
+            let report = replay(&config.data_dir, &config)?;
             println!(
                 "replayed {} events into {} entries",
                 report.events, report.entries
@@ -83,18 +132,13 @@ pub fn run(command: Command) -> Result<i32> {
         }
         Command::Show { dir, device } => {
             let id = wattstream_sdk::DeviceId::from_hex(&device).context("not a device id")?;
-            let path = wattstream_processor::store::db_path(&dir.data_dir);
-            if !path.exists() {
-                bail!("no processor store at {}", path.display());
-            }
-            let conn =
-                rusqlite::Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+            let entries = dir.with_store(|c, _| Ok(device_entries(c, &id)?))?;
             println!(
                 "{:>6} {:>8} {:>26} {:>10} {:<18} {:>12}",
                 "seq", "epoch", "amount (units)", "event", "applet", "timestamp"
             );
             let mut total = 0u128;
-            for (e, t) in device_entries(&conn, &id.0)? {
+            for (e, t) in entries {
                 total += e.amount;
                 println!(
                     "{:>6} {:>8} {:>26} {:>10} {:<18} {:>12}",
@@ -108,7 +152,16 @@ pub fn run(command: Command) -> Result<i32> {
 }
 
 fn verify(dir: &DataDirArgs, pinned: Option<&wattstream_sdk::PublicKey>) -> Result<i32> {
-    match verify_stored(&dir.data_dir, &dir.config()?.rewards, pinned)? {
+    let verdict = dir.with_store(|c, config| {
+        if pinned.is_none() && dir.data_dir.is_none() {
+            bail!(
+                "give the processor's public key (--public-key, from a meter's config) or \
+                 --data-dir holding its key file"
+            );
+        }
+        verify_on(c, &config.data_dir, &config.rewards, pinned)
+    })?;
+    match verdict {
         Ok(v) => {
             println!("ok: {} entries and {} seals verify", v.entries, v.seals);
             Ok(0)

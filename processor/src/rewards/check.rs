@@ -16,12 +16,12 @@
 
 use std::collections::HashMap;
 
-use rusqlite::Connection;
 use wattstream_rewards::{Checkpoint, Finished, Tamper, Tree, Verifier};
 use wattstream_sdk::PublicKey;
 
 use super::book::{self, meta, set_meta};
 use super::stored::{address_amounts, for_each_entry, seal_leaves, seal_of, seals_after};
+use crate::store::sql::{Sql, SqlError, Tx, Val};
 
 /// What a check walked.
 #[derive(Debug, Clone, Copy)]
@@ -35,17 +35,17 @@ type Checked = anyhow::Result<Result<Verified, Tamper>>;
 /// A walk over the stored entries after `after_seq`: store errors and tamper
 /// kept apart.
 fn walk(
-    conn: &Connection,
+    conn: &dyn Sql,
     after_seq: u64,
     v: &mut Verifier<'_>,
-    mut each: impl FnMut(&mut Verifier<'_>) -> rusqlite::Result<()>,
+    mut each: impl FnMut(&mut Verifier<'_>) -> Result<(), SqlError>,
 ) -> anyhow::Result<Option<Tamper>> {
     enum Stop {
-        Db(rusqlite::Error),
+        Db(SqlError),
         Tamper(Tamper),
     }
-    impl From<rusqlite::Error> for Stop {
-        fn from(e: rusqlite::Error) -> Self {
+    impl From<SqlError> for Stop {
+        fn from(e: SqlError) -> Self {
             Stop::Db(e)
         }
     }
@@ -62,9 +62,9 @@ fn walk(
 /// Every entry and seal from the start, then the derived rows, all in one read
 /// transaction: a processor writing meanwhile cannot make the balances read
 /// last disagree with the entries read first.
-pub fn verify_all(conn: &Connection, cap: u128, key: &PublicKey) -> Checked {
-    let snapshot = conn.unchecked_transaction()?;
-    let conn: &Connection = &snapshot;
+pub fn verify_all(conn: &dyn Sql, cap: u128, key: &PublicKey) -> Checked {
+    let snapshot = Tx::read(conn)?;
+    let conn: &dyn Sql = &*snapshot;
     let mut v = Verifier::new(seals_after(conn, None)?, cap, Some(key));
     if let Some(t) = walk(conn, 0, &mut v, |_| Ok(()))? {
         return Ok(Err(t));
@@ -73,7 +73,7 @@ pub fn verify_all(conn: &Connection, cap: u128, key: &PublicKey) -> Checked {
 }
 
 /// The start-up check (module docs).
-pub fn at_start(conn: &mut Connection, cap: u128, key: &PublicKey) -> Checked {
+pub fn at_start(conn: &dyn Sql, cap: u128, key: &PublicKey) -> Checked {
     if meta(conn, "book")?.is_none() {
         return rebuild(conn, cap, key);
     }
@@ -124,20 +124,17 @@ pub fn at_start(conn: &mut Connection, cap: u128, key: &PublicKey) -> Checked {
 
 /// Totals, at entry `upto_seq`, of the epochs after `epoch`.
 fn address_amounts_by_epoch(
-    conn: &Connection,
+    conn: &dyn Sql,
     epoch: u64,
     upto_seq: u64,
-) -> rusqlite::Result<HashMap<(u64, [u8; 20]), u128>> {
+) -> Result<HashMap<(u64, [u8; 20]), u128>, SqlError> {
     let mut totals = HashMap::new();
-    let mut stmt =
-        conn.prepare("SELECT epoch, address, amount FROM ledger_entries WHERE epoch > ?1 AND seq <= ?2")?;
-    let rows = stmt.query_map([epoch as i64, upto_seq as i64], |r| {
-        let e: i64 = r.get(0)?;
-        Ok((e as u64, r.get::<_, String>(1)?, r.get::<_, String>(2)?))
-    })?;
-    for row in rows {
-        let (e, a, n) = row?;
-        let (Some(a), Ok(n)) = (parse_address(&a), n.parse::<u128>()) else {
+    let rows = conn.rows(
+        "SELECT epoch, address, amount FROM ledger_entries WHERE epoch > ?1 AND seq <= ?2",
+        &[Val::Int(epoch as i64), Val::Int(upto_seq as i64)],
+    )?;
+    for r in rows {
+        let (Ok(e), Ok(a), Ok(n)) = (r[0].count(0), r[1].address(1), r[2].amount(2)) else {
             continue; // the walk names malformed rows; a total is not the place
         };
         *totals.entry((e, a)).or_default() += n;
@@ -145,14 +142,8 @@ fn address_amounts_by_epoch(
     Ok(totals)
 }
 
-fn parse_address(s: &str) -> Option<[u8; 20]> {
-    let mut a = [0u8; 20];
-    hex::decode_to_slice(s.strip_prefix("0x")?, &mut a).ok()?;
-    Some(a)
-}
-
 /// After a check that held, its newest seal is the next start's checkpoint.
-fn mark(conn: &Connection, checked: Result<Verified, Tamper>) -> Checked {
+fn mark(conn: &dyn Sql, checked: Result<Verified, Tamper>) -> Checked {
     if checked.is_ok()
         && let Some(last) = book::last_sealed(conn)?
     {
@@ -162,7 +153,7 @@ fn mark(conn: &Connection, checked: Result<Verified, Tamper>) -> Checked {
 }
 
 /// Holds the derived rows to the walk's result.
-fn finish(conn: &Connection, v: Verifier<'_>) -> Checked {
+fn finish(conn: &dyn Sql, v: Verifier<'_>) -> Checked {
     let done = match v.finish() {
         Ok(d) => d,
         Err(t) => return Ok(Err(t)),
@@ -176,7 +167,7 @@ fn finish(conn: &Connection, v: Verifier<'_>) -> Checked {
     }))
 }
 
-fn derived_mismatch(conn: &Connection, done: &Finished) -> anyhow::Result<Option<Tamper>> {
+fn derived_mismatch(conn: &dyn Sql, done: &Finished) -> anyhow::Result<Option<Tamper>> {
     let derived = |what: &str, reason: String| {
         Some(Tamper::Derived {
             what: what.to_string(),
@@ -184,7 +175,7 @@ fn derived_mismatch(conn: &Connection, done: &Finished) -> anyhow::Result<Option
         })
     };
     let stored: HashMap<[u8; 20], u128> =
-        address_amounts(conn, "SELECT address, balance FROM ledger_balances", [])?
+        address_amounts(conn, "SELECT address, balance FROM ledger_balances", &[])?
             .into_iter()
             .collect();
     if let Some((a, b)) = done.balances.iter().find(|(a, b)| stored.get(*a) != Some(*b)) {
@@ -201,20 +192,13 @@ fn derived_mismatch(conn: &Connection, done: &Finished) -> anyhow::Result<Option
         ));
     }
     let mut open: HashMap<(u64, [u8; 20]), u128> = HashMap::new();
-    let mut stmt = conn.prepare("SELECT epoch, address, total FROM ledger_totals WHERE epoch > ?1")?;
-    for row in stmt.query_map([done.last_sealed.map_or(-1, |e| e as i64)], |r| {
-        Ok((
-            r.get::<_, i64>(0)? as u64,
-            r.get::<_, String>(1)?,
-            r.get::<_, String>(2)?,
-        ))
-    })? {
-        let (e, a, t) = row?;
-        let (Some(a), Ok(t)) = (parse_address(&a), t.parse::<u128>()) else {
-            return Ok(derived(
-                "epoch total",
-                format!("epoch {e}: malformed row {a} {t}"),
-            ));
+    let rows = conn.rows(
+        "SELECT epoch, address, total FROM ledger_totals WHERE epoch > ?1",
+        &[Val::Int(done.last_sealed.map_or(-1, |e| e as i64))],
+    )?;
+    for r in rows {
+        let (Ok(e), Ok(a), Ok(t)) = (r[0].count(0), r[1].address(1), r[2].amount(2)) else {
+            return Ok(derived("epoch total", format!("malformed row {r:?}")));
         };
         open.insert((e, a), t);
     }
@@ -238,32 +222,39 @@ fn derived_mismatch(conn: &Connection, done: &Finished) -> anyhow::Result<Option
 
 /// Fills the derived rows from the entries (first start after schema 7), in
 /// one transaction that is kept only when everything verified.
-fn rebuild(conn: &mut Connection, cap: u128, key: &PublicKey) -> Checked {
-    let tx = conn.transaction()?;
-    tx.execute_batch("DELETE FROM ledger_balances; DELETE FROM ledger_totals; DELETE FROM seal_leaves;")?;
-    let mut v = Verifier::new(seals_after(&tx, None)?, cap, Some(key)).keep_trees();
-    let keep = |tx: &Connection, trees: Vec<(wattstream_rewards::Seal, Tree)>| -> rusqlite::Result<()> {
+fn rebuild(conn: &dyn Sql, cap: u128, key: &PublicKey) -> Checked {
+    let tx = Tx::write(conn, super::LEDGER_LOCK)?;
+    if meta(&*tx, "book")?.is_some() {
+        drop(tx); // another process filled them meanwhile
+        return at_start(conn, cap, key);
+    }
+    for table in ["ledger_balances", "ledger_totals", "seal_leaves"] {
+        tx.exec(&format!("DELETE FROM {table}"), &[])?;
+    }
+    let tx_sql: &dyn Sql = &*tx;
+    let mut v = Verifier::new(seals_after(tx_sql, None)?, cap, Some(key)).keep_trees();
+    let keep = |tx: &dyn Sql, trees: Vec<(wattstream_rewards::Seal, Tree)>| -> Result<(), SqlError> {
         for (seal, tree) in trees {
             book::write_leaves(tx, seal.epoch, &tree)?;
             book::write_totals(tx, seal.epoch, &tree)?;
         }
         Ok(())
     };
-    if let Some(t) = walk(&tx, 0, &mut v, |v| keep(&tx, v.take_trees()))? {
+    if let Some(t) = walk(tx_sql, 0, &mut v, |v| keep(tx_sql, v.take_trees()))? {
         return Ok(Err(t));
     }
     let done = match v.finish() {
         Ok(d) => d,
         Err(t) => return Ok(Err(t)),
     };
-    keep(&tx, done.trees.clone())?;
-    book::write_rebuilt(&tx, &done)?;
-    set_meta(&tx, "book", 1)?;
+    keep(tx_sql, done.trees.clone())?;
+    book::write_rebuilt(tx_sql, &done)?;
+    set_meta(tx_sql, "book", 1)?;
     let checked = Ok(Verified {
         entries: done.entries,
         seals: done.seals,
     });
-    let checked = mark(&tx, checked)?;
+    let checked = mark(tx_sql, checked)?;
     tx.commit()?;
     Ok(checked)
 }

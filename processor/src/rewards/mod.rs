@@ -10,26 +10,30 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use rusqlite::Connection;
 use wattstream_rewards::{Seal, Tree, sign_seal};
 use wattstream_sdk::wire::{LedgerHead, ProofView, RewardsView, SealView};
 use wattstream_sdk::{DeviceId, DeviceKey, load_key, save_key};
 
-use crate::applets::db::ProjectDb;
 use crate::applets::slot::DbSlot;
 use crate::config::RewardsConfig;
+use crate::store::sql::{Sql, Tx, Val};
 
 mod book;
 mod check;
+mod conns;
+pub mod queue;
 mod replay;
 mod stored;
+
+use conns::Conns;
+pub(crate) use conns::conn;
 
 pub(crate) use book::{last_sealed, meta};
 pub use check::Verified;
 pub use replay::{ReplayReport, replay};
-pub use stored::{device_entries, load, read_credits};
+pub use stored::{load, read_credits};
 
 /// The processor key's file in a data directory.
 pub fn key_path(data_dir: &Path) -> PathBuf {
@@ -48,31 +52,34 @@ pub fn processor_key(data_dir: &Path) -> anyhow::Result<DeviceKey> {
     Ok(key)
 }
 
+/// The lock every writer of the ledger takes, across processes on
+/// PostgreSQL: accrual and sealing run one at a time, each on the rows the
+/// previous one committed (a seal's leaves are the balances at its head).
+pub(crate) const LEDGER_LOCK: i64 = 0x5761_7474_5374_0002;
+
 /// The ledger service. Nothing about the ledger is kept in memory but the
 /// newest seal's tree (one leaf per device, rebuilt from the store when a
 /// newer seal appears): entries, balances, totals and seals are rows, so the
 /// processor's memory does not grow with the number of events, and a second
-/// reader of the same store sees the same ledger.
+/// reader of the same store (or a second processor on one PostgreSQL) sees
+/// the same ledger.
 pub struct Rewards {
     key: DeviceKey,
     config: RewardsConfig,
-    /// The connection that writes the ledger; its lock also keeps accrual and
-    /// sealing from interleaving (a seal's leaves are the balances at its head).
-    book: Mutex<Connection>,
-    /// Connections for the rewards queries (each meter polls every minute):
-    /// opened once, not per request; a query takes a free one.
-    readers: Vec<Mutex<Connection>>,
-    next_reader: std::sync::atomic::AtomicUsize,
+    conns: Conns,
     /// The newest seal and its tree, as last read from the store (or sealed).
     newest: Mutex<Option<Arc<(Seal, Tree)>>>,
     /// Held by the one query rebuilding `newest`.
     rebuilding: Mutex<()>,
 }
 
-pub(crate) fn conn(path: &Path) -> rusqlite::Result<Connection> {
-    let c = Connection::open(path)?;
-    c.busy_timeout(Duration::from_secs(10))?;
-    Ok(c)
+/// Where accrual takes credits from.
+pub enum Credits<'a> {
+    /// A project database on SQLite (the embedded engine), read past the
+    /// cursor `ledger_meta.credits_rowid`: one writer appends in event order.
+    Project(&'a DbSlot),
+    /// The PostgreSQL credits queue of the named project ([`queue`]).
+    Queue(&'a str),
 }
 
 /// Recomputes the stored chain and every seal from the start (streaming: the
@@ -89,6 +96,17 @@ pub fn verify_stored(
     let path = crate::store::db_path(data_dir);
     anyhow::ensure!(path.exists(), "no processor store at {}", path.display());
     let c = Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    verify_on(&c, data_dir, config, pinned)
+}
+
+/// [`verify_stored`] on a connection to either engine; the key file (when no
+/// key is pinned) is looked up in `data_dir`.
+pub fn verify_on(
+    c: &dyn Sql,
+    data_dir: &Path,
+    config: &RewardsConfig,
+    pinned: Option<&wattstream_sdk::PublicKey>,
+) -> anyhow::Result<Result<Verified, wattstream_rewards::Tamper>> {
     let stored;
     let key = match pinned {
         Some(k) => k,
@@ -98,10 +116,18 @@ pub fn verify_stored(
         }
     };
     anyhow::ensure!(
-        book::meta(&c, "book")?.is_some(),
+        book::meta(c, "book")?.is_some(),
         "this store's ledger rows have not been filled yet: start `wattstream serve` on it once"
     );
-    check::verify_all(&c, config.cap_units(), key)
+    check::verify_all(c, config.cap_units(), key)
+}
+
+/// A device's entries (with their events' timestamps), oldest first.
+pub fn device_entries(
+    c: &dyn Sql,
+    id: &DeviceId,
+) -> Result<Vec<(wattstream_rewards::Entry, u64)>, crate::store::sql::SqlError> {
+    stored::device_entries(c, &id.0)
 }
 
 impl Rewards {
@@ -109,14 +135,31 @@ impl Rewards {
     /// rows on the first start after an upgrade); refuses to start on a
     /// ledger that does not hold.
     pub fn open(data_dir: &Path, db_path: &Path, config: RewardsConfig) -> anyhow::Result<Self> {
+        Self::start(data_dir, Conns::sqlite(db_path)?, config)
+    }
+
+    /// The ledger on PostgreSQL (call from a blocking thread: the checks run
+    /// on `rt`). Every processor on one database must hold the same processor
+    /// key: each may seal, and the start check refuses seals by another key.
+    pub fn open_postgres(
+        data_dir: &Path,
+        pool: deadpool_postgres::Pool,
+        rt: tokio::runtime::Handle,
+        config: RewardsConfig,
+    ) -> anyhow::Result<Self> {
+        Self::start(data_dir, Conns::postgres(pool, rt), config)
+    }
+
+    fn start(data_dir: &Path, conns: Conns, config: RewardsConfig) -> anyhow::Result<Self> {
         let key = processor_key(data_dir)?;
-        let mut c = conn(db_path)?;
         let started = std::time::Instant::now();
-        let checked = check::at_start(&mut c, config.cap_units(), key.public_key())?.map_err(|t| {
-            anyhow::anyhow!(
-                "the stored rewards ledger does not verify ({t}); run `wattstream rewards verify`"
-            )
-        })?;
+        let checked = conns
+            .book(|c| check::at_start(c, config.cap_units(), key.public_key()))?
+            .map_err(|t| {
+                anyhow::anyhow!(
+                    "the stored rewards ledger does not verify ({t}); run `wattstream rewards verify`"
+                )
+            })?;
         tracing::info!(
             entries = checked.entries,
             seals = checked.seals,
@@ -126,28 +169,10 @@ impl Rewards {
         Ok(Rewards {
             key,
             config,
-            book: Mutex::new(c),
-            readers: (0..READERS)
-                .map(|_| conn(db_path).map(Mutex::new))
-                .collect::<rusqlite::Result<_>>()?,
-            next_reader: Default::default(),
+            conns,
             newest: Mutex::new(None),
             rebuilding: Mutex::new(()),
         })
-    }
-
-    /// A free reader connection, or the next one in turn when all are busy.
-    fn reader(&self) -> std::sync::MutexGuard<'_, Connection> {
-        for r in &self.readers {
-            if let Ok(c) = r.try_lock() {
-                return c;
-            }
-        }
-        let i = self
-            .next_reader
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-            % self.readers.len();
-        self.readers[i].lock().expect("rewards reader lock")
     }
 
     pub fn public_key(&self) -> String {
@@ -161,10 +186,15 @@ impl Rewards {
     /// project database is taken per page and released between pages, so a
     /// long backlog does not hold up the applet worker. Returns the entries
     /// added.
-    pub fn accrue(&self, project: &DbSlot) -> anyhow::Result<usize> {
+    pub fn accrue(&self, from: &Credits<'_>) -> anyhow::Result<usize> {
         let mut added = 0;
         loop {
-            let (rows, n) = project.read(|db| self.accrue_page(db, ACCRUE_PAGE))??;
+            let (rows, n) = match from {
+                Credits::Project(slot) => {
+                    slot.read(|db| self.conns.book(|c| self.accrue_page(c, Some(db.conn()), "")))??
+                }
+                Credits::Queue(project) => self.conns.book(|c| self.accrue_page(c, None, project))?,
+            };
             added += n;
             if rows < ACCRUE_PAGE as usize {
                 return Ok(added);
@@ -172,24 +202,42 @@ impl Rewards {
         }
     }
 
-    /// One page: (credits read, entries added). Fewer read than `page`
-    /// means the ledger has caught up.
-    fn accrue_page(&self, project: &ProjectDb, page: i64) -> anyhow::Result<(usize, usize)> {
-        let mut c = self.book.lock().expect("ledger lock");
-        let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let cursor = book::meta(&tx, "credits_rowid")?.unwrap_or(0);
-        let rows = read_credits(project, cursor, page)?;
-        let Some(last) = rows.last().map(|r| r.0) else {
-            return Ok((0, 0));
+    /// One page: (credits read, entries added), from the project database
+    /// when given, else from `queue`'s credits. Fewer read than a page means
+    /// the ledger has caught up.
+    fn accrue_page(
+        &self,
+        c: &dyn Sql,
+        project: Option<&Connection>,
+        queue: &str,
+    ) -> anyhow::Result<(usize, usize)> {
+        // Before the ledger's transaction, so ingest waits only an instant.
+        let settled = match project {
+            Some(_) => 0,
+            None => queue::settled(c)?,
         };
-        let credits: Vec<_> = rows.into_iter().map(|(_, c)| c).collect();
-        let mut ledger = book::load(&tx, self.config.epoch_s, self.config.cap_units(), &credits)?;
+        let tx = Tx::write(c, LEDGER_LOCK)?;
+        let (credits, taken) = match project {
+            Some(db) => {
+                let cursor = book::meta(&*tx, "credits_rowid")?.unwrap_or(0);
+                let rows = stored::read_credits(db, cursor, ACCRUE_PAGE)?;
+                let last = rows.last().map(|r| r.0);
+                (rows.into_iter().map(|(_, c)| c).collect(), last)
+            }
+            None => (queue::take(&*tx, queue, settled, ACCRUE_PAGE)?, None),
+        };
+        if credits.is_empty() {
+            return Ok((0, 0));
+        }
+        let mut ledger = book::load(&*tx, self.config.epoch_s, self.config.cap_units(), &credits)?;
         let entries: Vec<_> = credits
             .iter()
             .filter_map(|c| ledger.credit(c).map(|e| (e, c.timestamp)))
             .collect();
-        book::write(&tx, &ledger, &entries)?;
-        book::set_meta(&tx, "credits_rowid", last)?;
+        book::write(&*tx, &ledger, &entries)?;
+        if let Some(last) = taken {
+            book::set_meta(&*tx, "credits_rowid", last)?;
+        }
         tx.commit()?;
         Ok((credits.len(), entries.len()))
     }
@@ -198,24 +246,27 @@ impl Rewards {
     /// `now`, each with its leaves in one transaction; the newest seal made
     /// becomes the next start's checkpoint.
     pub fn seal_due(&self, now: u64) -> anyhow::Result<Vec<u64>> {
-        let mut c = self.book.lock().expect("ledger lock");
+        self.conns.book(|c| self.seal_due_on(c, now))
+    }
+
+    fn seal_due_on(&self, c: &dyn Sql, now: u64) -> anyhow::Result<Vec<u64>> {
         let mut sealed = Vec::new();
         loop {
-            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            let last = book::last_sealed(&tx)?;
-            let Some(epoch) = book::open_epochs(&tx, last)?
+            let tx = Tx::write(c, LEDGER_LOCK)?;
+            let last = book::last_sealed(&*tx)?;
+            let Some(epoch) = book::open_epochs(&*tx, last)?
                 .into_iter()
                 .next()
                 .filter(|e| (e + 1) * self.config.epoch_s + self.config.seal_after_s <= now)
             else {
                 return Ok(sealed);
             };
-            let tree = Tree::build(book::current_leaves(&tx, epoch)?, epoch);
-            let head = book::head(&tx)?;
+            let tree = Tree::build(book::current_leaves(&*tx, epoch)?, epoch);
+            let head = book::head(&*tx)?;
             let (epoch_s, cap) = (self.config.epoch_s, self.config.cap_units());
             let seal = sign_seal(epoch, head, &tree, epoch_s, cap, &self.key, last);
-            book::write_seal(&tx, &seal, &tree, now)?;
-            book::set_meta(&tx, "verified_epoch", epoch as i64)?;
+            book::write_seal(&*tx, &seal, &tree, now)?;
+            book::set_meta(&*tx, "verified_epoch", epoch as i64)?;
             tx.commit()?;
             *self.newest.lock().expect("newest seal lock") = Some(Arc::new((seal.clone(), tree)));
             tracing::info!(epoch, root = %hex::encode(seal.root), "sealed a rewards epoch");
@@ -227,7 +278,7 @@ impl Rewards {
     /// a newer seal has appeared. One query rebuilds it (10,000 leaves take
     /// tens of milliseconds); queries meanwhile serve the previous seal's
     /// proof, which still verifies, instead of queueing behind the rebuild.
-    fn newest_tree(&self, c: &Connection) -> anyhow::Result<Option<Arc<(Seal, Tree)>>> {
+    fn newest_tree(&self, c: &dyn Sql) -> anyhow::Result<Option<Arc<(Seal, Tree)>>> {
         let newest = book::last_sealed(c)?;
         let cached = self.newest.lock().expect("newest seal lock").clone();
         if cached.as_ref().map(|s| s.0.epoch) == newest {
@@ -248,25 +299,25 @@ impl Rewards {
     /// the last hour (an index range), and its proof from the newest seal's
     /// tree (O(log n)).
     pub fn answer(&self, id: &DeviceId) -> anyhow::Result<RewardsView> {
-        let c = self.reader();
         let address = stored::address_text(&id.0);
-        let tx = c.unchecked_transaction()?; // one snapshot for every read below
-        let balance = stored::amount_of(
-            &tx,
-            "SELECT balance FROM ledger_balances WHERE address = ?1",
-            [&address],
-        )?;
-        let newest = book::meta(&tx, "newest_ts")?.unwrap_or(0);
-        let last_hour: u128 = stored::address_amounts(
-            &tx,
-            "SELECT address, amount FROM ledger_entries WHERE address = ?1 AND timestamp > ?2",
-            rusqlite::params![address, newest - 3600],
-        )?
-        .iter()
-        .map(|(_, a)| a)
-        .sum();
-        let sealed = self.newest_tree(&tx)?;
-        drop(tx);
+        let (balance, last_hour, sealed) = self.conns.read(|c| -> anyhow::Result<_> {
+            let tx = Tx::read(c)?; // one snapshot for every read below
+            let balance = stored::amount_of(
+                &*tx,
+                "SELECT balance FROM ledger_balances WHERE address = ?1",
+                &[address.as_str().into()],
+            )?;
+            let newest = book::meta(&*tx, "newest_ts")?.unwrap_or(0);
+            let last_hour: u128 = stored::address_amounts(
+                &*tx,
+                "SELECT address, amount FROM ledger_entries WHERE address = ?1 AND timestamp > ?2",
+                &[address.as_str().into(), Val::Int(newest - 3600)],
+            )?
+            .iter()
+            .map(|(_, a)| a)
+            .sum();
+            Ok((balance, last_hour, self.newest_tree(&*tx)?))
+        })?;
         let (latest_epoch, proof) = match sealed.as_deref() {
             Some((seal, tree)) => (
                 Some(seal.view()),
@@ -292,26 +343,25 @@ impl Rewards {
 
     /// `GET /v1/epochs/{n}`.
     pub fn seal_view(&self, epoch: u64) -> anyhow::Result<Option<SealView>> {
-        let c = self.reader();
-        Ok(stored::seal_of(&c, Some(epoch))?.as_ref().map(Seal::view))
+        let seal = self.conns.read(|c| stored::seal_of(c, Some(epoch)))?;
+        Ok(seal.as_ref().map(Seal::view))
     }
 
     /// `GET /v1/ledger/head`.
     pub fn head(&self) -> anyhow::Result<LedgerHead> {
-        let c = self.reader();
-        let (seq, hash) = book::head(&c)?;
+        let ((seq, hash), last_sealed) = self.conns.read(|c| -> anyhow::Result<_> {
+            let tx = Tx::read(c)?;
+            Ok((book::head(&*tx)?, book::last_sealed(&*tx)?))
+        })?;
         Ok(LedgerHead {
             seq,
             hash: hex::encode(hash),
-            last_sealed_epoch: book::last_sealed(&c)?,
+            last_sealed_epoch: last_sealed,
             epoch_s: self.config.epoch_s,
             processor_public_key: self.public_key(),
         })
     }
 }
-
-/// Connections for rewards queries.
-const READERS: usize = 4;
 
 /// Credits moved into the ledger per transaction.
 const ACCRUE_PAGE: i64 = 5000;

@@ -62,7 +62,7 @@ pub fn replay(data_dir: &Path, config: &crate::config::Config) -> anyhow::Result
                 e.seq, e.applet, e.applet_hash
             ));
         }
-        Ok::<_, rusqlite::Error>(())
+        Ok::<_, crate::store::sql::SqlError>(())
     })?;
     report.problems.extend(gone);
     let project = Project {
@@ -119,7 +119,7 @@ pub fn replay(data_dir: &Path, config: &crate::config::Config) -> anyhow::Result
             db = back;
             r?;
             report.events += 1;
-            let credits = read_credits(&db, credits_seen, i64::MAX)?;
+            let credits = read_credits(db.conn(), credits_seen, i64::MAX)?;
             for (rowid, credit) in credits {
                 credits_seen = rowid;
                 while let Some(s) = pending.next_if(|s| s.upto_seq == ledger.head().0) {

@@ -13,6 +13,7 @@ mod ops;
 pub mod pg;
 mod reads;
 mod schema;
+pub mod sql;
 mod writer;
 
 use std::path::Path;

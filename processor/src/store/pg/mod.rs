@@ -47,11 +47,29 @@ pub(super) fn connection_lost(e: &tokio_postgres::Error) -> bool {
         })
 }
 
+/// Whether `url` is a PostgreSQL URL this store can use.
+pub fn check_url(url: &str) -> Result<tokio_postgres::Config, StoreError> {
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        return Err(StoreError::Config(
+            "store URL: expected postgres://USER@HOST:PORT/DB".into(),
+        ));
+    }
+    url.parse()
+        .map_err(|e: tokio_postgres::Error| StoreError::Config(format!("store URL: {e}")))
+}
+
 /// A pool on `url` (`postgres://USER[:PASSWORD]@HOST:PORT/DB`), migrated.
 pub async fn connect(url: &str, size: usize) -> Result<Pool, StoreError> {
-    let config: tokio_postgres::Config = url
-        .parse()
-        .map_err(|e: tokio_postgres::Error| StoreError::Config(format!("store URL: {e}")))?;
+    let pool = pool(url, size)?;
+    let mut client = pool.get().await?;
+    schema::migrate(&mut client).await?;
+    Ok(pool)
+}
+
+/// A pool on `url` as it is, not migrated (offline tools that only read). No
+/// connection is made until one is asked for.
+pub fn pool(url: &str, size: usize) -> Result<Pool, StoreError> {
+    let config = check_url(url)?;
     let manager = Manager::from_config(
         config,
         tokio_postgres::NoTls,
@@ -59,13 +77,10 @@ pub async fn connect(url: &str, size: usize) -> Result<Pool, StoreError> {
             recycling_method: RecyclingMethod::Fast,
         },
     );
-    let pool = Pool::builder(manager)
+    Pool::builder(manager)
         .max_size(size.max(1))
         .build()
-        .map_err(|e| StoreError::Config(e.to_string()))?;
-    let mut client = pool.get().await?;
-    schema::migrate(&mut client).await?;
-    Ok(pool)
+        .map_err(|e| StoreError::Config(e.to_string()))
 }
 
 /// Opens the store at `url`: the writer task and the read side.

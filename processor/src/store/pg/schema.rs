@@ -35,6 +35,73 @@ const MIGRATIONS: &[&str] = &[
         UNIQUE (device_id, dedup_key)
     );
     CREATE INDEX events_device_time ON events (device_id, timestamp, id);",
+    // 2: the rewards ledger (as SQLite's schema 3, 6 and 7), and the applet
+    // work of each project: events still to run through its chain, and the
+    // credits its applets made, waiting for the ledger (`rewards::queue`).
+    // Addresses compare byte-wise (`COLLATE "C"`), as in SQLite.
+    r#"CREATE TABLE ledger_entries (
+        seq         BIGINT PRIMARY KEY,
+        epoch       BIGINT NOT NULL,
+        address     TEXT COLLATE "C" NOT NULL,
+        amount      TEXT NOT NULL,
+        event_id    BIGINT NOT NULL,
+        applet      TEXT NOT NULL,
+        applet_hash TEXT NOT NULL,
+        idx         BIGINT NOT NULL,
+        prev        BYTEA NOT NULL,
+        hash        BYTEA NOT NULL,
+        timestamp   BIGINT NOT NULL,
+        UNIQUE (event_id, applet, idx)
+    );
+    CREATE INDEX ledger_address_time ON ledger_entries (address, timestamp);
+    CREATE INDEX ledger_epoch ON ledger_entries (epoch, seq);
+    CREATE TABLE seals (
+        epoch      BIGINT PRIMARY KEY,
+        upto_seq   BIGINT NOT NULL,
+        head       BYTEA NOT NULL,
+        root       BYTEA NOT NULL,
+        signature  BYTEA NOT NULL,
+        public_key TEXT NOT NULL,
+        sealed_at  BIGINT NOT NULL,
+        epoch_s    BIGINT,
+        cap        TEXT
+    );
+    CREATE TABLE ledger_meta (key TEXT PRIMARY KEY, value BIGINT NOT NULL);
+    CREATE TABLE ledger_balances (
+        address TEXT COLLATE "C" PRIMARY KEY,
+        balance TEXT NOT NULL
+    );
+    CREATE TABLE ledger_totals (
+        epoch   BIGINT NOT NULL,
+        address TEXT COLLATE "C" NOT NULL,
+        total   TEXT NOT NULL,
+        PRIMARY KEY (epoch, address)
+    );
+    CREATE TABLE seal_leaves (
+        epoch       BIGINT NOT NULL,
+        address     TEXT COLLATE "C" NOT NULL,
+        epoch_total TEXT NOT NULL,
+        balance     TEXT NOT NULL,
+        PRIMARY KEY (epoch, address)
+    );
+    CREATE TABLE applet_pending (
+        project   TEXT NOT NULL,
+        event_id  BIGINT NOT NULL,
+        device_id TEXT NOT NULL,
+        PRIMARY KEY (project, event_id)
+    );
+    CREATE TABLE applet_credits (
+        project     TEXT NOT NULL,
+        event_id    BIGINT NOT NULL,
+        position    BIGINT NOT NULL,
+        idx         BIGINT NOT NULL,
+        applet      TEXT NOT NULL,
+        applet_hash TEXT NOT NULL,
+        address     TEXT COLLATE "C" NOT NULL,
+        amount      TEXT NOT NULL,
+        timestamp   BIGINT NOT NULL,
+        PRIMARY KEY (project, event_id, position, idx)
+    );"#,
 ];
 
 /// Lock id for migrations (any constant shared by every process).

@@ -149,6 +149,13 @@ type Outcome = (Vec<Vec<Committed>>, Vec<RegisterOutcome>, Vec<bool>);
 async fn try_group(pool: &Pool, group: &Group) -> Result<Outcome, StoreError> {
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
+    // Shared with every other writer; the ledger takes it alone for an instant
+    // to learn which event ids are final (`rewards::queue::settled`).
+    tx.execute(
+        "SELECT pg_advisory_xact_lock_shared($1)",
+        &[&crate::rewards::queue::INGEST_LOCK],
+    )
+    .await?;
     let mut registered = Vec::with_capacity(group.registers.len());
     for d in &group.registers {
         registered.push(register(&tx, d).await?);

@@ -1,0 +1,104 @@
+//! Where the ledger's rows are, on either engine: the connection that writes
+//! them (one at a time in this process; across processes, SQLite's write lock
+//! or PostgreSQL's advisory lock [`super::LEDGER_LOCK`] takes over) and the
+//! connections that answer the rewards queries (each meter polls every
+//! minute), opened once, not per request.
+
+use std::path::Path;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use rusqlite::Connection;
+
+use crate::store::sql::{PgSql, Sql, SqlError};
+
+/// Connections for rewards queries on SQLite.
+const READERS: usize = 4;
+
+pub(crate) fn conn(path: &Path) -> rusqlite::Result<Connection> {
+    let c = Connection::open(path)?;
+    c.busy_timeout(Duration::from_secs(10))?;
+    Ok(c)
+}
+
+pub enum Conns {
+    Sqlite {
+        book: Mutex<Connection>,
+        readers: Vec<Mutex<Connection>>,
+        next_reader: AtomicUsize,
+    },
+    Postgres {
+        pool: deadpool_postgres::Pool,
+        rt: tokio::runtime::Handle,
+        /// Keeps this process's accrual and sealing from interleaving
+        /// before they reach the advisory lock.
+        book: Mutex<()>,
+    },
+}
+
+impl Conns {
+    pub fn sqlite(db_path: &Path) -> rusqlite::Result<Self> {
+        Ok(Conns::Sqlite {
+            book: Mutex::new(conn(db_path)?),
+            readers: (0..READERS)
+                .map(|_| conn(db_path).map(Mutex::new))
+                .collect::<rusqlite::Result<_>>()?,
+            next_reader: AtomicUsize::new(0),
+        })
+    }
+
+    pub fn postgres(pool: deadpool_postgres::Pool, rt: tokio::runtime::Handle) -> Self {
+        Conns::Postgres {
+            pool,
+            rt,
+            book: Mutex::new(()),
+        }
+    }
+
+    /// Runs `f` on the connection that writes the ledger (this process's
+    /// writers take turns).
+    pub fn book<T, E: From<SqlError>>(&self, f: impl FnOnce(&dyn Sql) -> Result<T, E>) -> Result<T, E> {
+        match self {
+            Conns::Sqlite { book, .. } => f(&*book.lock().expect("ledger lock")),
+            Conns::Postgres { pool, rt, book } => {
+                let _turn = book.lock().expect("ledger lock");
+                on_pg(pool, rt, f)
+            }
+        }
+    }
+
+    /// Runs `f` on a reader: a free one, or the next in turn when all are busy.
+    pub fn read<T, E: From<SqlError>>(&self, f: impl FnOnce(&dyn Sql) -> Result<T, E>) -> Result<T, E> {
+        match self {
+            Conns::Sqlite {
+                readers, next_reader, ..
+            } => {
+                for r in readers {
+                    if let Ok(c) = r.try_lock() {
+                        return f(&*c);
+                    }
+                }
+                let i = next_reader.fetch_add(1, Ordering::Relaxed) % readers.len();
+                f(&*readers[i].lock().expect("rewards reader lock"))
+            }
+            Conns::Postgres { pool, rt, .. } => on_pg(pool, rt, f),
+        }
+    }
+}
+
+/// `f` on a pooled connection; one the server has closed is dropped rather
+/// than returned to the pool (the next call gets a fresh one).
+fn on_pg<T, E: From<SqlError>>(
+    pool: &deadpool_postgres::Pool,
+    rt: &tokio::runtime::Handle,
+    f: impl FnOnce(&dyn Sql) -> Result<T, E>,
+) -> Result<T, E> {
+    let c = PgSql::get(pool, rt)?;
+    let out = f(&c);
+    if out.is_err() {
+        // Whether it was lost is known only to the driver: ask it.
+        c.discard_if_closed();
+    }
+    out
+}
