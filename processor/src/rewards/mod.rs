@@ -217,28 +217,41 @@ impl Rewards {
             None => queue::settled(c)?,
         };
         let tx = Tx::write(c, LEDGER_LOCK)?;
+        let done = self.accrue_in(&*tx, project, queue, settled)?;
+        tx.commit()?;
+        Ok(done)
+    }
+
+    /// A page's work inside the ledger's transaction `tx` (which holds
+    /// [`LEDGER_LOCK`]).
+    pub(crate) fn accrue_in(
+        &self,
+        tx: &dyn Sql,
+        project: Option<&Connection>,
+        queue: &str,
+        settled: i64,
+    ) -> anyhow::Result<(usize, usize)> {
         let (credits, taken) = match project {
             Some(db) => {
-                let cursor = book::meta(&*tx, "credits_rowid")?.unwrap_or(0);
+                let cursor = book::meta(tx, "credits_rowid")?.unwrap_or(0);
                 let rows = stored::read_credits(db, cursor, ACCRUE_PAGE)?;
                 let last = rows.last().map(|r| r.0);
                 (rows.into_iter().map(|(_, c)| c).collect(), last)
             }
-            None => (queue::take(&*tx, queue, settled, ACCRUE_PAGE)?, None),
+            None => (queue::take(tx, queue, settled, ACCRUE_PAGE)?, None),
         };
         if credits.is_empty() {
             return Ok((0, 0));
         }
-        let mut ledger = book::load(&*tx, self.config.epoch_s, self.config.cap_units(), &credits)?;
+        let mut ledger = book::load(tx, self.config.epoch_s, self.config.cap_units(), &credits)?;
         let entries: Vec<_> = credits
             .iter()
             .filter_map(|c| ledger.credit(c).map(|e| (e, c.timestamp)))
             .collect();
-        book::write(&*tx, &ledger, &entries)?;
+        book::write(tx, &ledger, &entries)?;
         if let Some(last) = taken {
-            book::set_meta(&*tx, "credits_rowid", last)?;
+            book::set_meta(tx, "credits_rowid", last)?;
         }
-        tx.commit()?;
         Ok((credits.len(), entries.len()))
     }
 
@@ -364,7 +377,7 @@ impl Rewards {
 }
 
 /// Credits moved into the ledger per transaction.
-const ACCRUE_PAGE: i64 = 5000;
+pub(crate) const ACCRUE_PAGE: i64 = 5000;
 
 #[cfg(test)]
 mod tests;
