@@ -86,7 +86,7 @@ impl Harness {
         let applet = self.runtime.compile(wasm).expect("compiles");
         let (outcome, db) =
             self.runtime
-                .run(&applet, "start", event(payload), self.db.take().unwrap(), limits);
+                .run_sqlite(&applet, "start", event(payload), self.db.take().unwrap(), limits);
         self.db = Some(db);
         outcome
     }

@@ -109,7 +109,7 @@ pub async fn run(
                 let (o, back) =
                     projects
                         .runtime
-                        .run(&applet.applet, &applet.handler, input, db, &applet.limits);
+                        .run_sqlite(&applet.applet, &applet.handler, input, db, &applet.limits);
                 db = back;
                 metrics.record_applet(&p.name, &applet.name, o.ok(), o.duration);
                 results.push(json!({

@@ -26,6 +26,8 @@ use serde::Deserialize;
 pub enum DbError {
     #[error("sql: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    #[error("{0}")]
+    Sql(#[from] crate::store::sql::SqlError),
     #[error("bad SQL request: {0}")]
     Request(String),
 }
@@ -228,17 +230,7 @@ impl ProjectDb {
     /// Adds a credit's amount to `address`'s balance (the credit's row was
     /// just written, in the same transaction).
     pub fn add_to_balance(&self, address: &str, amount: u128) -> Result<(), DbError> {
-        let now = self.balance(address)?;
-        self.conn
-            .prepare_cached(
-                "INSERT INTO _ws_balances (address, amount) VALUES (?1, ?2)
-                 ON CONFLICT(address) DO UPDATE SET amount = excluded.amount",
-            )?
-            .execute(rusqlite::params![
-                address.to_ascii_lowercase(),
-                now.saturating_add(amount).to_string()
-            ])?;
-        Ok(())
+        Ok(super::tables::add_to_balance(&self.conn, address, amount)?)
     }
 
     /// The last event this project's chain has run (`None`: it has no chain
@@ -261,50 +253,17 @@ impl ProjectDb {
         &mut self.conn
     }
 
-    /// Opens a savepoint for one applet call (a transaction when none is open).
-    pub fn savepoint(&self) -> Result<(), DbError> {
-        self.conn.execute_batch("SAVEPOINT applet_call")?;
-        Ok(())
-    }
-
-    /// Keeps the call's writes.
-    pub fn release(&self) -> Result<(), DbError> {
-        self.conn.execute_batch("RELEASE applet_call")?;
-        Ok(())
-    }
-
-    /// Drops the call's writes.
-    pub fn rollback_call(&self) {
-        let _ = self
-            .conn
-            .execute_batch("ROLLBACK TO applet_call; RELEASE applet_call");
-    }
-
-    /// The ledger balance of `address` (`0x…`) from this project's credits:
-    /// one row, kept as credits are written (retention removes old credit
-    /// rows; the balance keeps them).
+    /// The ledger balance of `address` (`0x…`) from this project's credits.
     pub fn balance(&self, address: &str) -> Result<u128, DbError> {
-        let amount: Option<String> = self
-            .conn
-            .prepare_cached("SELECT amount FROM _ws_balances WHERE address = ?1")?
-            .query_row([address.to_ascii_lowercase()], |r| r.get(0))
-            .optional()?;
-        Ok(amount.and_then(|a| a.parse().ok()).unwrap_or(0))
+        Ok(super::tables::balance(&self.conn, address)?)
     }
 
     pub fn kv_get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, DbError> {
-        Ok(self
-            .conn
-            .prepare_cached("SELECT value FROM _ws_kv WHERE key = ?1")?
-            .query_row([key], |r| r.get(0))
-            .optional()?)
+        Ok(super::tables::kv_get(&self.conn, key)?)
     }
 
     pub fn kv_set(&self, key: &[u8], value: &[u8]) -> Result<(), DbError> {
-        self.conn
-            .prepare_cached("INSERT INTO _ws_kv (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value")?
-            .execute([key, value])?;
-        Ok(())
+        Ok(super::tables::kv_set(&self.conn, key, value)?)
     }
 
     /// Runs applet SQL under the authorizer and the time limit.
@@ -426,7 +385,7 @@ mod tests {
     fn applets_cannot_touch_the_workers_transaction_or_tie_tables_to_it() {
         let mut db = ProjectDb::open(None, Duration::from_millis(100)).unwrap();
         db.conn().execute_batch("BEGIN").unwrap();
-        db.savepoint().unwrap();
+        super::super::tables::savepoint(db.conn()).unwrap();
         for s in [
             "COMMIT",
             "ROLLBACK",
@@ -444,7 +403,7 @@ mod tests {
             assert!(db.exec(&r).is_err() && db.query(&r).is_err(), "{s}");
         }
         // The host's savepoint and transaction are still there to release and commit.
-        db.release().unwrap();
+        super::super::tables::release(db.conn()).unwrap();
         db.conn().execute_batch("COMMIT").unwrap();
         let fk: i64 = db
             .conn()

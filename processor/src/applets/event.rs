@@ -8,15 +8,15 @@
 
 use std::collections::BTreeMap;
 
-use rusqlite::{Connection, OptionalExtension, params};
 use wattstream_rewards::PaidTime;
 use wattstream_sdk::{PublicKey, Signature, envelope_body};
 
-use super::db::ProjectDb;
+use super::host_db::HostDb;
 use super::projects::Project;
 use super::runner::device_env;
 use super::runtime::Runtime;
 use super::state::EventInput;
+use super::tables;
 use super::worker::StoredEvent;
 use crate::metrics::Metrics;
 
@@ -33,7 +33,7 @@ pub(crate) struct Chain<'a> {
     pub(crate) now: i64,
     /// For a replay: the live project database, whose `_ws_seen` says what
     /// each event's applets saw when it first ran.
-    pub(crate) replay_of: Option<&'a Connection>,
+    pub(crate) replay_of: Option<&'a dyn crate::store::sql::Sql>,
 }
 
 /// What the applets saw of one event when it ran.
@@ -50,32 +50,22 @@ pub(crate) struct Seen {
 }
 
 impl Seen {
-    fn load(conn: &Connection, event_id: i64) -> rusqlite::Result<Option<Seen>> {
-        let text: Option<String> = conn
-            .prepare_cached("SELECT seen FROM _ws_seen WHERE event_id = ?1")?
-            .query_row([event_id], |r| r.get(0))
-            .optional()?;
+    fn load(conn: &dyn crate::store::sql::Sql, event_id: i64) -> anyhow::Result<Option<Seen>> {
+        let text = tables::seen(conn, event_id)?;
         Ok(text.and_then(|t| serde_json::from_str(&t).ok()))
     }
 
-    fn store(&self, db: &ProjectDb, event_id: i64) -> rusqlite::Result<()> {
+    fn store(&self, db: &HostDb, event_id: i64) -> anyhow::Result<()> {
         let text = serde_json::to_string(self).expect("serialisable");
-        db.conn()
-            .prepare_cached("INSERT OR REPLACE INTO _ws_seen (event_id, seen) VALUES (?1, ?2)")?
-            .execute(params![event_id, text])?;
-        Ok(())
+        Ok(tables::keep_seen(db.sql(), event_id, &text)?)
     }
 }
 
 /// The seconds this reading is paid for, by the rule in
 /// `wattstream_rewards::paid`, in stored order: the device's latest paid
 /// timestamp lives in the project database (`_ws_paid`).
-fn paid_seconds(db: &ProjectDb, rule: &PaidTime, ev: &StoredEvent) -> rusqlite::Result<u64> {
-    let c = db.conn();
-    let last: Option<i64> = c
-        .prepare_cached("SELECT last_paid FROM _ws_paid WHERE device_id = ?1")?
-        .query_row([&ev.device_id], |r| r.get(0))
-        .optional()?;
+fn paid_seconds(db: &HostDb, rule: &PaidTime, ev: &StoredEvent) -> anyhow::Result<u64> {
+    let last = tables::last_paid(db.sql(), &ev.device_id)?;
     let claimed = serde_json::from_str::<serde_json::Value>(&ev.data)
         .ok()
         .and_then(|d| d.get("window_s").and_then(serde_json::Value::as_u64));
@@ -86,18 +76,14 @@ fn paid_seconds(db: &ProjectDb, rule: &PaidTime, ev: &StoredEvent) -> rusqlite::
         last.map(|t| t.max(0) as u64),
     );
     if let Some(next) = next {
-        c.prepare_cached(
-            "INSERT INTO _ws_paid (device_id, last_paid) VALUES (?1, ?2)
-             ON CONFLICT(device_id) DO UPDATE SET last_paid = excluded.last_paid",
-        )?
-        .execute(params![ev.device_id, next as i64])?;
+        tables::set_last_paid(db.sql(), &ev.device_id, next as i64)?;
     }
     Ok(paid)
 }
 
 /// What the applets see of `ev`: as it was first run (a replay), or as it is
 /// now (computed, and kept with the event).
-fn seen(chain: &Chain<'_>, db: &ProjectDb, ev: &StoredEvent) -> anyhow::Result<Seen> {
+fn seen(chain: &Chain<'_>, db: &HostDb, ev: &StoredEvent) -> anyhow::Result<Seen> {
     if let Some(live) = chain.replay_of
         && let Some(seen) = Seen::load(live, ev.id)?
     {
@@ -125,12 +111,22 @@ fn seen(chain: &Chain<'_>, db: &ProjectDb, ev: &StoredEvent) -> anyhow::Result<S
     Ok(seen)
 }
 
-/// Runs the chain for one event inside the batch transaction.
-pub(crate) fn run_event(
+/// [`run_event`] on a SQLite project database, which comes back.
+pub(crate) fn run_event_sqlite(
     chain: &Chain<'_>,
-    db: ProjectDb,
+    db: super::db::ProjectDb,
     ev: &StoredEvent,
-) -> (ProjectDb, anyhow::Result<()>) {
+) -> (super::db::ProjectDb, anyhow::Result<()>) {
+    let (back, r) = run_event(chain, HostDb::Sqlite(db), ev);
+    (
+        back.into_sqlite()
+            .expect("the database lent is the one given back"),
+        r,
+    )
+}
+
+/// Runs the chain for one event inside the batch transaction.
+pub(crate) fn run_event(chain: &Chain<'_>, db: HostDb, ev: &StoredEvent) -> (HostDb, anyhow::Result<()>) {
     let Chain {
         runtime,
         project,
@@ -160,9 +156,10 @@ pub(crate) fn run_event(
     ));
     env.insert(wattstream_abi::env::PAID_S.to_string(), seen.paid_s.to_string());
     // The applets that ran then, in their order then.
-    for applet in project
+    for (position, applet) in project
         .chain("DATA")
-        .filter(|a| seen.chain.contains(&format!("{}:{}", a.name, a.hash)))
+        .enumerate()
+        .filter(|(_, a)| seen.chain.contains(&format!("{}:{}", a.name, a.hash)))
     {
         let input = EventInput {
             rid: 1,
@@ -178,16 +175,8 @@ pub(crate) fn run_event(
         // A call ends within its deadline: a beat per call shows progress.
         metrics.worker.beat();
         metrics.record_applet(&project.name, &applet.name, o.ok(), o.duration);
-        if let Err(e) = record(
-            &db,
-            ev,
-            &applet.name,
-            &applet.hash,
-            &o,
-            now,
-            metrics,
-            &project.name,
-        ) {
+        let who = (applet.name.as_str(), applet.hash.as_str(), position as i64);
+        if let Err(e) = record(&db, ev, who, &o, now, metrics, &project.name) {
             return (db, Err(e));
         }
         if !o.ok() {
@@ -198,40 +187,26 @@ pub(crate) fn run_event(
 }
 
 /// Stores a call's logs, and its credits or its failure.
-#[allow(clippy::too_many_arguments)]
+/// `who` is the applet's name, module hash and place in the chain.
 fn record(
-    db: &ProjectDb,
+    db: &HostDb,
     ev: &StoredEvent,
-    applet: &str,
-    hash: &str,
+    who: (&str, &str, i64),
     o: &super::runtime::RunOutcome,
     now: i64,
     metrics: &Metrics,
     project: &str,
 ) -> anyhow::Result<()> {
-    let c = db.conn();
+    let (applet, c) = (who.0, db.sql());
     for l in &o.effects.logs {
-        c.execute(
-            "INSERT INTO _ws_logs (event_id, applet, level, message, at) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![ev.id, applet, l.level, l.message, now],
-        )?;
+        tables::log(c, ev.id, applet, l.level, &l.message, now)?;
     }
     if !o.ok() {
-        c.execute(
-            "INSERT INTO _ws_failures (event_id, applet, code, error, at) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![ev.id, applet, o.code, o.error, now],
-        )?;
+        tables::failure(c, ev.id, applet, o.code, o.error.as_deref(), now)?;
         return Ok(());
     }
     for (i, credit) in o.effects.credits.iter().enumerate() {
-        let written = c.execute(
-            "INSERT OR IGNORE INTO _ws_credits (event_id, applet, idx, applet_hash, address, amount, timestamp)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            params![ev.id, applet, i as i64, hash, credit.address.to_ascii_lowercase(), credit.amount.to_string(), ev.timestamp],
-        )?;
-        if written == 1 {
-            db.add_to_balance(&credit.address, credit.amount)?;
-        }
+        db.credit((ev.id, ev.timestamp), who, i, &credit.address, credit.amount)?;
     }
     for m in &o.effects.metrics {
         metrics.record_applet_metrics(project, applet, m);

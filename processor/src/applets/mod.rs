@@ -3,7 +3,9 @@
 //!
 //! - [`runtime`]: engine, module cache, limits, one fresh instance per call.
 //! - [`abi`]: the host functions.
-//! - [`db`]: a project's database (its KV store and the applets' SQL tables).
+//! - [`db`]: a project's SQLite database (its KV store and the applets' SQL tables).
+//! - [`host_db`]: the project database a call runs against, on either engine.
+//! - [`tables`]: the host's own `_ws_*` tables, the same statements on both engines.
 //! - [`event`]: one event through the chain, and what its applets saw.
 //! - [`evm`]: the ledger calls behind `ws_send_tx` and `ws_call_contract`.
 //! - [`slot`]: where a project database waits between calls.
@@ -11,16 +13,20 @@
 //! - [`order`]: where applets go in a chain, and gates before minters.
 //! - [`projects`]: deployed applets, strategies, environments, publishers.
 //! - [`worker`]: runs the default project's applets over the stored stream.
+//! - [`lease`]: the same on PostgreSQL, shared by any number of processors.
 //! - [`runner`]: one applet on one event, in memory (`wattstream applet run`).
 
 pub mod abi;
 pub mod db;
 pub mod event;
 pub mod evm;
+pub mod host_db;
+pub mod lease;
 pub mod order;
 pub mod projects;
 pub mod runner;
 pub mod runtime;
 pub mod slot;
 pub mod state;
+pub mod tables;
 pub mod worker;

@@ -86,6 +86,6 @@ pub fn run_local(req: LocalRun<'_>) -> anyhow::Result<(String, Vec<String>, RunO
         seed: 1,
         time_ns,
     };
-    let (outcome, _db) = runtime.run(&applet, &req.handler, event, db, &req.limits);
+    let (outcome, _db) = runtime.run_sqlite(&applet, &req.handler, event, db, &req.limits);
     Ok((applet.hash, applet.handlers, outcome))
 }

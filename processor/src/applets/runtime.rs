@@ -22,6 +22,7 @@ use wattstream_sdk::fsutil::{WriteOptions, write_atomic};
 
 use super::abi;
 use super::db::ProjectDb;
+use super::host_db::HostDb;
 use super::state::{AppletLimits, Effects, EventInput, HostState};
 
 /// Epoch tick.
@@ -222,6 +223,23 @@ impl Runtime {
         })
     }
 
+    /// [`Runtime::run`] on a SQLite project database, which comes back.
+    pub fn run_sqlite(
+        &self,
+        applet: &Applet,
+        handler: &str,
+        event: EventInput,
+        db: ProjectDb,
+        limits: &AppletLimits,
+    ) -> (RunOutcome, ProjectDb) {
+        let (o, back) = self.run(applet, handler, event, HostDb::Sqlite(db), limits);
+        (
+            o,
+            back.into_sqlite()
+                .expect("the database lent is the one given back"),
+        )
+    }
+
     /// Runs `handler` of `applet` on one event. The database work of the call is
     /// one savepoint: kept when the handler returns 0, rolled back otherwise
     /// (inside the caller's transaction when one is open, its own otherwise).
@@ -231,9 +249,9 @@ impl Runtime {
         applet: &Applet,
         handler: &str,
         event: EventInput,
-        db: ProjectDb,
+        db: HostDb,
         limits: &AppletLimits,
-    ) -> (RunOutcome, ProjectDb) {
+    ) -> (RunOutcome, HostDb) {
         let started = Instant::now();
         let rng = event.seed;
         let mut store = Store::new(
@@ -349,11 +367,11 @@ mod tests {
         let applet = runtime.compile(wat.as_bytes()).unwrap();
         let db = ProjectDb::open(None, Duration::from_millis(100)).unwrap();
         let limits = AppletLimits::default();
-        let (ok, mut db) = runtime.run(&applet, "start", event(), db, &limits);
+        let (ok, mut db) = runtime.run_sqlite(&applet, "start", event(), db, &limits);
         assert!(ok.ok() && ok.effects.credits.len() == 1, "{ok:?}");
         // The commit of the call's savepoint now fails.
         db.conn_mut().commit_hook(Some(|| true)).unwrap();
-        let (failed, mut db) = runtime.run(&applet, "start", event(), db, &limits);
+        let (failed, mut db) = runtime.run_sqlite(&applet, "start", event(), db, &limits);
         assert!(!failed.ok(), "{failed:?}");
         assert!(failed.error.unwrap().contains("commit failed"));
         assert!(

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use wasmtime::{StoreLimits, StoreLimitsBuilder};
 
-use super::db::ProjectDb;
+use super::host_db::HostDb;
 
 /// Limits for one call, configurable per applet.
 #[derive(Debug, Clone, serde::Deserialize, serde::Serialize)]
@@ -126,7 +126,7 @@ pub struct HostState {
     pub limits: StoreLimits,
     pub applet_limits: AppletLimits,
     pub event: EventInput,
-    pub db: ProjectDb,
+    pub db: HostDb,
     pub effects: Effects,
     pub log_bytes: usize,
     pub rng: u64,

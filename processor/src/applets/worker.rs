@@ -19,16 +19,16 @@ use std::time::Duration;
 use rusqlite::params;
 
 use super::db::ProjectDb;
-use super::event::{Chain, run_event};
+use super::event::{Chain, run_event_sqlite};
 use super::projects::{Project, Projects};
 use crate::metrics::Metrics;
 use crate::store::SqliteReads as Reads;
 use wattstream_rewards::PaidTime;
 
 /// Events per transaction.
-const BATCH: usize = 256;
+pub(crate) const BATCH: usize = 256;
 /// Log lines kept per project.
-const LOGS_KEPT: i64 = 10_000;
+pub(crate) const LOGS_KEPT: i64 = 10_000;
 
 pub(crate) struct StoredEvent {
     pub(crate) id: i64,
@@ -161,6 +161,12 @@ fn supervise(
 pub struct BatchFailed {
     pub first_event: i64,
     source: anyhow::Error,
+}
+
+impl BatchFailed {
+    pub fn new(first_event: i64, source: anyhow::Error) -> Self {
+        BatchFailed { first_event, source }
+    }
 }
 
 /// Skips `event` for good: a failure row says why, and the cursor moves past it.
@@ -312,7 +318,7 @@ fn run_batch(
     }
     let mut result = Ok(());
     for ev in &events {
-        let (back, r) = run_event(chain, db, ev);
+        let (back, r) = run_event_sqlite(chain, db, ev);
         db = back;
         if let Err(e) = r {
             result = Err(e);

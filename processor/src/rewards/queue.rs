@@ -70,11 +70,11 @@ pub fn take(tx: &dyn Sql, project: &str, settled: i64, limit: i64) -> Result<Vec
 
 /// Adds a credit to `project`'s queue (the applet worker, in the transaction
 /// that finishes the event; and tests). `position` is the applet's place in
-/// the project's chain.
-pub fn put(tx: &dyn Sql, project: &str, position: i64, c: &Credit) -> Result<(), SqlError> {
-    tx.exec(
+/// the project's chain. False when it was there already.
+pub fn put(tx: &dyn Sql, project: &str, position: i64, c: &Credit) -> Result<bool, SqlError> {
+    let n = tx.exec(
         "INSERT INTO applet_credits (project, event_id, position, idx, applet, applet_hash, address, amount, timestamp)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT DO NOTHING",
         &[
             project.into(),
             Val::Int(c.event_id),
@@ -87,5 +87,5 @@ pub fn put(tx: &dyn Sql, project: &str, position: i64, c: &Credit) -> Result<(),
             Val::Int(c.timestamp as i64),
         ],
     )?;
-    Ok(())
+    Ok(n == 1)
 }

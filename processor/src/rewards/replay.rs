@@ -27,7 +27,7 @@ pub struct ReplayReport {
 /// hash) into a fresh project database and a fresh ledger, sealing where the
 /// stored ledger sealed, and compares every seal.
 pub fn replay(data_dir: &Path, config: &crate::config::Config) -> anyhow::Result<ReplayReport> {
-    use crate::applets::event::{Chain, run_event};
+    use crate::applets::event::{Chain, run_event_sqlite};
     use crate::applets::projects::{Project, load_deployed, load_env};
     use crate::applets::runtime::Runtime;
     use crate::applets::worker::load_events;
@@ -107,7 +107,7 @@ pub fn replay(data_dir: &Path, config: &crate::config::Config) -> anyhow::Result
         token: project.token(),
         paid: config.limits.paid_time(),
         now: 0,
-        replay_of: live.as_ref(),
+        replay_of: live.as_ref().map(|c| c as &dyn crate::store::sql::Sql),
     };
     loop {
         let events = load_events(&reads, after)?;
@@ -115,7 +115,7 @@ pub fn replay(data_dir: &Path, config: &crate::config::Config) -> anyhow::Result
             break;
         };
         for ev in &events {
-            let (back, r) = run_event(&chain, db, ev);
+            let (back, r) = run_event_sqlite(&chain, db, ev);
             db = back;
             r?;
             report.events += 1;

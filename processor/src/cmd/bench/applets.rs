@@ -62,7 +62,7 @@ pub fn applet_overhead(
             time_ns: 0,
         };
         let started = Instant::now();
-        let (outcome, back) = runtime.run(&applet, "start", input, db.take().expect("db"), &limits);
+        let (outcome, back) = runtime.run_sqlite(&applet, "start", input, db.take().expect("db"), &limits);
         busy += started.elapsed();
         db = Some(back);
         if !outcome.ok() {

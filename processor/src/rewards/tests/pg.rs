@@ -40,7 +40,11 @@ fn two_processors_accruing_at_once_make_one_chain_with_every_credit_once() {
     });
     f.accrue(&a).unwrap();
     let events = chain_events(&f);
-    assert_eq!(events.len() as i64, 3 * waiting + BATCHES * 30, "every credit, once");
+    assert_eq!(
+        events.len() as i64,
+        3 * waiting + BATCHES * 30,
+        "every credit, once"
+    );
     assert!(events.windows(2).all(|w| w[0] < w[1]), "in event order");
     assert_eq!(a.head().unwrap(), b.head().unwrap());
     assert!(f.verify().unwrap().is_ok());
@@ -61,7 +65,8 @@ fn a_credit_waits_until_every_lower_event_has_run_through_the_applets() {
     f.with(|c| {
         c.batch("BEGIN").unwrap();
         queue::put(c, PROJECT, 0, &credit(3, 2, T0 as u64 + 3)).unwrap();
-        c.exec("DELETE FROM applet_pending WHERE event_id = 3", &[]).unwrap();
+        c.exec("DELETE FROM applet_pending WHERE event_id = 3", &[])
+            .unwrap();
         c.batch("COMMIT").unwrap();
     });
     assert_eq!(f.accrue(&rewards).unwrap(), 2);
@@ -78,7 +83,10 @@ fn an_ingest_in_flight_holds_the_watermark_until_it_commits() {
     let ingest = PgSql::get(pool, f.rt.handle()).unwrap();
     ingest.batch("BEGIN").unwrap();
     ingest
-        .exec("SELECT pg_advisory_xact_lock_shared(?1)", &[Val::Int(queue::INGEST_LOCK)])
+        .exec(
+            "SELECT pg_advisory_xact_lock_shared(?1)",
+            &[Val::Int(queue::INGEST_LOCK)],
+        )
         .unwrap();
     let id = ingest
         .row(
@@ -102,20 +110,22 @@ fn an_ingest_in_flight_holds_the_watermark_until_it_commits() {
 /// Returns once another session waits for an advisory lock (seen in the
 /// server's own lock table), or `thread` has finished.
 fn queued_or_done<T>(f: &Fixture, thread: &std::thread::ScopedJoinHandle<'_, T>) {
-    f.with(|c| loop {
-        let queued = c
-            .row(
-                "SELECT COUNT(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted",
-                &[],
-            )
-            .unwrap()
-            .unwrap()[0]
-            .int(0)
-            .unwrap();
-        if queued == 1 || thread.is_finished() {
-            return;
+    f.with(|c| {
+        loop {
+            let queued = c
+                .row(
+                    "SELECT COUNT(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted",
+                    &[],
+                )
+                .unwrap()
+                .unwrap()[0]
+                .int(0)
+                .unwrap();
+            if queued == 1 || thread.is_finished() {
+                return;
+            }
+            std::thread::yield_now();
         }
-        std::thread::yield_now();
     });
 }
 
@@ -131,7 +141,10 @@ fn a_seal_waits_for_another_processors_accrual_and_covers_what_it_wrote() {
     std::thread::scope(|s| {
         let sealing = s.spawn(|| sealer.seal_due(T0 as u64 + 3600).unwrap());
         queued_or_done(&f, &sealing);
-        assert!(!sealing.is_finished(), "sealed while another processor held the ledger");
+        assert!(
+            !sealing.is_finished(),
+            "sealed while another processor held the ledger"
+        );
         // The other processor's accrual, in the transaction holding the ledger.
         let settled = f.with(|c| queue::settled(c).unwrap());
         assert_eq!(accruer.accrue_in(&*held, None, PROJECT, settled).unwrap(), (2, 2));

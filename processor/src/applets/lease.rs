@@ -1,0 +1,263 @@
+//! The applet worker on PostgreSQL: any number of processors run a project's
+//! chain over the shared stream, each event exactly once, in the order a
+//! single processor (and `rewards replay`) would.
+//!
+//! - **Work is rows, not a cursor.** Ingest writes an `applet_pending` row for
+//!   each new event in the event's own transaction. A batch deletes the rows of
+//!   the events it ran in the transaction that writes their effects (KV,
+//!   paid time, logs, failures, credits for the ledger): a processor killed
+//!   mid-batch leaves the rows, and the next lease runs them. A cursor would
+//!   not do: a lower event id can commit after a higher one.
+//! - **Leases are per device.** A batch takes an advisory lock per device
+//!   (`pg_try_advisory_xact_lock`, skipping devices another processor holds)
+//!   and runs only those devices' events, oldest first. What an applet keeps
+//!   per device (paid time, KV) therefore changes in event order, as it does
+//!   with one processor, and never from two processes at once.
+//! - **Only final events.** A batch runs events at or below the ledger's
+//!   bound on final ids ([`queue::settled`]): an event of the same device that
+//!   is still being ingested with a lower id is never overtaken.
+//! - **The project's tables** are in its own schema ([`tables::pg_schema`]),
+//!   found first on the batch's `search_path`.
+
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+use wattstream_rewards::PaidTime;
+
+use super::event::{Chain, run_event};
+use super::host_db::HostDb;
+use super::projects::Project;
+use super::runtime::Runtime;
+use super::tables;
+use super::worker::{BATCH, BatchFailed, LOGS_KEPT, StoredEvent};
+use crate::metrics::Metrics;
+use crate::rewards::queue;
+use crate::store::sql::{PgSql, Sql, SqlError, Val};
+
+/// Devices one batch leases at most.
+const DEVICES: usize = 64;
+
+/// The PostgreSQL store the worker runs on.
+#[derive(Clone)]
+pub struct PgWork {
+    pub pool: deadpool_postgres::Pool,
+    pub rt: tokio::runtime::Handle,
+}
+
+/// The advisory-lock key of `device` in `project`.
+fn device_lock(project: &str, device: &str) -> i64 {
+    let h = Sha256::new()
+        .chain_update(b"wattstream/lease\0")
+        .chain_update(project.as_bytes())
+        .chain_update([0])
+        .chain_update(device.as_bytes())
+        .finalize();
+    i64::from_be_bytes(h[..8].try_into().expect("8 bytes"))
+}
+
+/// Makes the project's schema and tables (at the worker's start).
+pub fn prepare(work: &PgWork, project: &str) -> Result<(), SqlError> {
+    let c = PgSql::get(&work.pool, &work.rt)?;
+    tables::ensure_pg(&c, project)
+}
+
+/// Events of `project` still to run (the worker's lag).
+pub fn lag(work: &PgWork, project: &str) -> Result<u64, SqlError> {
+    let c = PgSql::get(&work.pool, &work.rt)?;
+    let n = c
+        .row(
+            "SELECT COUNT(*) FROM applet_pending WHERE project = ?1",
+            &[project.into()],
+        )?
+        .map_or(Ok(0), |r| r[0].int(0))?;
+    Ok(n.max(0) as u64)
+}
+
+/// One batch: leases devices, runs their final pending events through the
+/// chain, and commits effects and the end of their pending rows together.
+/// Returns the events it covered.
+pub fn process(
+    work: &PgWork,
+    runtime: &Runtime,
+    project: &Arc<Project>,
+    metrics: &Metrics,
+    paid: PaidTime,
+) -> anyhow::Result<usize> {
+    let c = PgSql::get(&work.pool, &work.rt)?;
+    let settled = queue::settled(&c)?;
+    c.batch("BEGIN")?;
+    let db = HostDb::Postgres {
+        conn: c,
+        project: project.name.clone(),
+    };
+    let (db, outcome) = run_batch(db, runtime, project, metrics, paid, settled);
+    let end = if outcome.is_ok() { "COMMIT" } else { "ROLLBACK" };
+    let ended = db.sql().batch(end);
+    let n = outcome?;
+    ended?;
+    Ok(n)
+}
+
+/// The batch in the open transaction of `db`, which comes back.
+fn run_batch(
+    db: HostDb,
+    runtime: &Runtime,
+    project: &Arc<Project>,
+    metrics: &Metrics,
+    paid: PaidTime,
+    settled: i64,
+) -> (HostDb, anyhow::Result<usize>) {
+    let name = project.name.as_str();
+    let events = match start(db.sql(), project, settled) {
+        Ok(Ok(events)) => events,
+        Ok(Err(done)) => return (db, Ok(done)),
+        Err(e) => return (db, Err(e)),
+    };
+    let Some(first_event) = events.first().map(|e| e.id) else {
+        return (db, Ok(0));
+    };
+    let chain = Chain {
+        runtime,
+        project,
+        metrics,
+        token: project.token(),
+        paid,
+        now: wattstream_sdk::time::unix_now() as i64,
+        replay_of: None,
+    };
+    let mut db = db;
+    let mut result = Ok(());
+    for ev in &events {
+        let (back, r) = run_event(&chain, db, ev);
+        db = back;
+        result = r.and_then(|()| {
+            db.sql().exec(
+                "DELETE FROM applet_pending WHERE project = ?1 AND event_id = ?2",
+                &[name.into(), Val::Int(ev.id)],
+            )?;
+            Ok(())
+        });
+        if result.is_err() {
+            break;
+        }
+    }
+    let result = result.and_then(|()| {
+        db.sql().exec(
+            "DELETE FROM _ws_logs WHERE id <= (SELECT MAX(id) FROM _ws_logs) - ?1",
+            &[Val::Int(LOGS_KEPT)],
+        )?;
+        Ok(events.len())
+    });
+    let result = result.map_err(|source| BatchFailed::new(first_event, source).into());
+    (db, result)
+}
+
+/// The batch's events (`Ok`), or, for a project without a chain, how many
+/// events it marked done without running anything (`Err`).
+fn start(c: &dyn Sql, project: &Project, settled: i64) -> anyhow::Result<Result<Vec<StoredEvent>, usize>> {
+    let name = project.name.as_str();
+    c.batch(&format!(
+        "SET LOCAL search_path TO {}, public",
+        tables::pg_schema(name)
+    ))?;
+    if project.chain("DATA").next().is_none() {
+        // No chain: nothing runs, so the events are done (a chain deployed
+        // later starts at the events after it, as on SQLite).
+        let n = c.exec(
+            "DELETE FROM applet_pending WHERE project = ?1 AND event_id <= ?2",
+            &[name.into(), Val::Int(settled)],
+        )?;
+        return Ok(Err(n as usize));
+    }
+    Ok(Ok(lease(c, name, settled)?))
+}
+
+/// The oldest final pending events of devices no other processor holds, in
+/// event order, at most [`BATCH`]; each device's events are a prefix of its
+/// pending ones.
+fn lease(c: &dyn Sql, project: &str, settled: i64) -> anyhow::Result<Vec<StoredEvent>> {
+    let oldest = c.rows(
+        "SELECT device_id FROM applet_pending WHERE project = ?1 AND event_id <= ?2
+         ORDER BY event_id LIMIT ?3",
+        &[project.into(), Val::Int(settled), Val::Int((BATCH * 4) as i64)],
+    )?;
+    let mut devices: Vec<String> = Vec::new();
+    for r in &oldest {
+        let d = r[0].text(0)?;
+        if devices.len() == DEVICES || devices.iter().any(|x| x == d) {
+            continue;
+        }
+        let got = c
+            .row(
+                "SELECT pg_try_advisory_xact_lock(?1)",
+                &[Val::Int(device_lock(project, d))],
+            )?
+            .is_some_and(|r| r[0] == Val::Int(1));
+        if got {
+            devices.push(d.to_string());
+        }
+    }
+    let mut events = Vec::new();
+    for d in &devices {
+        let rows = c.rows(
+            "SELECT e.id, e.device_id, e.data, e.signature, e.timestamp,
+                    d.public_key, d.owner, d.revoked_at, d.registered_at
+             FROM applet_pending p JOIN events e ON e.id = p.event_id
+             JOIN devices d ON d.device_id = e.device_id
+             WHERE p.project = ?1 AND p.device_id = ?2 AND p.event_id <= ?3
+             ORDER BY p.event_id LIMIT ?4",
+            &[
+                project.into(),
+                d.as_str().into(),
+                Val::Int(settled),
+                Val::Int(BATCH as i64),
+            ],
+        )?;
+        for r in rows {
+            events.push(StoredEvent {
+                id: r[0].int(0)?,
+                device_id: r[1].text(1)?.to_string(),
+                data: r[2].text(2)?.to_string(),
+                signature: match &r[3] {
+                    Val::Blob(b) => b.clone(),
+                    _ => Vec::new(),
+                },
+                timestamp: r[4].int(4)?,
+                public_key: r[5].text(5)?.to_string(),
+                owner: r[6].opt_text(6)?.map(str::to_string),
+                revoked: r[7] != Val::Null,
+                registered_at: r[8].int(8)?,
+            });
+        }
+    }
+    events.sort_by_key(|e| e.id);
+    events.truncate(BATCH);
+    Ok(events)
+}
+
+/// Skips `event` for good: a failure row says why, and its pending row goes.
+pub fn quarantine(work: &PgWork, project: &str, event: i64, why: &str) -> anyhow::Result<()> {
+    let c = PgSql::get(&work.pool, &work.rt)?;
+    c.batch("BEGIN")?;
+    let r = (|| -> Result<(), SqlError> {
+        c.batch(&format!(
+            "SET LOCAL search_path TO {}, public",
+            tables::pg_schema(project)
+        ))?;
+        tables::failure(
+            &c,
+            event,
+            "*",
+            None,
+            Some(why),
+            wattstream_sdk::time::unix_now() as i64,
+        )?;
+        c.exec(
+            "DELETE FROM applet_pending WHERE project = ?1 AND event_id = ?2",
+            &[project.into(), Val::Int(event)],
+        )?;
+        Ok(())
+    })();
+    c.batch(if r.is_ok() { "COMMIT" } else { "ROLLBACK" })?;
+    Ok(r?)
+}
