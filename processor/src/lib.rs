@@ -10,6 +10,7 @@
 pub mod api;
 pub mod applets;
 pub mod config;
+pub mod engine;
 pub mod http;
 pub mod metrics;
 pub mod mqtt;

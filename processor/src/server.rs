@@ -10,11 +10,11 @@ use crate::api::{AppState, router};
 use crate::applets::projects::Projects;
 use crate::applets::worker::Worker;
 use crate::config::Config;
+use crate::engine;
 use crate::metrics::Metrics;
 use crate::pipeline::Pipeline;
 use crate::registry::Registry;
 use crate::rewards::Rewards;
-use crate::store;
 
 /// Runs the server until a shutdown signal. `on_listen` gets the bound address
 /// (useful with port 0).
@@ -29,28 +29,30 @@ pub async fn serve_until(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::default());
-    let (writer, reads, writer_thread) = store::open(&config.data_dir, &config.store, metrics.clone())?;
+    let engine::Opened {
+        writer,
+        reads,
+        writer_done,
+        projects,
+        rewards,
+        stream,
+        pg,
+    } = engine::open(&config, metrics.clone()).await?;
     let rows = reads.all_devices().await?;
     let registry = Arc::new(Registry::from_rows(&rows));
+    // On PostgreSQL, other processors' registrations, revocations and deploys.
+    let follower = config
+        .store
+        .url
+        .clone()
+        .map(|url| engine::follow(url, reads.clone(), registry.clone(), projects.clone()));
     if config.admin_token.is_none() {
         tracing::warn!("no admin token configured: the admin API (register, revoke) is disabled");
     }
-    let projects = {
-        let (db, dir) = (store::db_path(&config.data_dir), config.data_dir.clone());
-        Arc::new(tokio::task::spawn_blocking(move || Projects::open(&db, &dir)).await??)
-    };
-    let rewards = {
-        let (dir, db, cfg) = (
-            config.data_dir.clone(),
-            store::db_path(&config.data_dir),
-            config.rewards.clone(),
-        );
-        Arc::new(tokio::task::spawn_blocking(move || Rewards::open(&dir, &db, cfg)).await??)
-    };
     tracing::info!(processor_public_key = %rewards.public_key(), "rewards ledger ready");
     let worker = Worker::start(
         projects.clone(),
-        reads.sqlite().expect("serve opens SQLite").clone(),
+        stream,
         config.applets.clone(),
         config.limits.paid_time(),
         metrics.clone(),
@@ -77,11 +79,20 @@ pub async fn serve_until(
         rewards: rewards.clone(),
         read_tokens: crate::read_tokens::ReadTokens::open(&config.data_dir)?,
     });
-    let retention_task = tokio::spawn(run_retention(config.clone(), projects_for_ledger.clone()));
+    let retention_task = match pg {
+        None => tokio::spawn(run_retention(config.clone(), projects_for_ledger.clone())),
+        Some(_) => {
+            if config.store.retention_days > 0 {
+                tracing::warn!("store.retention_days is not applied on PostgreSQL yet: nothing is removed");
+            }
+            tokio::spawn(async {})
+        }
+    };
     let ledger_task = tokio::spawn(run_ledger(
         rewards,
         projects_for_ledger,
         config.applets.default_project.clone(),
+        config.store.url.is_some(),
     ));
     let tls = match (&config.tls.cert, &config.tls.key) {
         (Some(cert), Some(key)) => Some(crate::tls::Tls::open(cert, key)?),
@@ -124,11 +135,12 @@ pub async fn serve_until(
     tokio::task::spawn_blocking(move || worker.stop()).await?;
     ledger_task.abort();
     retention_task.abort();
+    if let Some(f) = follower {
+        f.abort();
+    }
     // Every handler has finished, so the last writer handle is gone with the
     // router; the writer drains what is queued, commits and exits.
-    tokio::task::spawn_blocking(move || writer_thread.join())
-        .await?
-        .map_err(|_| anyhow::anyhow!("store writer panicked"))?;
+    writer_done.wait().await?;
     tracing::info!("shut down cleanly");
     Ok(())
 }
@@ -162,14 +174,18 @@ async fn watchdog(
     }
 }
 
-/// Every second: move every new applet credit into the ledger, seal what is due.
-async fn run_ledger(rewards: Arc<Rewards>, projects: Arc<Projects>, project: String) {
+/// Every second: move every new applet credit into the ledger, seal what is
+/// due. On PostgreSQL the credits come from the queue, whichever processor's
+/// worker made them; one processor at a time holds the ledger.
+async fn run_ledger(rewards: Arc<Rewards>, projects: Arc<Projects>, project: String, queue: bool) {
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
     loop {
         tick.tick().await;
         let (r, p, name) = (rewards.clone(), projects.clone(), project.clone());
         let result = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
-            if let Some(project) = p.get(&name) {
+            if queue {
+                r.accrue(&crate::rewards::Credits::Queue(&name))?;
+            } else if let Some(project) = p.get(&name) {
                 r.accrue(&crate::rewards::Credits::Project(&project.db))?;
             }
             r.seal_due(crate::pipeline::unix_now())?;

@@ -59,7 +59,7 @@ async fn open_pg(url: &str) -> (Writer, Reads) {
 }
 
 async fn open_pg_with(url: &str, metrics: Arc<Metrics>) -> (Writer, Reads, Arc<Metrics>) {
-    let (writer, reads, _task) = pg::open(url, &StoreConfig::default(), metrics.clone())
+    let (writer, reads, _task) = pg::open(url, &StoreConfig::default(), metrics.clone(), None)
         .await
         .unwrap();
     (writer, Reads::Postgres(reads), metrics)

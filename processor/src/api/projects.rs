@@ -14,10 +14,11 @@ use serde_json::{Value, json};
 use wattstream_sdk::DeviceId;
 
 use super::{ApiError, AppState, read_body, require_admin};
-use crate::applets::db::ProjectDb;
+use crate::applets::definitions::Definitions;
 use crate::applets::order::Place;
 use crate::applets::projects::{Deploy, Project, ProjectError};
 use crate::applets::state::AppletLimits;
+use crate::store::sql::Val;
 
 /// Largest applet module.
 const WASM_MAX: usize = 16 << 20;
@@ -187,23 +188,6 @@ pub struct LimitQuery {
     limit: Option<i64>,
 }
 
-/// Runs a read on a project's database.
-async fn with_project_db<T: Send + 'static>(
-    project: Arc<Project>,
-    f: impl FnOnce(&ProjectDb) -> rusqlite::Result<T> + Send + 'static,
-) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(move || {
-        project
-            .db
-            .read(f)
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())
-    })
-    .await
-    .map_err(task_error)?
-    .map_err(ApiError::store)
-}
-
 fn project_or_404(state: &AppState, name: &str) -> Result<Arc<Project>, ApiError> {
     state
         .projects
@@ -211,23 +195,22 @@ fn project_or_404(state: &AppState, name: &str) -> Result<Arc<Project>, ApiError
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no project {name}")))
 }
 
-fn rows_json(c: &rusqlite::Connection, sql: &str, limit: i64) -> rusqlite::Result<Vec<Value>> {
-    let mut stmt = c.prepare(sql)?;
-    let names: Vec<String> = stmt.column_names().map(str::to_string).collect();
-    let rows = stmt.query_map([limit], |r| {
-        let mut obj = serde_json::Map::new();
-        for (i, n) in names.iter().enumerate() {
-            let v = match r.get_ref(i)? {
-                rusqlite::types::ValueRef::Integer(x) => json!(x),
-                rusqlite::types::ValueRef::Real(x) => json!(x),
-                rusqlite::types::ValueRef::Text(t) => json!(String::from_utf8_lossy(t)),
-                _ => Value::Null,
-            };
-            obj.insert(n.clone(), v);
-        }
-        Ok(Value::Object(obj))
-    })?;
-    rows.collect()
+/// Rows as JSON objects with the given column names.
+fn rows_json(rows: Vec<Vec<Val>>, names: &[&str]) -> Vec<Value> {
+    rows.into_iter()
+        .map(|r| {
+            let obj = names.iter().zip(r).map(|(n, v)| {
+                let v = match v {
+                    Val::Int(x) => json!(x),
+                    Val::Real(x) => json!(x),
+                    Val::Text(t) => json!(t),
+                    Val::Null | Val::Blob(_) => Value::Null,
+                };
+                (n.to_string(), v)
+            });
+            Value::Object(obj.collect())
+        })
+        .collect()
 }
 
 /// The newest `limit` rows of an internal table, as `{"project": P, KEY: [rows]}` (admin).
@@ -237,13 +220,18 @@ async fn recent_rows(
     project: String,
     limit: Option<i64>,
     key: &'static str,
-    sql: &'static str,
+    (sql, names): (&'static str, &'static [&'static str]),
 ) -> Result<Response, ApiError> {
     require_admin(state, headers)?;
     let p = project_or_404(state, &project)?;
     let limit = limit.unwrap_or(100).clamp(1, 1000);
-    let rows = with_project_db(p, move |db| rows_json(db.conn(), sql, limit)).await?;
-    Ok(axum::Json(json!({ "project": project, key: rows })).into_response())
+    let projects = state.projects.clone();
+    let rows =
+        tokio::task::spawn_blocking(move || projects.read_project(&p, |c| c.rows(sql, &[Val::Int(limit)])))
+            .await
+            .map_err(task_error)?
+            .map_err(ApiError::store)?;
+    Ok(axum::Json(json!({ "project": project, key: rows_json(rows, names) })).into_response())
 }
 
 pub async fn logs(
@@ -252,8 +240,9 @@ pub async fn logs(
     Path(project): Path<String>,
     Query(q): Query<LimitQuery>,
 ) -> Result<Response, ApiError> {
-    let sql = "SELECT * FROM (SELECT id, event_id, applet, level, message, at FROM _ws_logs ORDER BY id DESC LIMIT ?1) ORDER BY id";
-    recent_rows(&state, &headers, project, q.limit, "logs", sql).await
+    let sql = "SELECT * FROM (SELECT id, event_id, applet, level, message, at FROM _ws_logs ORDER BY id DESC LIMIT ?1) AS t ORDER BY id";
+    let names = &["id", "event_id", "applet", "level", "message", "at"];
+    recent_rows(&state, &headers, project, q.limit, "logs", (sql, names)).await
 }
 
 pub async fn failures(
@@ -262,8 +251,18 @@ pub async fn failures(
     Path(project): Path<String>,
     Query(q): Query<LimitQuery>,
 ) -> Result<Response, ApiError> {
-    let sql = "SELECT event_id, applet, code, error, at FROM _ws_failures ORDER BY rowid DESC LIMIT ?1";
-    recent_rows(&state, &headers, project, q.limit, "failures", sql).await
+    // Newest first; `at` has one-second steps, so ties keep insertion order
+    // (rowid on SQLite, the identity column on PostgreSQL).
+    let sql = match state.projects.definitions() {
+        Definitions::Sqlite(_) => {
+            "SELECT event_id, applet, code, error, at FROM _ws_failures ORDER BY rowid DESC LIMIT ?1"
+        }
+        Definitions::Postgres(_) => {
+            "SELECT event_id, applet, code, error, at FROM _ws_failures ORDER BY id DESC LIMIT ?1"
+        }
+    };
+    let names = &["event_id", "applet", "code", "error", "at"];
+    recent_rows(&state, &headers, project, q.limit, "failures", (sql, names)).await
 }
 
 /// `GET /v1/devices/{id}/rewards`: balance, rate over the last hour of

@@ -16,6 +16,11 @@
 //! - **Only final events.** A batch runs events at or below the ledger's
 //!   bound on final ids ([`queue::settled`]): an event of the same device that
 //!   is still being ingested with a lower id is never overtaken.
+//! - **The chain is the stored one.** A batch holds the definitions lock
+//!   shared (a deploy takes it alone) and runs only when the chain this
+//!   processor loaded is the chain stored; otherwise it asks for a reload
+//!   ([`Stale`]). A processor that has not yet heard of a deploy never runs
+//!   events with the old chain, nor takes a missing chain for "nothing to do".
 //! - **The project's tables** are in its own schema ([`tables::pg_schema`]),
 //!   found first on the batch's `search_path`.
 
@@ -33,6 +38,12 @@ use super::worker::{BATCH, BatchFailed, LOGS_KEPT, StoredEvent};
 use crate::metrics::Metrics;
 use crate::rewards::queue;
 use crate::store::sql::{PgSql, Sql, SqlError, Val};
+
+/// The chain this processor loaded is not the stored one: reload the project
+/// and try again.
+#[derive(Debug, thiserror::Error)]
+#[error("project {0} changed in the store; reloading it")]
+pub struct Stale(pub String);
 
 /// Devices one batch leases at most.
 const DEVICES: usize = 64;
@@ -61,6 +72,21 @@ pub fn prepare(work: &PgWork, project: &str) -> Result<(), SqlError> {
     tables::ensure_pg(&c, project)
 }
 
+/// Runs `f` in a read-only transaction that finds `project`'s tables first.
+pub fn in_schema<T>(
+    work: &PgWork,
+    project: &str,
+    f: impl FnOnce(&dyn Sql) -> Result<T, SqlError>,
+) -> Result<T, SqlError> {
+    let c = PgSql::get(&work.pool, &work.rt)?;
+    let tx = crate::store::sql::Tx::read(&c)?;
+    tx.batch(&format!(
+        "SET LOCAL search_path TO {}, public",
+        tables::pg_schema(project)
+    ))?;
+    f(&*tx)
+}
+
 /// Events of `project` still to run (the worker's lag).
 pub fn lag(work: &PgWork, project: &str) -> Result<u64, SqlError> {
     let c = PgSql::get(&work.pool, &work.rt)?;
@@ -75,17 +101,45 @@ pub fn lag(work: &PgWork, project: &str) -> Result<u64, SqlError> {
 
 /// One batch: leases devices, runs their final pending events through the
 /// chain, and commits effects and the end of their pending rows together.
-/// Returns the events it covered.
+/// Returns the events it covered. A project that does not exist (nothing
+/// deployed yet) has no chain: its events are done without running.
 pub fn process(
     work: &PgWork,
     runtime: &Runtime,
-    project: &Arc<Project>,
+    name: &str,
+    project: Option<&Arc<Project>>,
     metrics: &Metrics,
     paid: PaidTime,
 ) -> anyhow::Result<usize> {
     let c = PgSql::get(&work.pool, &work.rt)?;
     let settled = queue::settled(&c)?;
     c.batch("BEGIN")?;
+    let chain = stored_chain(&c, name);
+    let loaded: Vec<(String, String)> = project
+        .map(|p| {
+            p.chain("DATA")
+                .map(|a| (a.name.clone(), a.hash.clone()))
+                .collect()
+        })
+        .unwrap_or_default();
+    match chain {
+        Ok(stored) if stored == loaded => {}
+        other => {
+            c.batch("ROLLBACK")?;
+            other?;
+            return Err(Stale(name.to_string()).into());
+        }
+    }
+    let Some(project) = project.filter(|_| !loaded.is_empty()) else {
+        // No chain stored: nothing runs, so the events are done (a chain
+        // deployed later starts at the events after it, as on SQLite).
+        let n = c.exec(
+            "DELETE FROM applet_pending WHERE project = ?1 AND event_id <= ?2",
+            &[name.into(), Val::Int(settled)],
+        );
+        c.batch(if n.is_ok() { "COMMIT" } else { "ROLLBACK" })?;
+        return Ok(n? as usize);
+    };
     let db = HostDb::Postgres {
         conn: c,
         project: project.name.clone(),
@@ -109,8 +163,7 @@ fn run_batch(
 ) -> (HostDb, anyhow::Result<usize>) {
     let name = project.name.as_str();
     let events = match start(db.sql(), project, settled) {
-        Ok(Ok(events)) => events,
-        Ok(Err(done)) => return (db, Ok(done)),
+        Ok(events) => events,
         Err(e) => return (db, Err(e)),
     };
     let Some(first_event) = events.first().map(|e| e.id) else {
@@ -152,24 +205,30 @@ fn run_batch(
     (db, result)
 }
 
-/// The batch's events (`Ok`), or, for a project without a chain, how many
-/// events it marked done without running anything (`Err`).
-fn start(c: &dyn Sql, project: &Project, settled: i64) -> anyhow::Result<Result<Vec<StoredEvent>, usize>> {
+/// The batch's events.
+fn start(c: &dyn Sql, project: &Project, settled: i64) -> anyhow::Result<Vec<StoredEvent>> {
     let name = project.name.as_str();
     c.batch(&format!(
         "SET LOCAL search_path TO {}, public",
         tables::pg_schema(name)
     ))?;
-    if project.chain("DATA").next().is_none() {
-        // No chain: nothing runs, so the events are done (a chain deployed
-        // later starts at the events after it, as on SQLite).
-        let n = c.exec(
-            "DELETE FROM applet_pending WHERE project = ?1 AND event_id <= ?2",
-            &[name.into(), Val::Int(settled)],
-        )?;
-        return Ok(Err(n as usize));
-    }
-    Ok(Ok(lease(c, name, settled)?))
+    lease(c, name, settled)
+}
+
+/// The project's stored `DATA` chain, `(name, hash)` in order, with the
+/// definitions lock held shared until the transaction ends.
+fn stored_chain(c: &dyn Sql, project: &str) -> anyhow::Result<Vec<(String, String)>> {
+    c.exec(
+        "SELECT pg_advisory_xact_lock_shared(?1)",
+        &[Val::Int(super::definitions::DEFINITIONS_LOCK)],
+    )?;
+    c.rows(
+        "SELECT name, hash FROM applets WHERE project = ?1 AND event_type = 'DATA' ORDER BY position",
+        &[project.into()],
+    )?
+    .iter()
+    .map(|r| Ok((r[0].text(0)?.to_string(), r[1].text(1)?.to_string())))
+    .collect()
 }
 
 /// The oldest final pending events of devices no other processor holds, in

@@ -12,12 +12,14 @@
 //! - [`state`]: what one call sees and produces.
 //! - [`order`]: where applets go in a chain, and gates before minters.
 //! - [`projects`]: deployed applets, strategies, environments, publishers.
+//! - [`definitions`]: where those are stored, on either engine.
 //! - [`worker`]: runs the default project's applets over the stored stream.
 //! - [`lease`]: the same on PostgreSQL, shared by any number of processors.
 //! - [`runner`]: one applet on one event, in memory (`wattstream applet run`).
 
 pub mod abi;
 pub mod db;
+pub mod definitions;
 pub mod event;
 pub mod evm;
 pub mod host_db;

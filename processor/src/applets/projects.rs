@@ -9,14 +9,15 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use super::definitions::{self, Definitions, NewApplet};
 use super::order::{self, Link, Place};
 use super::runtime::{Applet, AppletError, Runtime};
 use super::slot::DbSlot;
 use super::state::AppletLimits;
+use crate::store::sql::{Sql, SqlError};
 
 /// Why a project operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -25,6 +26,8 @@ pub enum ProjectError {
     Applet(#[from] AppletError),
     #[error("store: {0}")]
     Store(#[from] rusqlite::Error),
+    #[error("store: {0}")]
+    Sql(#[from] SqlError),
     #[error("project database: {0}")]
     Db(#[from] super::db::DbError),
     #[error("{0}")]
@@ -121,27 +124,11 @@ pub fn valid_name(name: &str) -> bool {
 /// A project's deployed applets as stored, compiled, in deployment order.
 pub fn load_deployed(
     runtime: &Runtime,
-    conn: &Connection,
+    conn: &dyn Sql,
     project: &str,
 ) -> Result<Vec<Deployed>, ProjectError> {
-    let mut stmt = conn.prepare(
-        "SELECT name, hash, wasm, event_type, handler, limits, gate FROM applets WHERE project = ?1 ORDER BY position",
-    )?;
-    type Row = (String, String, Vec<u8>, String, String, String, bool);
-    let rows: Vec<Row> = stmt
-        .query_map([project], |r| {
-            Ok((
-                r.get(0)?,
-                r.get(1)?,
-                r.get(2)?,
-                r.get(3)?,
-                r.get(4)?,
-                r.get(5)?,
-                r.get(6)?,
-            ))
-        })?
-        .collect::<Result<_, _>>()?;
-    rows.into_iter()
+    definitions::applet_rows(conn, project)?
+        .into_iter()
         .map(|(name, hash, wasm, event_type, handler, limits, gate)| {
             Ok(Deployed {
                 applet: runtime.compile(&wasm)?,
@@ -157,28 +144,29 @@ pub fn load_deployed(
 }
 
 /// A project's environment variables as stored.
-pub fn load_env(conn: &Connection, project: &str) -> rusqlite::Result<HashMap<String, String>> {
-    conn.prepare("SELECT key, value FROM project_env WHERE project = ?1")?
-        .query_map([project], |r| Ok((r.get(0)?, r.get(1)?)))?
-        .collect()
+pub fn load_env(conn: &dyn Sql, project: &str) -> Result<HashMap<String, String>, ProjectError> {
+    definitions::env(conn, project)
 }
 
 /// All projects, and the runtime that runs their applets.
 pub struct Projects {
     pub runtime: Runtime,
-    db_path: PathBuf,
+    defs: Definitions,
     dir: PathBuf,
     projects: RwLock<HashMap<String, Arc<Project>>>,
     sql_limit: Duration,
 }
 
-fn now() -> i64 {
-    wattstream_sdk::time::unix_now() as i64
-}
-
 impl Projects {
-    /// Loads every project from the store at `db_path`; project databases live in `data_dir/projects`.
+    /// Loads every project from the SQLite store at `db_path`; project
+    /// databases live in `data_dir/projects`.
     pub fn open(db_path: &Path, data_dir: &Path) -> Result<Self, ProjectError> {
+        Self::open_on(Definitions::Sqlite(db_path.to_path_buf()), data_dir)
+    }
+
+    /// Loads every project from `defs` (on PostgreSQL, the project databases
+    /// are schemas there: `applets::lease`). Call from a blocking thread.
+    pub fn open_on(defs: Definitions, data_dir: &Path) -> Result<Self, ProjectError> {
         let runtime = Runtime::new(Some(&data_dir.join("applet-cache")))
             .map_err(|e| ProjectError::Invalid(e.to_string()))?;
         let dir = data_dir.join("projects");
@@ -186,26 +174,39 @@ impl Projects {
             .map_err(|e| ProjectError::Invalid(format!("{}: {e}", dir.display())))?;
         let projects = Projects {
             runtime,
-            db_path: db_path.to_path_buf(),
+            defs,
             dir,
             projects: RwLock::default(),
             sql_limit: AppletLimits::default().sql_limit(),
         };
-        let conn = projects.conn()?;
-        let names: Vec<String> = conn
-            .prepare("SELECT DISTINCT project FROM applets UNION SELECT DISTINCT project FROM project_env")?
-            .query_map([], |r| r.get(0))?
-            .collect::<Result<_, _>>()?;
-        for name in names {
-            projects.reload(&name)?;
-        }
+        projects.reload_all()?;
         Ok(projects)
     }
 
-    fn conn(&self) -> Result<Connection, ProjectError> {
-        let c = Connection::open(&self.db_path)?;
-        c.busy_timeout(Duration::from_secs(10))?;
-        Ok(c)
+    /// Every stored project again.
+    pub fn reload_all(&self) -> Result<(), ProjectError> {
+        for name in self.defs.names()? {
+            self.reload(&name)?;
+        }
+        Ok(())
+    }
+
+    /// Where the definitions are kept.
+    pub fn definitions(&self) -> &Definitions {
+        &self.defs
+    }
+
+    /// Runs a read `f` on `project`'s database: its SQLite file, or its
+    /// schema on PostgreSQL. Call from a blocking thread.
+    pub fn read_project<T>(
+        &self,
+        project: &Project,
+        f: impl FnOnce(&dyn Sql) -> Result<T, SqlError>,
+    ) -> Result<T, ProjectError> {
+        match &self.defs {
+            Definitions::Sqlite(_) => Ok(project.db.read(|db| f(db.conn()))??),
+            Definitions::Postgres(w) => Ok(super::lease::in_schema(w, &project.name, f)?),
+        }
     }
 
     /// Every project's name.
@@ -223,11 +224,12 @@ impl Projects {
         self.projects.read().expect("projects lock").get(name).cloned()
     }
 
-    /// Rebuilds a project from the store (after any change).
-    fn reload(&self, name: &str) -> Result<(), ProjectError> {
-        let conn = self.conn()?;
-        let applets = load_deployed(&self.runtime, &conn, name)?;
-        let env = load_env(&conn, name)?;
+    /// Rebuilds a project from the store (after any change, here or, on
+    /// PostgreSQL, by another processor).
+    pub fn reload(&self, name: &str) -> Result<(), ProjectError> {
+        let (applets, env) = self
+            .defs
+            .with(|c| Ok((load_deployed(&self.runtime, c, name)?, load_env(c, name)?)))?;
         // Keep the project database across reloads: the new version shares the slot.
         let db = match self.get(name) {
             Some(p) => p.db.clone(),
@@ -292,33 +294,17 @@ impl Projects {
             return Err(ProjectError::Order(e));
         }
         let hash = hex::encode(Sha256::digest(d.wasm));
-        let mut conn = self.conn()?;
-        let tx = conn.transaction()?;
-        tx.execute(
-            "INSERT INTO applets (project, name, hash, wasm, event_type, handler, limits, position, created_at, gate)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0, ?8, ?9)
-             ON CONFLICT(project, name) DO UPDATE SET hash = excluded.hash, wasm = excluded.wasm,
-               event_type = excluded.event_type, handler = excluded.handler, limits = excluded.limits,
-               gate = excluded.gate",
-            params![
-                project,
-                d.name,
-                hash,
-                d.wasm,
-                d.event_type,
-                d.handler,
-                serde_json::to_string(&limits).expect("limits serialise"),
-                now(),
-                d.gate
-            ],
-        )?;
-        for (i, l) in chain.iter().enumerate() {
-            tx.execute(
-                "UPDATE applets SET position = ?1 WHERE project = ?2 AND name = ?3",
-                params![i as i64 + 1, project, l.name],
-            )?;
-        }
-        tx.commit()?;
+        let new = NewApplet {
+            name: d.name,
+            hash: &hash,
+            wasm: d.wasm,
+            event_type: d.event_type,
+            handler: d.handler,
+            limits: serde_json::to_string(&limits).expect("limits serialise"),
+            gate: d.gate,
+        };
+        let order: Vec<String> = chain.iter().map(|l| l.name.clone()).collect();
+        self.defs.deploy(project, &new, &order)?;
         self.reload(project)?;
         Ok(self
             .list(project)
@@ -329,14 +315,11 @@ impl Projects {
 
     /// Removes an applet; `false` when there was none.
     pub fn remove(&self, project: &str, name: &str) -> Result<bool, ProjectError> {
-        let n = self.conn()?.execute(
-            "DELETE FROM applets WHERE project = ?1 AND name = ?2",
-            params![project, name],
-        )?;
-        if n > 0 {
+        let removed = self.defs.remove(project, name)?;
+        if removed {
             self.reload(project)?;
         }
-        Ok(n > 0)
+        Ok(removed)
     }
 
     /// The applets of a project.
@@ -375,22 +358,7 @@ impl Projects {
                 "keys starting with WS_ are reserved for the processor".into(),
             ));
         }
-        let mut conn = self.conn()?;
-        let tx = conn.transaction()?;
-        for (k, v) in vars {
-            match v {
-                Some(v) => tx.execute(
-                    "INSERT INTO project_env (project, key, value) VALUES (?1, ?2, ?3)
-                     ON CONFLICT(project, key) DO UPDATE SET value = excluded.value",
-                    params![project, k, v],
-                )?,
-                None => tx.execute(
-                    "DELETE FROM project_env WHERE project = ?1 AND key = ?2",
-                    params![project, k],
-                )?,
-            };
-        }
-        tx.commit()?;
+        self.defs.set_env(project, vars)?;
         self.reload(project)
     }
 
@@ -399,29 +367,15 @@ impl Projects {
         let mut bytes = [0u8; 24];
         getrandom::fill(&mut bytes).map_err(|e| ProjectError::Invalid(format!("no random source: {e}")))?;
         let token = format!("wsp_{}", hex::encode(bytes));
-        self.conn()?.execute(
-            "INSERT INTO publishers (project, token_hash, created_at) VALUES (?1, ?2, ?3)",
-            params![project, hex::encode(Sha256::digest(token.as_bytes())), now()],
-        )?;
+        self.defs
+            .add_publisher(project, &hex::encode(Sha256::digest(token.as_bytes())))?;
         Ok(token)
     }
 
     /// Whether `token` publishes to `project`.
     pub fn publisher_ok(&self, project: &str, token: &str) -> bool {
         let hash = hex::encode(Sha256::digest(token.as_bytes()));
-        self.conn()
-            .ok()
-            .and_then(|c| {
-                c.query_row(
-                    "SELECT 1 FROM publishers WHERE project = ?1 AND token_hash = ?2",
-                    params![project, hash],
-                    |_| Ok(()),
-                )
-                .optional()
-                .ok()
-                .flatten()
-            })
-            .is_some()
+        self.defs.publisher(project, &hash).unwrap_or(false)
     }
 }
 
@@ -437,7 +391,7 @@ mod tests {
     fn a_redeploy_keeps_the_database_for_whoever_holds_the_previous_version() {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("store.db");
-        crate::store::migrate(&mut Connection::open(&db).unwrap()).unwrap();
+        crate::store::migrate(&mut rusqlite::Connection::open(&db).unwrap()).unwrap();
         let projects = Projects::open(&db, dir.path()).unwrap();
         let deploy = |name: &str| {
             let d = Deploy {

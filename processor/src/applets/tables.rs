@@ -163,6 +163,7 @@ pub fn ensure_pg(c: &dyn Sql, project: &str) -> Result<()> {
              id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, event_id BIGINT, applet TEXT NOT NULL,
              level TEXT NOT NULL, message TEXT NOT NULL, at BIGINT NOT NULL);
          CREATE TABLE IF NOT EXISTS {s}._ws_failures (
+             id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
              event_id BIGINT NOT NULL, applet TEXT NOT NULL, code BIGINT, error TEXT, at BIGINT NOT NULL);"
     ))
 }

@@ -63,6 +63,14 @@ impl Waker {
     }
 }
 
+/// The stored stream the worker runs over.
+pub enum Stream {
+    /// The SQLite store: one worker, a cursor per project.
+    Sqlite(Reads),
+    /// PostgreSQL: any number of workers, leased work ([`super::lease`]).
+    Postgres(super::lease::PgWork),
+}
+
 /// The running worker.
 pub struct Worker {
     pub waker: Waker,
@@ -74,7 +82,7 @@ impl Worker {
     /// Starts the worker for `project`.
     pub fn start(
         projects: Arc<Projects>,
-        reads: Reads,
+        stream: Stream,
         config: crate::config::AppletsConfig,
         paid: PaidTime,
         metrics: Arc<Metrics>,
@@ -85,13 +93,32 @@ impl Worker {
         let waker = Waker::default();
         let stop = Arc::new(AtomicBool::new(false));
         let (w, s) = (waker.clone(), stop.clone());
+        let mut prepared = false;
         let handle = std::thread::Builder::new()
             .name("applet-worker".into())
             .spawn(move || {
                 supervise(&s, &w, &metrics.worker, || {
                     // Lag before and after: a long batch shows as lag while it runs.
-                    metrics.worker.set_lag(lag(&projects, &reads, &project)?);
-                    let n = match process(&projects, &reads, &project, &metrics, paid) {
+                    metrics.worker.set_lag(lag(&projects, &stream, &project)?);
+                    let step = match &stream {
+                        Stream::Sqlite(reads) => process(&projects, reads, &project, &metrics, paid),
+                        Stream::Postgres(work) => {
+                            let p = projects.get(&project);
+                            if !prepared {
+                                super::lease::prepare(work, &project)?;
+                                prepared = true;
+                            }
+                            match super::lease::process(work, &projects.runtime, &project, p.as_ref(), &metrics, paid) {
+                                Err(e) if e.is::<super::lease::Stale>() => {
+                                    tracing::info!("{e}");
+                                    projects.reload(&project)?;
+                                    Ok(0)
+                                }
+                                other => other,
+                            }
+                        }
+                    };
+                    let n = match step {
                         Ok(n) => n,
                         Err(e) => {
                             let Some(failed) = e.downcast_ref::<BatchFailed>() else {
@@ -102,11 +129,16 @@ impl Worker {
                             if strikes.1 < config.quarantine_after {
                                 return Err(e);
                             }
-                            quarantine(&projects, &project, first, strikes.1, &e)?;
+                            tracing::error!(event = first, tries = strikes.1, error = %e, "quarantining an event whose batch keeps failing");
+                            let why = format!("quarantined after {} failed batches: {e:#}", strikes.1);
+                            match &stream {
+                                Stream::Sqlite(_) => quarantine(&projects, &project, first, &why)?,
+                                Stream::Postgres(work) => super::lease::quarantine(work, &project, first, &why)?,
+                            }
                             1
                         }
                     };
-                    metrics.worker.set_lag(lag(&projects, &reads, &project)?);
+                    metrics.worker.set_lag(lag(&projects, &stream, &project)?);
                     Ok(n)
                 })
             })
@@ -170,28 +202,17 @@ impl BatchFailed {
 }
 
 /// Skips `event` for good: a failure row says why, and the cursor moves past it.
-fn quarantine(
-    projects: &Projects,
-    name: &str,
-    event: i64,
-    tries: u32,
-    why: &anyhow::Error,
-) -> anyhow::Result<()> {
+fn quarantine(projects: &Projects, name: &str, event: i64, why: &str) -> anyhow::Result<()> {
     let Some(project) = projects.get(name) else {
         return Ok(());
     };
-    tracing::error!(event, tries, error = %why, "quarantining an event whose batch keeps failing");
     project.db.with(|db| {
         let r = (|| -> rusqlite::Result<()> {
             let c = db.conn();
             c.execute_batch("BEGIN IMMEDIATE")?;
             c.execute(
                 "INSERT INTO _ws_failures (event_id, applet, code, error, at) VALUES (?1, '*', NULL, ?2, ?3)",
-                params![
-                    event,
-                    format!("quarantined after {tries} failed batches: {why:#}"),
-                    wattstream_sdk::time::unix_now() as i64
-                ],
+                params![event, why, wattstream_sdk::time::unix_now() as i64],
             )?;
             c.execute(
                 "UPDATE _ws_cursor SET last_event_id = ?1 WHERE id = 1 AND last_event_id < ?1",
@@ -207,8 +228,16 @@ fn quarantine(
     Ok(())
 }
 
+/// Stored events the project's chain has still to run.
+fn lag(projects: &Projects, stream: &Stream, name: &str) -> anyhow::Result<u64> {
+    match stream {
+        Stream::Sqlite(reads) => cursor_lag(projects, reads, name),
+        Stream::Postgres(work) => Ok(super::lease::lag(work, name)?),
+    }
+}
+
 /// Stored events after the project's cursor (0 when it has no chain yet).
-fn lag(projects: &Projects, reads: &Reads, name: &str) -> anyhow::Result<u64> {
+fn cursor_lag(projects: &Projects, reads: &Reads, name: &str) -> anyhow::Result<u64> {
     let Some(project) = projects.get(name) else {
         return Ok(0);
     };

@@ -14,9 +14,14 @@ pub struct Args {
     /// TOML configuration file (every key optional).
     #[arg(long)]
     config: Option<PathBuf>,
-    /// Data directory (overrides the config).
+    /// Data directory (overrides the config): the SQLite store, and this
+    /// processor's keys and state files.
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// Keep the store on PostgreSQL, `postgres://USER@HOST:PORT/DB`, shared
+    /// with any other processor on it (overrides `store.url`).
+    #[arg(long)]
+    store: Option<String>,
     /// Listen address (overrides the config).
     #[arg(long)]
     listen: Option<SocketAddr>,
@@ -41,6 +46,10 @@ pub fn run(args: Args) -> Result<i32> {
     };
     if let Some(d) = args.data_dir {
         cfg.data_dir = d;
+    }
+    if let Some(url) = args.store {
+        wattstream_processor::store::pg::check_url(&url)?;
+        cfg.store.url = Some(url);
     }
     if let Some(l) = args.listen {
         cfg.listen = l;

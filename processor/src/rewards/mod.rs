@@ -122,6 +122,28 @@ pub fn verify_on(
     check::verify_all(c, config.cap_units(), key)
 }
 
+/// On PostgreSQL every processor may seal, so all must hold one key (meters
+/// pin it): the first to start records its public key, the others must
+/// match it.
+fn same_key_as_the_others(c: &dyn Sql, key: &DeviceKey) -> anyhow::Result<()> {
+    let mine = key.public_key().to_hex();
+    c.exec(
+        "INSERT INTO ledger_key (id, public_key) VALUES (1, ?1) ON CONFLICT (id) DO NOTHING",
+        &[mine.as_str().into()],
+    )?;
+    let theirs = c
+        .row("SELECT public_key FROM ledger_key WHERE id = 1", &[])?
+        .map(|r| r[0].text(0).map(str::to_string))
+        .transpose()?
+        .unwrap_or_default();
+    anyhow::ensure!(
+        theirs == mine,
+        "this store's ledger is sealed with processor key {theirs}, not this processor's ({mine}): \
+         copy processor-key.pem from a processor already on this store into the data directory"
+    );
+    Ok(())
+}
+
 /// A device's entries (with their events' timestamps), oldest first.
 pub fn device_entries(
     c: &dyn Sql,
@@ -152,6 +174,9 @@ impl Rewards {
 
     fn start(data_dir: &Path, conns: Conns, config: RewardsConfig) -> anyhow::Result<Self> {
         let key = processor_key(data_dir)?;
+        if matches!(conns, Conns::Postgres { .. }) {
+            conns.book(|c| same_key_as_the_others(c, &key))?;
+        }
         let started = std::time::Instant::now();
         let checked = conns
             .book(|c| check::at_start(c, config.cap_units(), key.public_key()))?

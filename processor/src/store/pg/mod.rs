@@ -83,13 +83,15 @@ pub fn pool(url: &str, size: usize) -> Result<Pool, StoreError> {
         .map_err(|e| StoreError::Config(e.to_string()))
 }
 
-/// Opens the store at `url`: the writer task and the read side.
+/// Opens the store at `url`: the writer task and the read side. New events
+/// wait for the applets of `work_for` (`applets::lease`).
 pub async fn open(
     url: &str,
     config: &crate::config::StoreConfig,
     metrics: Arc<Metrics>,
+    work_for: Option<String>,
 ) -> Result<(Writer, PgReads, tokio::task::JoinHandle<()>), StoreError> {
     let pool = connect(url, config.read_connections + 1).await?;
-    let (writer, handle) = writer::start(pool.clone(), config.max_commit_events, metrics);
+    let (writer, handle) = writer::start(pool.clone(), config.max_commit_events, metrics, work_for);
     Ok((writer, PgReads::new(pool), handle))
 }

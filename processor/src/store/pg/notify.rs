@@ -19,11 +19,17 @@ use tokio_postgres::AsyncMessage;
 /// The channel the store notifies on.
 pub const CHANNEL: &str = "wattstream_registry";
 
+/// A payload naming a project whose definitions changed (device ids are hex,
+/// so they never start with it).
+pub const PROJECT_PREFIX: &str = "project:";
+
 /// What a listener hears.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
     /// This device's row changed: read it again.
     Device(String),
+    /// This project's applets or environment changed: reload it.
+    Project(String),
     /// Listening (again): changes may have been missed, read every device.
     Resync,
 }
@@ -95,8 +101,12 @@ async fn session(url: &str, tx: &mpsc::Sender<Change>) -> Result<(), String> {
             }
         };
         match next {
-            Some(Ok(device)) => {
-                if tx.send(Change::Device(device)).await.is_err() {
+            Some(Ok(payload)) => {
+                let change = match payload.strip_prefix(PROJECT_PREFIX) {
+                    Some(project) => Change::Project(project.to_string()),
+                    None => Change::Device(payload),
+                };
+                if tx.send(change).await.is_err() {
                     driver.abort();
                     return Ok(());
                 }

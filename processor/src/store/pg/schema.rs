@@ -67,6 +67,10 @@ const MIGRATIONS: &[&str] = &[
         cap        TEXT
     );
     CREATE TABLE ledger_meta (key TEXT PRIMARY KEY, value BIGINT NOT NULL);
+    CREATE TABLE ledger_key (
+        id         INT PRIMARY KEY CHECK (id = 1),
+        public_key TEXT NOT NULL
+    );
     CREATE TABLE ledger_balances (
         address TEXT COLLATE "C" PRIMARY KEY,
         balance TEXT NOT NULL
@@ -102,6 +106,32 @@ const MIGRATIONS: &[&str] = &[
         timestamp   BIGINT NOT NULL,
         PRIMARY KEY (project, event_id, position, idx)
     );"#,
+    // 3: project definitions (as SQLite's schema 2 and 4), shared by every
+    // processor on the database.
+    "CREATE TABLE applets (
+        project    TEXT NOT NULL,
+        name       TEXT NOT NULL,
+        hash       TEXT NOT NULL,
+        wasm       BYTEA NOT NULL,
+        event_type TEXT NOT NULL,
+        handler    TEXT NOT NULL,
+        limits     TEXT NOT NULL,
+        position   BIGINT NOT NULL,
+        created_at BIGINT NOT NULL,
+        gate       BIGINT NOT NULL DEFAULT 0,
+        PRIMARY KEY (project, name)
+    );
+    CREATE TABLE project_env (
+        project TEXT NOT NULL,
+        key     TEXT NOT NULL,
+        value   TEXT NOT NULL,
+        PRIMARY KEY (project, key)
+    );
+    CREATE TABLE publishers (
+        project    TEXT NOT NULL,
+        token_hash TEXT NOT NULL PRIMARY KEY,
+        created_at BIGINT NOT NULL
+    );",
 ];
 
 /// Lock id for migrations (any constant shared by every process).

@@ -22,16 +22,26 @@ use crate::store::schema::dedup_key;
 /// Times a group is tried when PostgreSQL aborts it ([`retryable`]).
 const ATTEMPTS: usize = 3;
 
+/// `work_for`: the project whose applets run each new event; the event's
+/// `applet_pending` row is written with it (`applets::lease`).
 pub(super) fn start(
     pool: Pool,
     max_events: usize,
     metrics: Arc<Metrics>,
+    work_for: Option<String>,
 ) -> (Writer, tokio::task::JoinHandle<()>) {
     let (writer, rx) = Writer::channel();
-    (writer, tokio::spawn(run(pool, rx, max_events, metrics)))
+    let target = Target { pool, work_for };
+    (writer, tokio::spawn(run(target, rx, max_events, metrics)))
 }
 
-async fn run(pool: Pool, mut rx: mpsc::Receiver<Op>, max_events: usize, metrics: Arc<Metrics>) {
+/// Where groups are written.
+struct Target {
+    pool: Pool,
+    work_for: Option<String>,
+}
+
+async fn run(pool: Target, mut rx: mpsc::Receiver<Op>, max_events: usize, metrics: Arc<Metrics>) {
     while let Some(first) = rx.recv().await {
         let ops = gather(first, &mut rx, max_events);
         let started = Instant::now();
@@ -61,7 +71,7 @@ enum Pending {
 }
 
 async fn apply(
-    pool: &Pool,
+    pool: &Target,
     ops: Vec<Op>,
     metrics: &Metrics,
 ) -> Result<Vec<Answer>, (String, Vec<FailReply>)> {
@@ -146,8 +156,8 @@ fn retryable(e: &tokio_postgres::Error) -> bool {
 
 type Outcome = (Vec<Vec<Committed>>, Vec<RegisterOutcome>, Vec<bool>);
 
-async fn try_group(pool: &Pool, group: &Group) -> Result<Outcome, StoreError> {
-    let mut client = pool.get().await?;
+async fn try_group(target: &Target, group: &Group) -> Result<Outcome, StoreError> {
+    let mut client = target.pool.get().await?;
     let tx = client.transaction().await?;
     // Shared with every other writer; the ledger takes it alone for an instant
     // to learn which event ids are final (`rewards::queue::settled`).
@@ -177,7 +187,7 @@ async fn try_group(pool: &Pool, group: &Group) -> Result<Outcome, StoreError> {
     for id in &group.rejected {
         counts.entry(id.clone()).or_default().rejected += 1;
     }
-    let committed = insert_events(&tx, &group.events, &mut counts).await?;
+    let committed = insert_events(&tx, &group.events, &mut counts, target.work_for.as_deref()).await?;
     update_counts(&tx, &counts).await?;
     tx.commit().await?;
     Ok((committed, registered, revoked))
@@ -189,6 +199,7 @@ async fn insert_events(
     tx: &Transaction<'_>,
     batches: &[Vec<NewEvent>],
     counts: &mut BTreeMap<String, Counts>,
+    work_for: Option<&str>,
 ) -> Result<Vec<Vec<Committed>>, StoreError> {
     let mut firsts: BTreeMap<(&str, i64), &NewEvent> = BTreeMap::new();
     for e in batches.iter().flatten() {
@@ -223,6 +234,19 @@ async fn insert_events(
         .into_iter()
         .map(|r| ((r.get::<_, String>(0), r.get::<_, i64>(1)), r.get::<_, i64>(2)))
         .collect();
+    // Each new event waits for the project's applets, from the moment it commits.
+    if let Some(project) = work_for
+        && !inserted.is_empty()
+    {
+        let (events, devices): (Vec<i64>, Vec<&str>) =
+            inserted.iter().map(|((d, _), id)| (*id, d.as_str())).unzip();
+        tx.execute(
+            "INSERT INTO applet_pending (project, event_id, device_id)
+             SELECT $1, * FROM unnest($2::int8[], $3::text[])",
+            &[&project, &events, &devices],
+        )
+        .await?;
+    }
     // The slots already taken (before this group, or by another process): the
     // same bytes, or other ones?
     let (taken_ids, taken_keys): (Vec<&str>, Vec<i64>) = firsts
