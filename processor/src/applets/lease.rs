@@ -34,7 +34,7 @@ use super::host_db::HostDb;
 use super::projects::Project;
 use super::runtime::Runtime;
 use super::tables;
-use super::worker::{BATCH, BatchFailed, LOGS_KEPT, StoredEvent};
+use super::worker::{BATCH, BatchFailed, LOGS_KEPT, StoredEvent, stored_event};
 use crate::metrics::Metrics;
 use crate::rewards::queue;
 use crate::store::sql::{PgSql, Sql, SqlError, Val};
@@ -273,20 +273,7 @@ fn lease(c: &dyn Sql, project: &str, settled: i64) -> anyhow::Result<Vec<StoredE
             ],
         )?;
         for r in rows {
-            events.push(StoredEvent {
-                id: r[0].int(0)?,
-                device_id: r[1].text(1)?.to_string(),
-                data: r[2].text(2)?.to_string(),
-                signature: match &r[3] {
-                    Val::Blob(b) => b.clone(),
-                    _ => Vec::new(),
-                },
-                timestamp: r[4].int(4)?,
-                public_key: r[5].text(5)?.to_string(),
-                owner: r[6].opt_text(6)?.map(str::to_string),
-                revoked: r[7] != Val::Null,
-                registered_at: r[8].int(8)?,
-            });
+            events.push(stored_event(&r)?);
         }
     }
     events.sort_by_key(|e| e.id);

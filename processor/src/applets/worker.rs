@@ -23,6 +23,7 @@ use super::event::{Chain, run_event_sqlite};
 use super::projects::{Project, Projects};
 use crate::metrics::Metrics;
 use crate::store::SqliteReads as Reads;
+use crate::store::sql::{Sql, Val};
 use wattstream_rewards::PaidTime;
 
 /// Events per transaction.
@@ -249,27 +250,40 @@ fn cursor_lag(projects: &Projects, reads: &Reads, name: &str) -> anyhow::Result<
 }
 
 pub(crate) fn load_events(reads: &Reads, after: i64) -> anyhow::Result<Vec<StoredEvent>> {
-    Ok(reads.with_blocking(|c| {
-        let mut stmt = c.prepare_cached(
-            "SELECT e.id, e.device_id, e.data, e.signature, e.timestamp, d.public_key, d.owner, d.revoked_at, d.registered_at
-             FROM events e JOIN devices d ON d.device_id = e.device_id
-             WHERE e.id > ?1 ORDER BY e.id LIMIT ?2",
-        )?;
-        stmt.query_map(params![after, BATCH as i64], |r| {
-            Ok(StoredEvent {
-                id: r.get(0)?,
-                device_id: r.get(1)?,
-                data: r.get(2)?,
-                signature: r.get(3)?,
-                timestamp: r.get(4)?,
-                public_key: r.get(5)?,
-                owner: r.get(6)?,
-                revoked: r.get::<_, Option<i64>>(7)?.is_some(),
-                registered_at: r.get(8)?,
-            })
-        })?
-        .collect()
-    })?)
+    reads.with_blocking(|c| Ok(load_events_sql(c, after)))?
+}
+
+/// The next [`BATCH`] stored events after `after`, with their devices, in id
+/// order (either engine).
+pub(crate) fn load_events_sql(c: &dyn Sql, after: i64) -> anyhow::Result<Vec<StoredEvent>> {
+    c.rows(
+        "SELECT e.id, e.device_id, e.data, e.signature, e.timestamp, d.public_key, d.owner, d.revoked_at, d.registered_at
+         FROM events e JOIN devices d ON d.device_id = e.device_id
+         WHERE e.id > ?1 ORDER BY e.id LIMIT ?2",
+        &[Val::Int(after), Val::Int(BATCH as i64)],
+    )?
+    .iter()
+    .map(|r| stored_event(r))
+    .collect()
+}
+
+/// A row of `e.id, e.device_id, e.data, e.signature, e.timestamp,
+/// d.public_key, d.owner, d.revoked_at, d.registered_at`.
+pub(crate) fn stored_event(r: &[Val]) -> anyhow::Result<StoredEvent> {
+    Ok(StoredEvent {
+        id: r[0].int(0)?,
+        device_id: r[1].text(1)?.to_string(),
+        data: r[2].text(2)?.to_string(),
+        signature: match &r[3] {
+            Val::Blob(b) => b.clone(),
+            other => anyhow::bail!("stored signature of event {:?} is not bytes: {other:?}", r[0]),
+        },
+        timestamp: r[4].int(4)?,
+        public_key: r[5].text(5)?.to_string(),
+        owner: r[6].opt_text(6)?.map(str::to_string),
+        revoked: r[7] != Val::Null,
+        registered_at: r[8].int(8)?,
+    })
 }
 
 /// Processes one batch; returns how many events it covered.

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use wattstream_processor::config::Config;
-use wattstream_processor::rewards::{device_entries, replay, verify_on};
+use wattstream_processor::rewards::{device_entries, replay, replay_postgres, verify_on};
 use wattstream_processor::store::sql::{PgSql, Sql};
 
 #[derive(Args)]
@@ -107,13 +107,21 @@ pub fn run(command: Command) -> Result<i32> {
         }
         Command::Replay { dir } => {
             let config = dir.config()?;
-            if config.store.url.is_some() {
-                bail!(
-                    "rewards replay runs on a data directory's SQLite store; on PostgreSQL \
-                     the applets' project databases are not there yet (see README, Stores)"
-                );
-            }
-            let report = replay(&config.data_dir, &config)?;
+            let report = match &config.store.url {
+                None => replay(&config.data_dir, &config)?,
+                Some(url) => {
+                    let Some(data_dir) = &dir.data_dir else {
+                        bail!("replay signs its seals with the processor key: give --data-dir holding it");
+                    };
+                    let key = wattstream_sdk::load_key(&wattstream_processor::rewards::key_path(data_dir))?;
+                    let rt = tokio::runtime::Builder::new_multi_thread()
+                        .worker_threads(1)
+                        .enable_all()
+                        .build()?;
+                    let pool = wattstream_processor::store::pg::pool(url, 2)?;
+                    replay_postgres(&pool, rt.handle(), &key, &config)?
+                }
+            };
             println!(
                 "replayed {} events into {} entries",
                 report.events, report.entries

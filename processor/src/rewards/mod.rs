@@ -32,7 +32,7 @@ pub(crate) use conns::conn;
 
 pub(crate) use book::{last_sealed, meta};
 pub use check::Verified;
-pub use replay::{ReplayReport, replay};
+pub use replay::{ReplayReport, replay, replay_postgres};
 pub use stored::{load, read_credits};
 
 /// The processor key's file in a data directory.

@@ -12,6 +12,7 @@ use wattstream_sdk::load_key;
 
 use super::{conn, key_path, read_credits, stored};
 use crate::applets::db::ProjectDb;
+use crate::store::sql::{PgSql, Sql, Tx};
 
 /// What `rewards replay` found.
 #[derive(Debug, Default)]
@@ -23,60 +24,13 @@ pub struct ReplayReport {
     pub problems: Vec<String>,
 }
 
-/// Re-runs the stored events through the deployed applets (identified by module
-/// hash) into a fresh project database and a fresh ledger, sealing where the
-/// stored ledger sealed, and compares every seal.
+/// Re-runs the stored events of a data directory's SQLite store.
 pub fn replay(data_dir: &Path, config: &crate::config::Config) -> anyhow::Result<ReplayReport> {
-    use crate::applets::event::{Chain, run_event_sqlite};
-    use crate::applets::projects::{Project, load_deployed, load_env};
-    use crate::applets::runtime::Runtime;
-    use crate::applets::worker::load_events;
-
-    let db_path = crate::store::db_path(data_dir);
-    let c = conn(&db_path)?;
-    let seals = stored::seals_after(&c, None)?;
+    let c = conn(&crate::store::db_path(data_dir))?;
     let key = load_key(&key_path(data_dir))?;
-    if let Some(upto) = super::meta(&c, "events_removed_upto")? {
-        let mut report = ReplayReport::default();
-        report.problems.push(format!(
-            "events up to id {upto} were removed by retention (store.retention_days): \
-             replay needs the whole stream; `rewards verify` still checks every entry and seal"
-        ));
-        return Ok(report);
-    }
-    let runtime = Runtime::new(None)?;
-    let name = &config.applets.default_project;
-    let mut report = ReplayReport::default();
-    let applets = load_deployed(&runtime, &c, name)?;
-    // Every stored entry was made by an applet version still deployed (one
-    // pass over the entries, none held).
-    let mut gone = None;
-    stored::for_each_entry(&c, 0, |e, _| {
-        if gone.is_none()
-            && !applets
-                .iter()
-                .any(|a| a.name == e.applet && a.hash == e.applet_hash)
-        {
-            gone = Some(format!(
-                "entry {} was made by {} version {}, which is no longer deployed",
-                e.seq, e.applet, e.applet_hash
-            ));
-        }
-        Ok::<_, crate::store::sql::SqlError>(())
-    })?;
-    report.problems.extend(gone);
-    let project = Project {
-        name: name.clone(),
-        applets,
-        env: load_env(&c, name)?,
-        // Replay runs on its own in-memory database, not this slot's.
-        db: std::sync::Arc::new(crate::applets::slot::DbSlot::open(
-            None,
-            Duration::from_millis(1000),
-        )?),
-    };
     // The live project database: where its stream started, and what each
     // event's applets saw when it ran.
+    let name = &config.applets.default_project;
     let live = Connection::open_with_flags(
         data_dir.join("projects").join(format!("{name}.db")),
         rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
@@ -93,8 +47,112 @@ pub fn replay(data_dir: &Path, config: &crate::config::Config) -> anyhow::Result
             .ok()
         })
         .unwrap_or(0);
+    let live = live.as_ref().map(|l| l as &dyn Sql);
+    replay_on(
+        &c,
+        Live {
+            db: live,
+            start,
+            only_seen: false,
+        },
+        &key,
+        config,
+    )
+}
 
-    let reads = crate::store::open_reads(data_dir)?;
+/// Re-runs the stored events on PostgreSQL. The processor key (to sign the
+/// replayed seals the same way) is `key`.
+pub fn replay_postgres(
+    pool: &deadpool_postgres::Pool,
+    rt: &tokio::runtime::Handle,
+    key: &wattstream_sdk::DeviceKey,
+    config: &crate::config::Config,
+) -> anyhow::Result<ReplayReport> {
+    use crate::applets::tables::pg_schema;
+    let c = PgSql::get(pool, rt)?;
+    let live = PgSql::get(pool, rt)?;
+    let seen = Tx::read(&live)?;
+    seen.batch(&format!(
+        "SET LOCAL search_path TO {}, public",
+        pg_schema(&config.applets.default_project)
+    ))?;
+    let store = Tx::read(&c)?;
+    let live = Live {
+        db: Some(&*seen),
+        start: 0,
+        // A project's stream starts where its chain did: events before it
+        // were never run, and have no record of what their applets saw.
+        only_seen: true,
+    };
+    replay_on(&*store, live, key, config)
+}
+
+/// The live project database, as replay reads it.
+struct Live<'a> {
+    /// What each event's applets saw when it ran (`_ws_seen`).
+    db: Option<&'a dyn Sql>,
+    /// Events after this id are the project's stream.
+    start: i64,
+    /// Replay only events with a `_ws_seen` row.
+    only_seen: bool,
+}
+
+/// Re-runs the stored events through the deployed applets (identified by module
+/// hash) into a fresh project database and a fresh ledger, sealing where the
+/// stored ledger sealed, and compares every seal.
+fn replay_on(
+    c: &dyn Sql,
+    live: Live<'_>,
+    key: &wattstream_sdk::DeviceKey,
+    config: &crate::config::Config,
+) -> anyhow::Result<ReplayReport> {
+    use crate::applets::event::{Chain, run_event_sqlite};
+    use crate::applets::projects::{Project, load_deployed, load_env};
+    use crate::applets::runtime::Runtime;
+    use crate::applets::worker::load_events_sql;
+
+    let seals = stored::seals_after(c, None)?;
+    if let Some(upto) = super::meta(c, "events_removed_upto")? {
+        let mut report = ReplayReport::default();
+        report.problems.push(format!(
+            "events up to id {upto} were removed by retention (store.retention_days): \
+             replay needs the whole stream; `rewards verify` still checks every entry and seal"
+        ));
+        return Ok(report);
+    }
+    let runtime = Runtime::new(None)?;
+    let name = &config.applets.default_project;
+    let mut report = ReplayReport::default();
+    let applets = load_deployed(&runtime, c, name)?;
+    // Every stored entry was made by an applet version still deployed (one
+    // pass over the entries, none held).
+    let mut gone = None;
+    stored::for_each_entry(c, 0, |e, _| {
+        if gone.is_none()
+            && !applets
+                .iter()
+                .any(|a| a.name == e.applet && a.hash == e.applet_hash)
+        {
+            gone = Some(format!(
+                "entry {} was made by {} version {}, which is no longer deployed",
+                e.seq, e.applet, e.applet_hash
+            ));
+        }
+        Ok::<_, crate::store::sql::SqlError>(())
+    })?;
+    report.problems.extend(gone);
+    let project = Project {
+        name: name.clone(),
+        applets,
+        env: load_env(c, name)?,
+        // Replay runs on its own in-memory database, not this slot's.
+        db: std::sync::Arc::new(crate::applets::slot::DbSlot::open(
+            None,
+            Duration::from_millis(1000),
+        )?),
+    };
+    let start = live.start;
+
     let metrics = crate::metrics::Metrics::default();
     let mut db = ProjectDb::open(None, Duration::from_millis(1000))?;
     let mut ledger = Ledger::without_entries(config.rewards.epoch_s, config.rewards.cap_units());
@@ -107,14 +165,20 @@ pub fn replay(data_dir: &Path, config: &crate::config::Config) -> anyhow::Result
         token: project.token(),
         paid: config.limits.paid_time(),
         now: 0,
-        replay_of: live.as_ref().map(|c| c as &dyn crate::store::sql::Sql),
+        replay_of: live.db,
     };
     loop {
-        let events = load_events(&reads, after)?;
+        let events = load_events_sql(c, after)?;
         let Some(last) = events.last().map(|e| e.id) else {
             break;
         };
         for ev in &events {
+            if live.only_seen
+                && let Some(seen) = live.db
+                && crate::applets::tables::seen(seen, ev.id)?.is_none()
+            {
+                continue;
+            }
             let (back, r) = run_event_sqlite(&chain, db, ev);
             db = back;
             r?;
@@ -123,7 +187,7 @@ pub fn replay(data_dir: &Path, config: &crate::config::Config) -> anyhow::Result
             for (rowid, credit) in credits {
                 credits_seen = rowid;
                 while let Some(s) = pending.next_if(|s| s.upto_seq == ledger.head().0) {
-                    ledger.seal(s.epoch, &key);
+                    ledger.seal(s.epoch, key);
                 }
                 ledger.credit(&credit);
             }
@@ -140,7 +204,7 @@ pub fn replay(data_dir: &Path, config: &crate::config::Config) -> anyhow::Result
         after = last;
     }
     while let Some(s) = pending.next_if(|s| s.upto_seq == ledger.head().0) {
-        ledger.seal(s.epoch, &key);
+        ledger.seal(s.epoch, key);
     }
     report.entries = ledger.entered() as usize;
     for stored in &seals {
