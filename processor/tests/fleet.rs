@@ -215,6 +215,24 @@ async fn ran_once_each(url: &str, events: usize) {
     assert_eq!(ids.len(), events, "no event ran twice");
 }
 
+/// Ends every other session on the test database.
+async fn terminate_sessions(db: &TestDb) {
+    let (client, conn) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let n: i64 = client
+        .query_one(
+            "SELECT COUNT(pg_terminate_backend(pid)) FROM pg_stat_activity
+             WHERE datname = current_database() AND pid <> pg_backend_pid()",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(n > 0, "the processors had sessions");
+}
+
 /// The proofs `url` serves verify under `key`. (A device whose first credit
 /// came after the newest seal has no leaf in it yet: seals happen while the
 /// stream comes in, so not every device has a proof.)
@@ -303,7 +321,7 @@ async fn three_processors_on_one_postgres_share_a_fleet_and_keep_one_ledger() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_processor_killed_mid_stream_loses_nothing_and_nothing_is_credited_twice() {
+async fn a_processor_killed_mid_stream_and_dropped_sessions_lose_nothing_and_credit_nothing_twice() {
     let db = TestDb::create().await;
     let dirs = [(); 3].map(|_| tempfile::tempdir().unwrap());
     let mut servers = three(&db, &dirs);
@@ -336,6 +354,9 @@ async fn a_processor_killed_mid_stream_loses_nothing_and_nothing_is_credited_twi
     // running applets and perhaps accruing when it dies.
     halfway.notified().await;
     servers[0].kill();
+    // And the database drops every session of the survivors (a failover, an
+    // operator's pg_terminate_backend): they reconnect and carry on.
+    terminate_sessions(&db).await;
     for s in sends {
         s.await.unwrap();
     }

@@ -66,10 +66,13 @@ fn device_lock(project: &str, device: &str) -> i64 {
     i64::from_be_bytes(h[..8].try_into().expect("8 bytes"))
 }
 
-/// Makes the project's schema and tables (at the worker's start).
+/// Makes the project's schema and tables (at the worker's start), one
+/// processor at a time (`CREATE … IF NOT EXISTS` races with itself).
 pub fn prepare(work: &PgWork, project: &str) -> Result<(), SqlError> {
     let c = PgSql::get(&work.pool, &work.rt)?;
-    tables::ensure_pg(&c, project)
+    let tx = crate::store::sql::Tx::write(&c, super::definitions::DEFINITIONS_LOCK)?;
+    tables::ensure_pg(&*tx, project)?;
+    tx.commit()
 }
 
 /// Runs `f` in a read-only transaction that finds `project`'s tables first.

@@ -58,7 +58,7 @@ impl<T: Into<Val>> From<Option<T>> for Val {
 pub enum SqlError {
     #[error("database: {0}")]
     Sqlite(#[from] rusqlite::Error),
-    #[error("PostgreSQL: {0}")]
+    #[error("PostgreSQL: {}", pg_detail(.0))]
     Postgres(#[from] tokio_postgres::Error),
     #[error("PostgreSQL pool: {0}")]
     Pool(String),
@@ -70,6 +70,14 @@ pub enum SqlError {
         what: &'static str,
         value: String,
     },
+}
+
+/// The server's message and code, not only "db error".
+fn pg_detail(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{} ({})", db.message(), db.code().code()),
+        None => e.to_string(),
+    }
 }
 
 impl Val {
