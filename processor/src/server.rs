@@ -79,15 +79,7 @@ pub async fn serve_until(
         rewards: rewards.clone(),
         read_tokens: crate::read_tokens::ReadTokens::open(&config.data_dir)?,
     });
-    let retention_task = match pg {
-        None => tokio::spawn(run_retention(config.clone(), projects_for_ledger.clone())),
-        Some(_) => {
-            if config.store.retention_days > 0 {
-                tracing::warn!("store.retention_days is not applied on PostgreSQL yet: nothing is removed");
-            }
-            tokio::spawn(async {})
-        }
-    };
+    let retention_task = tokio::spawn(run_retention(config.clone(), projects_for_ledger.clone(), pg));
     let ledger_task = tokio::spawn(run_ledger(
         rewards,
         projects_for_ledger,
@@ -202,22 +194,26 @@ async fn run_ledger(rewards: Arc<Rewards>, projects: Arc<Projects>, project: Str
 
 /// Every `store.retention_every_s`, starting a minute after start: remove
 /// what `store.retention_days` allows (see [`crate::retention`]).
-async fn run_retention(config: Config, projects: Arc<Projects>) {
+async fn run_retention(config: Config, projects: Arc<Projects>, pg: Option<crate::applets::lease::PgWork>) {
     let every = std::time::Duration::from_secs(config.store.retention_every_s.max(60));
     let first = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
     let mut tick = tokio::time::interval_at(first, every);
     loop {
         tick.tick().await;
-        let (c, p) = (config.clone(), projects.clone());
+        let (c, p, pg) = (config.clone(), projects.clone(), pg.clone());
         let result = tokio::task::spawn_blocking(move || {
-            crate::retention::run_once(
-                &c.data_dir,
-                &p,
+            let (project, days, epoch_s) = (
                 &c.applets.default_project,
                 c.store.retention_days,
                 c.rewards.epoch_s,
-                crate::pipeline::unix_now(),
-            )
+            );
+            let now = crate::pipeline::unix_now();
+            match &pg {
+                None => crate::retention::run_once(&c.data_dir, &p, project, days, epoch_s, now),
+                // Another processor doing the pass counts as nothing removed here.
+                Some(w) => crate::retention::pg::run_once(w, &p, project, days, epoch_s, now)
+                    .map(Option::unwrap_or_default),
+            }
         })
         .await;
         match result {

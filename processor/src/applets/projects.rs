@@ -191,6 +191,11 @@ impl Projects {
         Ok(())
     }
 
+    /// Where compiled modules are cached.
+    pub fn runtime_cache_dir(&self) -> PathBuf {
+        self.dir.with_file_name("applet-cache")
+    }
+
     /// Where the definitions are kept.
     pub fn definitions(&self) -> &Definitions {
         &self.defs

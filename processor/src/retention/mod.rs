@@ -20,6 +20,10 @@
 //! Deletes run in short transactions of [`BATCH`] rows, so the ingest writer
 //! is never held up for long. `rewards replay` needs the whole stream and says
 //! so once events were removed (`ledger_meta.events_removed_upto`).
+//!
+//! This module is the SQLite store's pass; [`pg`] is PostgreSQL's.
+
+pub mod pg;
 
 use std::path::Path;
 use std::time::{Duration, SystemTime};
@@ -83,7 +87,7 @@ pub fn run_once(
             }
         }
     }
-    removed.cache_files = remove_stale_cache(data_dir, now)?;
+    removed.cache_files = remove_stale_cache(&data_dir.join("applet-cache"), projects, now)?;
     Ok(removed)
 }
 
@@ -133,17 +137,18 @@ fn batched(slot: &DbSlot, table: &str, cond: &str, p: impl rusqlite::Params + Co
     }
 }
 
-/// Compiled modules no deployed applet uses, last written over a day ago.
-fn remove_stale_cache(data_dir: &Path, now: u64) -> anyhow::Result<u64> {
-    let dir = data_dir.join("applet-cache");
-    let Ok(entries) = std::fs::read_dir(&dir) else {
+/// Compiled modules in `dir` that no stored applet uses, last written over a
+/// day ago.
+fn remove_stale_cache(dir: &Path, projects: &Projects, now: u64) -> anyhow::Result<u64> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
         return Ok(0);
     };
-    let c = crate::rewards::conn(&crate::store::db_path(data_dir))?;
-    let deployed: std::collections::HashSet<String> = c
-        .prepare("SELECT hash FROM applets")?
-        .query_map([], |r| r.get(0))?
-        .collect::<rusqlite::Result<_>>()?;
+    let deployed: std::collections::HashSet<String> = projects.definitions().with(|c| {
+        c.rows("SELECT hash FROM applets", &[])?
+            .iter()
+            .map(|r| Ok(r[0].text(0)?.to_string()))
+            .collect()
+    })?;
     let day_ago = SystemTime::UNIX_EPOCH + Duration::from_secs(now.saturating_sub(86_400));
     let mut removed = 0;
     for entry in entries.flatten() {
