@@ -22,3 +22,9 @@ pub mod rewards;
 pub mod server;
 pub mod store;
 pub mod tls;
+
+/// A PostgreSQL database per test (shared with the integration tests).
+#[cfg(test)]
+#[path = "../tests/common/pg.rs"]
+#[allow(dead_code)]
+pub(crate) mod testdb;

@@ -141,15 +141,10 @@ fn batched(c: &dyn Sql, delete: &str, params: &[Val], mark: Option<&str>) -> any
 }
 
 #[cfg(test)]
-#[path = "../../tests/common/pg.rs"]
-#[allow(dead_code)]
-mod testdb;
-
-#[cfg(test)]
 mod tests {
-    use super::testdb;
     use super::*;
     use crate::applets::definitions::Definitions;
+    use crate::testdb;
 
     const NOW: u64 = 1_800_000_000;
     const DAYS: u64 = 90;

@@ -13,9 +13,7 @@ use crate::config::RewardsConfig;
 use crate::rewards::{Credits, Rewards, Verified, queue, verify_on};
 use crate::store::sql::{PgSql, Sql};
 
-#[path = "../../../tests/common/pg.rs"]
-#[allow(dead_code)]
-mod pg;
+use crate::testdb as pg;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Kind {
