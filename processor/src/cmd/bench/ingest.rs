@@ -78,12 +78,8 @@ pub struct ServerProcess {
 }
 
 impl ServerProcess {
-    /// Starts the sibling `wattstream` binary on a fresh data directory.
-    pub fn start(data_dir: &Path, token: &str) -> anyhow::Result<Self> {
-        Self::start_with(data_dir, token, &[])
-    }
-
-    /// As [`ServerProcess::start`], with more `serve` arguments.
+    /// Starts the sibling `wattstream` binary on a fresh data directory, with
+    /// more `serve` arguments.
     pub fn start_with(data_dir: &Path, token: &str, extra: &[&std::ffi::OsStr]) -> anyhow::Result<Self> {
         use std::io::BufRead;
         let exe = std::env::current_exe()?;

@@ -69,6 +69,31 @@ pub struct Args {
     /// Events per second for --soak (default: the fleet's own rate, devices / 5).
     #[arg(long)]
     soak_rate: Option<f64>,
+    /// Run the processor on this PostgreSQL database
+    /// (`postgres://USER@HOST:PORT/DB`, empty: create it with `createdb`)
+    /// instead of SQLite in a scratch data directory.
+    #[arg(long)]
+    store: Option<String>,
+}
+
+impl Args {
+    /// `serve` arguments for the store under test.
+    fn store_args(&self) -> Result<Vec<std::ffi::OsString>> {
+        let Some(url) = &self.store else {
+            return Ok(Vec::new());
+        };
+        wattstream_processor::store::pg::check_url(url)?;
+        Ok(vec!["--store".into(), url.into()])
+    }
+
+    /// What the figures were measured on.
+    fn store_label(&self) -> &'static str {
+        if self.store.is_some() {
+            "PostgreSQL"
+        } else {
+            "SQLite"
+        }
+    }
 }
 
 const TOKEN: &str = "bench-admin-token-0123456789";
@@ -104,7 +129,10 @@ pub fn run(args: Args) -> Result<i32> {
     std::fs::create_dir_all(&dir)?;
     let meter_seconds = if wants(Part::Meter) { args.meter_seconds } else { 0 };
     let server = if wants(Part::Ingest) || meter_seconds > 0 {
-        let server = ServerProcess::start(&dir, TOKEN)?;
+        let store = args.store_args()?;
+        let extra: Vec<&std::ffi::OsStr> = store.iter().map(|s| s.as_os_str()).collect();
+        let server = ServerProcess::start_with(&dir, TOKEN, &extra)?;
+        doc["store"] = json!(args.store_label());
         let admin = ProcessorClient::new(&server.url, Some(TOKEN.to_string()), Duration::from_secs(60))?;
         Some((server, admin))
     } else {
@@ -179,11 +207,10 @@ fn run_soak(args: &Args, seconds: u64) -> Result<Value> {
     std::fs::create_dir_all(&dir)?;
     let config = dir.join("soak.toml");
     std::fs::write(&config, "[rewards]\nepoch_s = 60\nseal_after_s = 5\n")?;
-    let server = ServerProcess::start_with(
-        &dir.join("data"),
-        TOKEN,
-        &["--config".as_ref(), config.as_os_str()],
-    )?;
+    let store = args.store_args()?;
+    let mut extra: Vec<&std::ffi::OsStr> = vec!["--config".as_ref(), config.as_os_str()];
+    extra.extend(store.iter().map(|s| s.as_os_str()));
+    let server = ServerProcess::start_with(&dir.join("data"), TOKEN, &extra)?;
     let admin = ProcessorClient::new(&server.url, Some(TOKEN.to_string()), Duration::from_secs(60))?;
     let rt = super::runtime()?;
     let (keys, deployed) = prepare(args, &rt, &admin)?;
@@ -192,7 +219,8 @@ fn run_soak(args: &Args, seconds: u64) -> Result<Value> {
     // and is not a rate they sustain (the throughput issue measures that).
     let rate = args.soak_rate.unwrap_or(keys.len() as f64 / 5.0);
     println!(
-        "Soak: {} devices, applets {}, {rate:.0} events/s for {seconds} s, every device polling its rewards each minute, an epoch sealed every minute",
+        "Soak on {}: {} devices, applets {}, {rate:.0} events/s for {seconds} s, every device polling its rewards each minute, an epoch sealed every minute",
+        args.store_label(),
         keys.len(),
         deployed.join(" + ")
     );
@@ -231,8 +259,13 @@ fn ingest(
     } else {
         format!("applets {}", deployed.join(" + "))
     };
+    let durable = if args.store.is_some() {
+        "PostgreSQL on the same cores, synchronous_commit as the server has it"
+    } else {
+        "SQLite, synchronous=FULL"
+    };
     println!(
-        "2. Ingest over loopback HTTP: {devices} registered devices, {applets_note}, durable store (SQLite, synchronous=FULL)"
+        "2. Ingest over loopback HTTP: {devices} registered devices, {applets_note}, durable store ({durable})"
     );
     println!(
         "   {:<10} {:>9} {:>12} {:>9} {:>9} {:>9} {:>10} {:>16}",
