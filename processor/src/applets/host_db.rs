@@ -4,11 +4,11 @@
 //! ([`super::lease`]). Host calls and the chain's bookkeeping go through
 //! [`super::tables`], the same statements on both.
 //!
-//! Applet SQL (`ws_get_sql_db`/`ws_set_sql_db`) runs on SQLite only for now:
-//! on PostgreSQL it needs the project's own role so that privileges, not a
-//! statement filter, keep an applet inside its schema (`SET ROLE` alone does
-//! not: `set_config('role', …)` undoes it). Until then a call gets a clear
-//! error status, never another project's data.
+//! Applet SQL (`ws_get_sql_db`/`ws_set_sql_db`) runs under SQLite's
+//! authorizer on a project file, and on PostgreSQL as the project's own role
+//! in its own schema ([`super::pg_sql`]); after each statement the batch's
+//! `search_path` is set again, so nothing the statement left on the session
+//! changes what the host's statements mean.
 
 use super::db::{DbError, ProjectDb, SqlRequest};
 use super::tables;
@@ -59,17 +59,27 @@ impl HostDb {
         tables::rollback_call(self.sql())
     }
 
-    pub fn exec(&mut self, req: &SqlRequest) -> Result<usize, DbError> {
+    /// Runs an applet statement; `limit_ms` bounds it on PostgreSQL (a
+    /// SQLite project file has its own deadline).
+    pub fn exec(&mut self, req: &SqlRequest, limit_ms: u64) -> Result<usize, DbError> {
         match self {
             HostDb::Sqlite(db) => db.exec(req),
-            HostDb::Postgres { .. } => Err(no_sql()),
+            HostDb::Postgres { conn, project } => {
+                let out = super::pg_sql::exec(conn, project, req, limit_ms);
+                host_path(conn, project)?;
+                out
+            }
         }
     }
 
-    pub fn query(&mut self, req: &SqlRequest) -> Result<Vec<u8>, DbError> {
+    pub fn query(&mut self, req: &SqlRequest, limit_ms: u64) -> Result<Vec<u8>, DbError> {
         match self {
             HostDb::Sqlite(db) => db.query(req),
-            HostDb::Postgres { .. } => Err(no_sql()),
+            HostDb::Postgres { conn, project } => {
+                let out = super::pg_sql::query(conn, project, req, limit_ms);
+                host_path(conn, project)?;
+                out
+            }
         }
     }
 
@@ -124,8 +134,12 @@ impl HostDb {
     }
 }
 
-fn no_sql() -> DbError {
-    DbError::Request(
-        "applet SQL is not available on the PostgreSQL store yet (KV is: ws_get_db/ws_set_db)".into(),
-    )
+/// The `search_path` host statements run with in a batch: the project's
+/// host tables, the shared tables, temporary tables last (never in front of
+/// a host table).
+pub fn host_path(c: &dyn Sql, project: &str) -> Result<(), crate::store::sql::SqlError> {
+    c.batch(&format!(
+        "SET LOCAL search_path TO {}, public, pg_temp",
+        tables::pg_schema(project)
+    ))
 }

@@ -72,6 +72,7 @@ pub fn prepare(work: &PgWork, project: &str) -> Result<(), SqlError> {
     let c = PgSql::get(&work.pool, &work.rt)?;
     let tx = crate::store::sql::Tx::write(&c, super::definitions::DEFINITIONS_LOCK)?;
     tables::ensure_pg(&*tx, project)?;
+    super::pg_sql::ensure(&*tx, project)?;
     tx.commit()
 }
 
@@ -83,10 +84,7 @@ pub fn in_schema<T>(
 ) -> Result<T, SqlError> {
     let c = PgSql::get(&work.pool, &work.rt)?;
     let tx = crate::store::sql::Tx::read(&c)?;
-    tx.batch(&format!(
-        "SET LOCAL search_path TO {}, public",
-        tables::pg_schema(project)
-    ))?;
+    super::host_db::host_path(&*tx, project)?;
     f(&*tx)
 }
 
@@ -143,6 +141,9 @@ pub fn process(
         c.batch(if n.is_ok() { "COMMIT" } else { "ROLLBACK" })?;
         return Ok(n? as usize);
     };
+    // Applet SQL runs on this session: until it is reset, it does not go
+    // back to the pool (not even when a panic unwinds through here).
+    c.taint();
     let db = HostDb::Postgres {
         conn: c,
         project: project.name.clone(),
@@ -150,8 +151,17 @@ pub fn process(
     let (db, outcome) = run_batch(db, runtime, project, metrics, paid, settled);
     let end = if outcome.is_ok() { "COMMIT" } else { "ROLLBACK" };
     let ended = db.sql().batch(end);
+    // Whatever applet SQL left on the session (settings, temporary tables,
+    // advisory locks) goes before the connection serves anything else.
+    let reset = db
+        .sql()
+        .batch("RESET ALL; DISCARD TEMP; SELECT pg_catalog.pg_advisory_unlock_all()");
+    if let (Ok(()), HostDb::Postgres { conn, .. }) = (&reset, &db) {
+        conn.clean();
+    }
     let n = outcome?;
     ended?;
+    reset?;
     Ok(n)
 }
 
@@ -211,10 +221,7 @@ fn run_batch(
 /// The batch's events.
 fn start(c: &dyn Sql, project: &Project, settled: i64) -> anyhow::Result<Vec<StoredEvent>> {
     let name = project.name.as_str();
-    c.batch(&format!(
-        "SET LOCAL search_path TO {}, public",
-        tables::pg_schema(name)
-    ))?;
+    super::host_db::host_path(c, name)?;
     lease(c, name, settled)
 }
 
@@ -289,10 +296,7 @@ pub fn quarantine(work: &PgWork, project: &str, event: i64, why: &str) -> anyhow
     let c = PgSql::get(&work.pool, &work.rt)?;
     c.batch("BEGIN")?;
     let r = (|| -> Result<(), SqlError> {
-        c.batch(&format!(
-            "SET LOCAL search_path TO {}, public",
-            tables::pg_schema(project)
-        ))?;
+        super::host_db::host_path(&c, project)?;
         tables::failure(
             &c,
             event,

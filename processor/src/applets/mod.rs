@@ -5,6 +5,7 @@
 //! - [`abi`]: the host functions.
 //! - [`db`]: a project's SQLite database (its KV store and the applets' SQL tables).
 //! - [`host_db`]: the project database a call runs against, on either engine.
+//! - [`pg_sql`]: applet SQL on PostgreSQL, inside the project's own role.
 //! - [`tables`]: the host's own `_ws_*` tables, the same statements on both engines.
 //! - [`event`]: one event through the chain, and what its applets saw.
 //! - [`evm`]: the ledger calls behind `ws_send_tx` and `ws_call_contract`.
@@ -25,6 +26,7 @@ pub mod evm;
 pub mod host_db;
 pub mod lease;
 pub mod order;
+pub mod pg_sql;
 pub mod projects;
 pub mod runner;
 pub mod runtime;

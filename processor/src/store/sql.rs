@@ -232,8 +232,23 @@ impl rusqlite::ToSql for Val {
 
 /// A pooled PostgreSQL connection used from a blocking thread.
 pub struct PgSql {
-    client: deadpool_postgres::Object,
+    /// Always `Some` until dropped.
+    client: Option<deadpool_postgres::Object>,
     rt: tokio::runtime::Handle,
+    /// Set while the session may hold what untrusted SQL left on it: such a
+    /// connection is closed, not returned to the pool, if dropped before
+    /// [`PgSql::clean`].
+    tainted: std::cell::Cell<bool>,
+}
+
+impl Drop for PgSql {
+    fn drop(&mut self) {
+        if let Some(c) = self.client.take()
+            && (self.tainted.get() || c.is_closed())
+        {
+            drop(deadpool_postgres::Object::take(c));
+        }
+    }
 }
 
 impl PgSql {
@@ -244,17 +259,32 @@ impl PgSql {
             .block_on(pool.get())
             .map_err(|e| SqlError::Pool(e.to_string()))?;
         Ok(PgSql {
-            client,
+            client: Some(client),
             rt: rt.clone(),
+            tainted: std::cell::Cell::new(false),
         })
     }
 
     /// Drops the connection instead of returning it to the pool when the
     /// server has closed it (a restart), so the next caller gets a fresh one.
+    /// (Dropping does that by itself; this says so where it matters.)
     pub fn discard_if_closed(self) {
-        if self.client.is_closed() {
-            drop(deadpool_postgres::Object::take(self.client));
-        }
+        drop(self);
+    }
+
+    /// Marks the session as holding what untrusted SQL may have left on it.
+    pub fn taint(&self) {
+        self.tainted.set(true);
+    }
+
+    /// The session was reset (`RESET ALL`, temporary tables and advisory
+    /// locks dropped): it may go back to the pool.
+    pub fn clean(&self) {
+        self.tainted.set(false);
+    }
+
+    fn client(&self) -> &deadpool_postgres::Object {
+        self.client.as_ref().expect("a live connection until dropped")
     }
 }
 
@@ -276,9 +306,9 @@ impl Sql for PgSql {
     fn rows(&self, sql: &str, params: &[Val]) -> Result<Vec<Vec<Val>>, SqlError> {
         let sql = numbered(sql);
         self.rt.block_on(async {
-            let stmt = self.client.prepare_cached(&sql).await?;
+            let stmt = self.client().prepare_cached(&sql).await?;
             let params: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p as _).collect();
-            let rows = self.client.query(&stmt, &params).await?;
+            let rows = self.client().query(&stmt, &params).await?;
             let n = stmt.columns().len();
             rows.iter()
                 .map(|r| (0..n).map(|i| r.try_get::<_, Val>(i)).collect())
@@ -290,14 +320,14 @@ impl Sql for PgSql {
     fn exec(&self, sql: &str, params: &[Val]) -> Result<u64, SqlError> {
         let sql = numbered(sql);
         self.rt.block_on(async {
-            let stmt = self.client.prepare_cached(&sql).await?;
+            let stmt = self.client().prepare_cached(&sql).await?;
             let params: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p as _).collect();
-            Ok(self.client.execute(&stmt, &params).await?)
+            Ok(self.client().execute(&stmt, &params).await?)
         })
     }
 
     fn batch(&self, sql: &str) -> Result<(), SqlError> {
-        Ok(self.rt.block_on(self.client.batch_execute(sql))?)
+        Ok(self.rt.block_on(self.client().batch_execute(sql))?)
     }
 
     fn engine(&self) -> Engine {

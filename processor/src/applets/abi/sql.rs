@@ -24,7 +24,8 @@ pub fn link(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
         if !c.data_mut().room_for(Effect::Sql) {
             return Status::Failed.code();
         }
-        let result = c.data_mut().db.exec(&req);
+        let limit = c.data().applet_limits.sql_ms;
+        let result = c.data_mut().db.exec(&req, limit);
         match result {
             Ok(n) => {
                 c.data_mut().effects.sql.push((req.statement, n));
@@ -48,7 +49,8 @@ pub fn link(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
             let Ok(req) = SqlRequest::parse(&bytes) else {
                 return Ok(Status::Failed.code());
             };
-            let result = c.data_mut().db.query(&req);
+            let limit = c.data().applet_limits.sql_ms;
+            let result = c.data_mut().db.query(&req, limit);
             match result {
                 Ok(rows) => write_out(&mut c, &rows, out_ptr, out_len),
                 Err(e) => {
