@@ -88,6 +88,8 @@ pub async fn open(config: &Config, metrics: Arc<Metrics>) -> anyhow::Result<Open
         pool: store::pg::connect(&url, PG_BLOCKING_CONNECTIONS).await?,
         rt: tokio::runtime::Handle::current(),
     };
+    let tokens = crate::read_tokens::ReadTokens::open(&dir)?;
+    same_as_the_others(&work, "read-token-secret", &tokens.fingerprint()).await?;
     let projects = {
         let (defs, dir) = (Definitions::Postgres(work.clone()), dir.clone());
         Arc::new(tokio::task::spawn_blocking(move || Projects::open_on(defs, &dir)).await??)
@@ -105,6 +107,28 @@ pub async fn open(config: &Config, metrics: Arc<Metrics>) -> anyhow::Result<Open
         stream: Stream::Postgres(work.clone()),
         pg: Some(work),
     })
+}
+
+/// Every processor on one database must hold the same `name` (a device's
+/// read token from one must open the others): the first records its
+/// fingerprint, the others must match it.
+async fn same_as_the_others(work: &PgWork, name: &str, fingerprint: &str) -> anyhow::Result<()> {
+    let c = work.pool.get().await?;
+    c.execute(
+        "INSERT INTO shared_secrets (name, fingerprint) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+        &[&name, &fingerprint],
+    )
+    .await?;
+    let theirs: String = c
+        .query_one("SELECT fingerprint FROM shared_secrets WHERE name = $1", &[&name])
+        .await?
+        .get(0);
+    anyhow::ensure!(
+        theirs == fingerprint,
+        "this store's processors hold another {name}: copy {name} from a processor \
+         already on this store into the data directory"
+    );
+    Ok(())
 }
 
 /// On PostgreSQL: applies the registry and project changes other processors

@@ -47,6 +47,12 @@ impl ReadTokens {
         hex::encode(hmac::sign(&self.key, &Self::message(device_id)))
     }
 
+    /// A fingerprint of the secret (an HMAC of a fixed message, which says
+    /// nothing of the secret): equal on processors that share it.
+    pub fn fingerprint(&self) -> String {
+        hex::encode(hmac::sign(&self.key, b"wattstream-read-v1 fingerprint"))
+    }
+
     /// Whether `token` is `device_id`'s read token.
     pub fn check(&self, device_id: &str, token: &str) -> bool {
         let Ok(tag) = hex::decode(token) else {

@@ -182,16 +182,19 @@ async fn reference(keys: &[DeviceKey], readings: &[Vec<String>]) -> HashMap<Stri
     balances(&server.url, keys).await
 }
 
+/// What every processor on one database shares with the first: its
+/// processor key (each may seal; meters pin one key) and its read-token
+/// secret (an owner's token opens every processor).
+const SHARED: [&str; 2] = ["processor-key.pem", "read-token-secret"];
+
 /// Starts three processors on `db`, the second and third with the first's
-/// processor key (each may seal; meters pin one key).
+/// [`SHARED`] files.
 fn three(db: &TestDb, dirs: &[tempfile::TempDir; 3]) -> Vec<Server> {
     let a = start(dirs[0].path(), Some(&db.url));
     for d in &dirs[1..] {
-        std::fs::copy(
-            dirs[0].path().join("processor-key.pem"),
-            d.path().join("processor-key.pem"),
-        )
-        .unwrap();
+        for f in SHARED {
+            std::fs::copy(dirs[0].path().join(f), d.path().join(f)).unwrap();
+        }
     }
     let mut servers = vec![a];
     servers.extend(dirs[1..].iter().map(|d| start(d.path(), Some(&db.url))));
@@ -300,6 +303,22 @@ async fn three_processors_on_one_postgres_share_a_fleet_and_keep_one_ledger() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
     replays(&db, dirs[0].path());
 
+    // An owner's read token from one processor opens the others.
+    let id = keys[1].device_id().to_string();
+    let (s, t) = admin(
+        Method::POST,
+        &format!("{}/v1/devices/{id}/read-token", urls[0]),
+        TOKEN,
+        None,
+    )
+    .await;
+    assert_eq!(s, 200, "{t}");
+    let token = t["token"].as_str().unwrap();
+    for url in &urls {
+        let (s, v) = get_as(&format!("{url}/v1/devices/{id}"), Some(token)).await;
+        assert_eq!(s, 200, "{v}");
+    }
+
     // A revocation through one processor is enforced by the others.
     let (s, _) = admin(
         Method::DELETE,
@@ -377,4 +396,38 @@ async fn a_processor_killed_mid_stream_and_dropped_sessions_lose_nothing_and_cre
     ]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
     replays(&db, dirs[1].path());
+}
+
+/// A processor holding another processor key or read-token secret than the
+/// ones already on the database refuses to start, naming the file to copy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_processor_with_another_key_or_secret_refuses_to_join() {
+    let db = TestDb::create().await;
+    let first = tempfile::tempdir().unwrap();
+    let _a = start(first.path(), Some(&db.url));
+    for missing in SHARED {
+        let dir = tempfile::tempdir().unwrap();
+        for f in SHARED.iter().filter(|f| **f != missing) {
+            std::fs::copy(first.path().join(f), dir.path().join(f)).unwrap();
+        }
+        let config = config(dir.path());
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_wattstream"))
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--store",
+                &db.url,
+                "--config",
+                &config,
+                "--data-dir",
+            ])
+            .arg(dir.path())
+            .env("RUST_LOG", "off")
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "joined with its own {missing}");
+        assert!(said.contains(missing), "{said}");
+    }
 }

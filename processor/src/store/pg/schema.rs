@@ -132,6 +132,12 @@ const MIGRATIONS: &[&str] = &[
         token_hash TEXT NOT NULL PRIMARY KEY,
         created_at BIGINT NOT NULL
     );",
+    // 4: what every processor on the database must share, by fingerprint
+    // (the read-token secret itself stays in each data directory).
+    "CREATE TABLE shared_secrets (
+        name        TEXT PRIMARY KEY,
+        fingerprint TEXT NOT NULL
+    );",
 ];
 
 /// Lock id for migrations (any constant shared by every process).
