@@ -8,6 +8,9 @@
 //!
 //! `stale_timestamp` (readings older than `limits.max_age_s`) is covered by the
 //! admission tests; see the README's threat model for each attack.
+//!
+//! Every attack runs on both stores: SQLite, and PostgreSQL (where applets
+//! run in leased batches and the ledger takes a credits queue).
 
 mod common;
 
@@ -22,6 +25,30 @@ const UNIT: u128 = 1_000_000_000_000_000_000;
 /// `limits.max_future_s` of the server under attack: the allowed skew.
 const SKEW: u64 = 30;
 
+/// Each attack once per store.
+macro_rules! on_both_engines {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$name(super::Engine::Sqlite).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                super::$name(super::Engine::Postgres).await
+            }
+        }
+    )*};
+}
+
+on_both_engines!(
+    an_inflated_window_is_paid_as_the_time_that_passed,
+    many_readings_at_one_timestamp_are_paid_once,
+    backdated_readings_across_past_hours_earn_nothing,
+    readings_from_before_registration_earn_nothing,
+    a_second_reading_for_a_filled_slot_is_a_conflict_and_earns_nothing,
+);
+
 /// What `rewards-tiered` mints for `paid` seconds under 3 W (10 tokens/h).
 fn tiered(paid: u64) -> u128 {
     10 * UNIT * paid as u128 / 3600
@@ -30,16 +57,28 @@ fn tiered(paid: u64) -> u128 {
 struct Target {
     server: Server,
     _dir: tempfile::TempDir,
+    _db: Option<common::pg::TestDb>,
 }
 
-async fn target() -> Target {
+#[derive(Clone, Copy)]
+enum Engine {
+    Sqlite,
+    Postgres,
+}
+
+async fn target(engine: Engine) -> Target {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("wattstream.toml");
     std::fs::write(&config, format!("[limits]\nmax_future_s = {SKEW}\n")).unwrap();
-    let server = Server::start_with(
-        &dir.path().join("data"),
-        &["--admin-token", TOKEN, "--config", config.to_str().unwrap()],
-    );
+    let db = match engine {
+        Engine::Sqlite => None,
+        Engine::Postgres => Some(common::pg::TestDb::create().await),
+    };
+    let mut args = vec!["--admin-token", TOKEN, "--config", config.to_str().unwrap()];
+    if let Some(db) = &db {
+        args.extend(["--store", db.url.as_str()]);
+    }
+    let server = Server::start_with(&dir.path().join("data"), &args);
     for (name, gate) in [("identity", true), ("rewards-tiered", false)] {
         deploy_ok(
             &server,
@@ -49,7 +88,11 @@ async fn target() -> Target {
         )
         .await;
     }
-    Target { server, _dir: dir }
+    Target {
+        server,
+        _dir: dir,
+        _db: db,
+    }
 }
 
 /// A device with an owner; its id and the processor's `registered_at`.
@@ -130,9 +173,8 @@ fn honest_bound(registered_at: u64) -> u128 {
     tiered(now() - registered_at + 2 * SKEW)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_inflated_window_is_paid_as_the_time_that_passed() {
-    let t = target().await;
+async fn an_inflated_window_is_paid_as_the_time_that_passed(engine: Engine) {
+    let t = target(engine).await;
     let key = DeviceKey::generate();
     let (id, reg) = device(&t, &key).await;
     // 20 windows one second apart, each claiming 4294967295 s.
@@ -152,9 +194,8 @@ async fn an_inflated_window_is_paid_as_the_time_that_passed() {
     assert!(balance <= honest_bound(reg));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn many_readings_at_one_timestamp_are_paid_once() {
-    let t = target().await;
+async fn many_readings_at_one_timestamp_are_paid_once(engine: Engine) {
+    let t = target(engine).await;
     let key = DeviceKey::generate();
     let (id, reg) = device(&t, &key).await;
     let attack: Vec<Reading> = (0..200).map(|i| reading(reg, i + 1, 5)).collect();
@@ -169,9 +210,8 @@ async fn many_readings_at_one_timestamp_are_paid_once() {
     assert!(balance <= honest_bound(reg));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn backdated_readings_across_past_hours_earn_nothing() {
-    let t = target().await;
+async fn backdated_readings_across_past_hours_earn_nothing(engine: Engine) {
+    let t = target(engine).await;
     let key = DeviceKey::generate();
     let (id, reg) = device(&t, &key).await;
     // 100 windows, one in each of the past 100 hours (each a fresh epoch and cap), ascending.
@@ -185,9 +225,8 @@ async fn backdated_readings_across_past_hours_earn_nothing() {
     assert!(balance <= honest_bound(reg));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn readings_from_before_registration_earn_nothing() {
-    let t = target().await;
+async fn readings_from_before_registration_earn_nothing(engine: Engine) {
+    let t = target(engine).await;
     let key = DeviceKey::generate();
     let (id, reg) = device(&t, &key).await;
     // Ten minutes of windows up to just outside the allowed skew.
@@ -201,9 +240,8 @@ async fn readings_from_before_registration_earn_nothing() {
     assert!(balance <= honest_bound(reg));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_second_reading_for_a_filled_slot_is_a_conflict_and_earns_nothing() {
-    let t = target().await;
+async fn a_second_reading_for_a_filled_slot_is_a_conflict_and_earns_nothing(engine: Engine) {
+    let t = target(engine).await;
     let key = DeviceKey::generate();
     let (id, reg) = device(&t, &key).await;
     let honest = reading(reg + 5, 7, 5);
