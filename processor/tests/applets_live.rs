@@ -13,6 +13,16 @@ use serde_json::json;
 use wattstream_abi::LEDGER_TOKEN;
 use wattstream_sdk::{DeviceKey, Reading};
 
+on_both_engines!(
+    identity_gates_and_tiered_rewards_credit_the_ledger,
+    applets_and_their_effects_survive_a_restart,
+    bad_deployments_are_refused,
+    all_four_example_applets_run_on_the_server,
+    the_w3bstream_event_endpoint_runs_a_project_with_a_publisher_token,
+    a_slow_chain_shows_as_lag_in_healthz_and_metrics_and_drains,
+    a_chain_where_a_minter_runs_before_the_gate_is_refused_unless_forced,
+);
+
 fn deploy(server: &Server, name: &str) {
     deploy_with(server, name, &[]).unwrap();
 }
@@ -68,10 +78,10 @@ async fn wait_for_failures(server: &Server, n: usize) -> serde_json::Value {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn identity_gates_and_tiered_rewards_credit_the_ledger() {
+async fn identity_gates_and_tiered_rewards_credit_the_ledger(engine: Engine) {
+    let store = TestStore::new(engine).await;
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path());
+    let server = store.start(dir.path(), &[]);
     deploy(&server, "identity");
     deploy(&server, "rewards-tiered");
     let (_, list) = admin_get(&format!("{}/v1/projects/default/applets", server.url)).await;
@@ -147,13 +157,13 @@ async fn identity_gates_and_tiered_rewards_credit_the_ledger() {
     ));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn applets_and_their_effects_survive_a_restart() {
+async fn applets_and_their_effects_survive_a_restart(engine: Engine) {
+    let store = TestStore::new(engine).await;
     let dir = tempfile::tempdir().unwrap();
     let key = DeviceKey::generate();
     let id;
     {
-        let server = Server::start(dir.path());
+        let server = store.start(dir.path(), &[]);
         deploy(&server, "rewards-tiered");
         id = register_with_owner(&server, &key, Some("alice")).await;
         let (s, _) = post(
@@ -167,7 +177,7 @@ async fn applets_and_their_effects_survive_a_restart() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
-    let server = Server::start(dir.path());
+    let server = store.start(dir.path(), &[]);
     let before = balance(&server, &id).await;
     assert!(before > 0);
     let (s, _) = post(
@@ -187,10 +197,10 @@ async fn applets_and_their_effects_survive_a_restart() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bad_deployments_are_refused() {
+async fn bad_deployments_are_refused(engine: Engine) {
+    let store = TestStore::new(engine).await;
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path());
+    let server = store.start(dir.path(), &[]);
     let url = format!("{}/v1/projects/default/applets/x", server.url);
     let c = client();
     let r = c
@@ -221,10 +231,10 @@ async fn bad_deployments_are_refused() {
     assert!(r.text().await.unwrap().contains("no handler"));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn all_four_example_applets_run_on_the_server() {
+async fn all_four_example_applets_run_on_the_server(engine: Engine) {
+    let store = TestStore::new(engine).await;
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path());
+    let server = store.start(dir.path(), &[]);
     for name in ["identity", "rewards-tiered", "rewards-baseline", "as-readings"] {
         deploy(&server, name);
     }
@@ -268,10 +278,10 @@ async fn all_four_example_applets_run_on_the_server() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_w3bstream_event_endpoint_runs_a_project_with_a_publisher_token() {
+async fn the_w3bstream_event_endpoint_runs_a_project_with_a_publisher_token(engine: Engine) {
+    let store = TestStore::new(engine).await;
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path());
+    let server = store.start(dir.path(), &[]);
     let token = w3b_project_with_publisher(&server).await;
     let body = DeviceKey::generate().sign_reading(&Reading::new(3.5, now()));
     let url = format!("{}/srv-applet-mgr/v0/event/w3b?eventType=DEFAULT", server.url);
@@ -335,15 +345,12 @@ async fn the_w3bstream_event_endpoint_runs_a_project_with_a_publisher_token() {
     assert_eq!(answer["results"][0]["credits"], 0, "{answer}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_slow_chain_shows_as_lag_in_healthz_and_metrics_and_drains() {
+async fn a_slow_chain_shows_as_lag_in_healthz_and_metrics_and_drains(engine: Engine) {
+    let store = TestStore::new(engine).await;
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("wattstream.toml");
     std::fs::write(&config, "[applets]\nmax_lag_events = 5\n").unwrap();
-    let server = Server::start_with(
-        &dir.path().join("data"),
-        &["--admin-token", TOKEN, "--config", config.to_str().unwrap()],
-    );
+    let server = store.start(&dir.path().join("data"), &["--config", config.to_str().unwrap()]);
     // Every call spins until its 20 ms deadline stops it.
     deploy_ok(
         &server,
@@ -393,6 +400,7 @@ async fn a_slow_chain_shows_as_lag_in_healthz_and_metrics_and_drains() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_event_whose_batch_keeps_failing_is_quarantined_and_the_stream_goes_on() {
+    // SQLite only: the failure is injected into the project file.
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path());
     let logger = r#"(module
@@ -461,10 +469,10 @@ async fn an_event_whose_batch_keeps_failing_is_quarantined_and_the_stream_goes_o
     assert!(logged(c).await, "the stream goes on after the quarantined event");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_chain_where_a_minter_runs_before_the_gate_is_refused_unless_forced() {
+async fn a_chain_where_a_minter_runs_before_the_gate_is_refused_unless_forced(engine: Engine) {
+    let store = TestStore::new(engine).await;
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path());
+    let server = store.start(dir.path(), &[]);
     deploy(&server, "rewards-tiered");
     // identity is a gate: appended after the minter it would come too late.
     let e = deploy_with(&server, "identity", &[]).unwrap_err();

@@ -25,22 +25,6 @@ const UNIT: u128 = 1_000_000_000_000_000_000;
 /// `limits.max_future_s` of the server under attack: the allowed skew.
 const SKEW: u64 = 30;
 
-/// Each attack once per store.
-macro_rules! on_both_engines {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() {
-                super::$name(super::Engine::Sqlite).await
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() {
-                super::$name(super::Engine::Postgres).await
-            }
-        }
-    )*};
-}
-
 on_both_engines!(
     an_inflated_window_is_paid_as_the_time_that_passed,
     many_readings_at_one_timestamp_are_paid_once,
@@ -57,28 +41,15 @@ fn tiered(paid: u64) -> u128 {
 struct Target {
     server: Server,
     _dir: tempfile::TempDir,
-    _db: Option<common::pg::TestDb>,
-}
-
-#[derive(Clone, Copy)]
-enum Engine {
-    Sqlite,
-    Postgres,
+    _store: TestStore,
 }
 
 async fn target(engine: Engine) -> Target {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("wattstream.toml");
     std::fs::write(&config, format!("[limits]\nmax_future_s = {SKEW}\n")).unwrap();
-    let db = match engine {
-        Engine::Sqlite => None,
-        Engine::Postgres => Some(common::pg::TestDb::create().await),
-    };
-    let mut args = vec!["--admin-token", TOKEN, "--config", config.to_str().unwrap()];
-    if let Some(db) = &db {
-        args.extend(["--store", db.url.as_str()]);
-    }
-    let server = Server::start_with(&dir.path().join("data"), &args);
+    let store = TestStore::new(engine).await;
+    let server = store.start(&dir.path().join("data"), &["--config", config.to_str().unwrap()]);
     for (name, gate) in [("identity", true), ("rewards-tiered", false)] {
         deploy_ok(
             &server,
@@ -91,7 +62,7 @@ async fn target(engine: Engine) -> Target {
     Target {
         server,
         _dir: dir,
-        _db: db,
+        _store: store,
     }
 }
 

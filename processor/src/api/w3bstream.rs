@@ -16,6 +16,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{ApiError, AppState, read_body};
+use crate::applets::definitions::Definitions;
+use crate::applets::host_db::HostDb;
+use crate::applets::lease;
 use crate::applets::state::EventInput;
 
 #[derive(Deserialize)]
@@ -93,7 +96,8 @@ pub async fn run(
     let (projects, metrics) = (state.projects.clone(), state.metrics.clone());
     let et = event_type.clone();
     let results = tokio::task::spawn_blocking(move || {
-        p.db.with(|mut db| {
+        // The chain over one database, whichever engine holds it.
+        let chain = |mut db: HostDb| {
             let mut results = Vec::new();
             for applet in p.chain(&et) {
                 let input = EventInput {
@@ -109,7 +113,7 @@ pub async fn run(
                 let (o, back) =
                     projects
                         .runtime
-                        .run_sqlite(&applet.applet, &applet.handler, input, db, &applet.limits);
+                        .run(&applet.applet, &applet.handler, input, db, &applet.limits);
                 db = back;
                 metrics.record_applet(&p.name, &applet.name, o.ok(), o.duration);
                 results.push(json!({
@@ -122,7 +126,21 @@ pub async fn run(
                 }));
             }
             (db, results)
-        })
+        };
+        match projects.definitions() {
+            Definitions::Sqlite(_) => {
+                p.db.with(|db| {
+                    let (back, results) = chain(HostDb::Sqlite(db));
+                    (back.into_sqlite().expect("the database lent"), results)
+                })
+                .map_err(|e| e.to_string())
+            }
+            Definitions::Postgres(w) => lease::in_project(w, &p.name, |db| {
+                let (back, results) = chain(db);
+                (back, Ok(results))
+            })
+            .map_err(|e| e.to_string()),
+        }
     })
     .await
     .map_err(task_error)?

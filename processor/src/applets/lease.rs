@@ -141,14 +141,42 @@ pub fn process(
         c.batch(if n.is_ok() { "COMMIT" } else { "ROLLBACK" })?;
         return Ok(n? as usize);
     };
-    // Applet SQL runs on this session: until it is reset, it does not go
-    // back to the pool (not even when a panic unwinds through here).
+    finish(c, &project.name, |db| {
+        run_batch(db, runtime, project, metrics, paid, settled)
+    })
+}
+
+/// Runs `f` on `project`'s database as applet calls see it, in a transaction
+/// of its own (the W3bstream event endpoint): committed when `f` succeeds.
+pub fn in_project<R>(
+    work: &PgWork,
+    project: &str,
+    f: impl FnOnce(HostDb) -> (HostDb, anyhow::Result<R>),
+) -> anyhow::Result<R> {
+    let c = PgSql::get(&work.pool, &work.rt)?;
+    c.batch("BEGIN")?;
+    if let Err(e) = super::host_db::host_path(&c, project) {
+        c.batch("ROLLBACK")?;
+        return Err(e.into());
+    }
+    finish(c, project, f)
+}
+
+/// Lends the session `c` (in an open transaction) to `f` as the project's
+/// database, then commits (or rolls back on error) and resets the session.
+/// Applet SQL runs on it: until it is reset it does not go back to the pool,
+/// not even when a panic unwinds through here.
+fn finish<R>(
+    c: PgSql,
+    project: &str,
+    f: impl FnOnce(HostDb) -> (HostDb, anyhow::Result<R>),
+) -> anyhow::Result<R> {
     c.taint();
     let db = HostDb::Postgres {
         conn: c,
-        project: project.name.clone(),
+        project: project.to_string(),
     };
-    let (db, outcome) = run_batch(db, runtime, project, metrics, paid, settled);
+    let (db, outcome) = f(db);
     let end = if outcome.is_ok() { "COMMIT" } else { "ROLLBACK" };
     let ended = db.sql().batch(end);
     // Whatever applet SQL left on the session (settings, temporary tables,

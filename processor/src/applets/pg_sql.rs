@@ -19,8 +19,8 @@
 //!   [`MAX_ROWS`] rows and [`MAX_RESULT_BYTES`] bytes of JSON, statements of
 //!   at most [`MAX_SQL_LENGTH`] bytes.
 //!
-//! Parameters (`$1`, `$2`, … as W3bstream's PostgreSQL applets write them)
-//! are inlined as typed literals: the statement is the applet's own SQL
+//! Parameters (`?` in order, as W3bstream's SDKs write them, or `$1`, `$2`,
+//! …) are inlined as typed literals (so `?` is never the JSON operator here): the statement is the applet's own SQL
 //! either way, so a literal can only change what the applet could have
 //! written itself.
 
@@ -70,9 +70,10 @@ pub fn ensure(c: &dyn Sql, project: &str) -> Result<(), SqlError> {
          CREATE OR REPLACE FUNCTION {s}.ws_exec(q text) RETURNS bigint
            LANGUAGE plpgsql SECURITY DEFINER SET search_path = {s}, pg_temp
            AS $f$ DECLARE n bigint; BEGIN EXECUTE q; GET DIAGNOSTICS n = ROW_COUNT; RETURN n; END $f$;
-         CREATE OR REPLACE FUNCTION {s}.ws_query(q text, max_rows bigint) RETURNS SETOF jsonb
+         DROP FUNCTION IF EXISTS {s}.ws_query(text, bigint);
+         CREATE FUNCTION {s}.ws_query(q text, max_rows bigint) RETURNS SETOF json
            LANGUAGE plpgsql SECURITY DEFINER SET search_path = {s}, pg_temp
-           AS $f$ BEGIN RETURN QUERY EXECUTE 'SELECT pg_catalog.to_jsonb(t) FROM (' || q || ') AS t LIMIT ' || max_rows; END $f$;
+           AS $f$ BEGIN RETURN QUERY EXECUTE 'SELECT pg_catalog.to_json(t) FROM (' || q || ') AS t LIMIT ' || max_rows; END $f$;
          ALTER FUNCTION {s}.ws_exec(text) OWNER TO {role};
          ALTER FUNCTION {s}.ws_query(text, bigint) OWNER TO {role};
          REVOKE ALL ON FUNCTION {s}.ws_exec(text), {s}.ws_query(text, bigint) FROM PUBLIC;"
@@ -150,6 +151,7 @@ pub fn inline(req: &SqlRequest) -> Result<String, DbError> {
     let params = literals(req)?;
     let b = sql.as_bytes();
     let (mut out, mut i) = (String::with_capacity(sql.len()), 0);
+    let mut next = 0; // the `?` placeholders, in order
     while i < b.len() {
         let start = i;
         match b[i] {
@@ -181,6 +183,12 @@ pub fn inline(req: &SqlRequest) -> Result<String, DbError> {
                     }
                     _ => i += 1,
                 }
+            }
+            b'?' => {
+                out.push_str(params.get(next).ok_or_else(|| bad_param("?"))?);
+                next += 1;
+                i += 1;
+                continue;
             }
             b';' if !sql[i + 1..].trim().is_empty() => {
                 return Err(DbError::Request("one statement per call".into()));
@@ -296,6 +304,15 @@ mod tests {
         assert!(inline(&req("SELECT $0", serde_json::json!([{"int64": 1}]))).is_err());
         assert!(inline(&req("SELECT 1; DROP TABLE t", serde_json::json!([]))).is_err());
         assert!(inline(&req("SELECT ';'; ", serde_json::json!([]))).is_ok());
+        assert_eq!(
+            inline(&req(
+                "VALUES (?, ?, '?')",
+                serde_json::json!([{"int64": 1}, {"string": "x"}])
+            ))
+            .unwrap(),
+            "VALUES (1, E'x', '?')"
+        );
+        assert!(inline(&req("VALUES (?)", serde_json::json!([]))).is_err());
     }
 }
 

@@ -235,13 +235,20 @@ impl Projects {
         let (applets, env) = self
             .defs
             .with(|c| Ok((load_deployed(&self.runtime, c, name)?, load_env(c, name)?)))?;
+        if let Definitions::Postgres(w) = &self.defs {
+            // Its schemas and role, before any call runs in them.
+            super::lease::prepare(w, name)?;
+        }
         // Keep the project database across reloads: the new version shares the slot.
+        // (On PostgreSQL the project's data is in its schemas: the slot is an
+        // empty stand-in nothing reads.)
+        let file = match &self.defs {
+            Definitions::Sqlite(_) => Some(self.dir.join(format!("{name}.db"))),
+            Definitions::Postgres(_) => None,
+        };
         let db = match self.get(name) {
             Some(p) => p.db.clone(),
-            None => Arc::new(DbSlot::open(
-                Some(self.dir.join(format!("{name}.db"))),
-                self.sql_limit,
-            )?),
+            None => Arc::new(DbSlot::open(file, self.sql_limit)?),
         };
         let project = Arc::new(Project {
             name: name.to_string(),

@@ -307,3 +307,55 @@ pub async fn w3b_project_with_publisher(server: &Server) -> String {
     assert_eq!(s, 201, "{p}");
     p["token"].as_str().unwrap().to_string()
 }
+
+/// Which store a test's processor runs on.
+#[derive(Clone, Copy, Debug)]
+pub enum Engine {
+    Sqlite,
+    Postgres,
+}
+
+/// A store for one test: SQLite in the data directory, or a fresh
+/// PostgreSQL database dropped when the test ends.
+pub struct TestStore {
+    pub db: Option<pg::TestDb>,
+}
+
+impl TestStore {
+    pub async fn new(engine: Engine) -> TestStore {
+        TestStore {
+            db: match engine {
+                Engine::Sqlite => None,
+                Engine::Postgres => Some(pg::TestDb::create().await),
+            },
+        }
+    }
+
+    /// `serve` with the admin token and `extra`, on this store.
+    pub fn start(&self, data_dir: &Path, extra: &[&str]) -> Server {
+        let mut args = vec!["--admin-token", TOKEN];
+        args.extend_from_slice(extra);
+        if let Some(db) = &self.db {
+            args.extend(["--store", db.url.as_str()]);
+        }
+        Server::start_with(data_dir, &args)
+    }
+}
+
+/// Each named `async fn(Engine)` once per store, as `NAME::sqlite` and
+/// `NAME::postgres`.
+#[macro_export]
+macro_rules! on_both_engines {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$name($crate::common::Engine::Sqlite).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                super::$name($crate::common::Engine::Postgres).await
+            }
+        }
+    )*};
+}
