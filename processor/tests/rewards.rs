@@ -18,15 +18,19 @@ use wattstream_sdk::{DeviceKey, PublicKey, Reading};
 
 const UNIT: u128 = 1_000_000_000_000_000_000;
 
-fn cli(args: &[&str], dir: &Path) -> (i32, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_wattstream"))
-        .args(args)
+/// `wattstream ARGS --data-dir DIR --config DIR/wattstream.toml`, on the
+/// test's store.
+fn cli(store: &TestStore, args: &[&str], dir: &Path) -> (i32, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_wattstream"));
+    cmd.args(args)
         .arg("--data-dir")
         .arg(dir)
         .arg("--config")
-        .arg(dir.join("wattstream.toml"))
-        .output()
-        .unwrap();
+        .arg(dir.join("wattstream.toml"));
+    if let Some(db) = &store.db {
+        cmd.args(["--store", &db.url]);
+    }
+    let out = cmd.output().unwrap();
     (
         out.status.code().unwrap(),
         format!(
@@ -36,6 +40,41 @@ fn cli(args: &[&str], dir: &Path) -> (i32, String) {
         ),
     )
 }
+
+/// Runs `sql` on the test's store, as someone with write access to it would;
+/// the first column of the first row, as text.
+async fn tamper(store: &TestStore, dir: &Path, sql: &str) -> Option<String> {
+    match &store.db {
+        None => {
+            let db = rusqlite::Connection::open(dir.join("wattstream.db")).unwrap();
+            let mut stmt = db.prepare(sql).unwrap();
+            let mut rows = stmt.query([]).unwrap();
+            let row = rows.next().unwrap()?;
+            Some(match row.get_ref(0).unwrap() {
+                rusqlite::types::ValueRef::Integer(i) => i.to_string(),
+                rusqlite::types::ValueRef::Text(t) => String::from_utf8_lossy(t).into_owned(),
+                other => format!("{other:?}"),
+            })
+        }
+        Some(db) => {
+            let (client, conn) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls)
+                .await
+                .unwrap();
+            tokio::spawn(conn);
+            let rows = client.simple_query(sql).await.unwrap();
+            rows.iter().find_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
+                _ => None,
+            })
+        }
+    }
+}
+
+on_both_engines!(
+    rewards_are_capped_sealed_proven_verified_and_replayed,
+    a_crash_and_a_retry_do_not_change_any_balance,
+    replay_matches_after_a_revocation_an_env_change_and_a_late_deployment,
+);
 
 fn windows(key: &DeviceKey, watts: f64, n: u64, t0: u64) -> Vec<String> {
     (0..n)
@@ -47,8 +86,8 @@ fn windows(key: &DeviceKey, watts: f64, n: u64, t0: u64) -> Vec<String> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rewards_are_capped_sealed_proven_verified_and_replayed() {
+async fn rewards_are_capped_sealed_proven_verified_and_replayed(engine: Engine) {
+    let store = TestStore::new(engine).await;
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("wattstream.toml");
     std::fs::write(
@@ -59,10 +98,7 @@ async fn rewards_are_capped_sealed_proven_verified_and_replayed() {
         "[rewards]\nepoch_s = 3600\nseal_after_s = 0\ncap_per_epoch = 0.03\n[limits]\nmax_future_s = 10800\n",
     )
     .unwrap();
-    let server = Server::start_with(
-        dir.path(),
-        &["--admin-token", TOKEN, "--config", config.to_str().unwrap()],
-    );
+    let server = store.start(dir.path(), &["--config", config.to_str().unwrap()]);
     let wasm = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../applets/dist/rewards-tiered.wasm");
     let r = client()
         .post(format!(
@@ -151,7 +187,7 @@ async fn rewards_are_capped_sealed_proven_verified_and_replayed() {
     assert_eq!(head2["seq"], head["seq"]);
     drop(server);
 
-    let (code, out) = cli(&["rewards", "verify"], dir.path());
+    let (code, out) = cli(&store, &["rewards", "verify"], dir.path());
     assert_eq!(code, 0, "{out}");
     // A later change of the epoch length or the cap applies to later epochs:
     // the sealed ones are held to what their seals record.
@@ -161,22 +197,31 @@ async fn rewards_are_capped_sealed_proven_verified_and_replayed() {
         "[rewards]\nepoch_s = 60\nseal_after_s = 0\ncap_per_epoch = 0.001\n[limits]\nmax_future_s = 10800\n",
     )
     .unwrap();
-    let (code, out) = cli(&["rewards", "verify"], dir.path());
+    let (code, out) = cli(&store, &["rewards", "verify"], dir.path());
     assert_eq!(code, 0, "a changed config is not tampering: {out}");
     std::fs::write(&config, sealed_config).unwrap();
     // Against a key pinned from elsewhere (the one meters pin): the right one passes,
     // any other names the first seal.
     let processor_key = head["processor_public_key"].as_str().unwrap().to_string();
-    let (code, out) = cli(&["rewards", "verify", "--public-key", &processor_key], dir.path());
+    let (code, out) = cli(
+        &store,
+        &["rewards", "verify", "--public-key", &processor_key],
+        dir.path(),
+    );
     assert_eq!(code, 0, "{out}");
     let stranger = DeviceKey::generate().public_key().to_hex();
-    let (code, out) = cli(&["rewards", "verify", "--public-key", &stranger], dir.path());
+    let (code, out) = cli(
+        &store,
+        &["rewards", "verify", "--public-key", &stranger],
+        dir.path(),
+    );
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("signed by another key"), "{out}");
-    let (code, out) = cli(&["rewards", "replay"], dir.path());
+    let (code, out) = cli(&store, &["rewards", "replay"], dir.path());
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("seal matches") && !out.contains("DIFFERS"), "{out}");
     let (code, out) = cli(
+        &store,
         &["rewards", "show", "--device", &keys[0].device_id().to_string()],
         dir.path(),
     );
@@ -184,31 +229,42 @@ async fn rewards_are_capped_sealed_proven_verified_and_replayed() {
     assert!(out.contains(&format!("balance: {}", 3 * UNIT / 100)), "{out}");
 
     // Change one stored entry, then one seal: verify names each.
-    let db = rusqlite::Connection::open(dir.path().join("wattstream.db")).unwrap();
-    let amount: String = db
-        .query_row("SELECT amount FROM ledger_entries WHERE seq = 2", [], |r| {
-            r.get(0)
-        })
-        .unwrap();
-    db.execute("UPDATE ledger_entries SET amount = '1' WHERE seq = 2", [])
-        .unwrap();
-    let (code, out) = cli(&["rewards", "verify"], dir.path());
+    let amount = tamper(
+        &store,
+        dir.path(),
+        "SELECT amount FROM ledger_entries WHERE seq = 2",
+    )
+    .await
+    .unwrap();
+    tamper(
+        &store,
+        dir.path(),
+        "UPDATE ledger_entries SET amount = '1' WHERE seq = 2",
+    )
+    .await;
+    let (code, out) = cli(&store, &["rewards", "verify"], dir.path());
     assert_eq!(code, 1);
     assert!(out.contains("entry 2"), "{out}");
-    db.execute("UPDATE ledger_entries SET amount = ?1 WHERE seq = 2", [&amount])
+    let restore = format!("UPDATE ledger_entries SET amount = '{amount}' WHERE seq = 2");
+    tamper(&store, dir.path(), &restore).await;
+    assert_eq!(cli(&store, &["rewards", "verify"], dir.path()).0, 0, "restored");
+    let epoch = tamper(&store, dir.path(), "SELECT epoch FROM seals")
+        .await
         .unwrap();
-    assert_eq!(cli(&["rewards", "verify"], dir.path()).0, 0, "restored");
-    let epoch: i64 = db.query_row("SELECT epoch FROM seals", [], |r| r.get(0)).unwrap();
-    db.execute("UPDATE seals SET root = zeroblob(32)", []).unwrap();
-    let (code, out) = cli(&["rewards", "verify"], dir.path());
+    let zero_root = match engine {
+        Engine::Sqlite => "UPDATE seals SET root = zeroblob(32)",
+        Engine::Postgres => "UPDATE seals SET root = decode(repeat('00', 32), 'hex')",
+    };
+    tamper(&store, dir.path(), zero_root).await;
+    let (code, out) = cli(&store, &["rewards", "verify"], dir.path());
     assert_eq!(code, 1);
     assert!(out.contains(&format!("epoch {epoch}")), "{out}");
 }
 
 use std::path::PathBuf;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_crash_and_a_retry_do_not_change_any_balance() {
+async fn a_crash_and_a_retry_do_not_change_any_balance(engine: Engine) {
+    let store = TestStore::new(engine).await;
     let dir = tempfile::tempdir().unwrap();
     let key = DeviceKey::generate();
     // Readings after registration (the paid-time rule pays nothing before it).
@@ -216,7 +272,7 @@ async fn a_crash_and_a_retry_do_not_change_any_balance() {
     let bodies = windows(&key, 2.0, 6, t0);
     let batch = format!("[{}]", bodies.join(","));
     {
-        let mut server = Server::start(dir.path());
+        let mut server = store.start(dir.path(), &[]);
         let wasm = std::fs::read(
             PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../applets/dist/rewards-tiered.wasm"),
         )
@@ -238,7 +294,7 @@ async fn a_crash_and_a_retry_do_not_change_any_balance() {
         // Pull the plug at once: applets and the ledger may or may not have run.
         server.kill();
     }
-    let server = Server::start(dir.path());
+    let server = store.start(dir.path(), &[]);
     // The client retries after the crash: every envelope is a duplicate now.
     let (s, a) = post(&format!("{}/v1/events", server.url), batch).await;
     assert_all_duplicate(s, &a);
@@ -266,15 +322,12 @@ async fn a_crash_and_a_retry_do_not_change_any_balance() {
     assert_eq!(head["seq"], 6, "six entries, none twice");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn replay_matches_after_a_revocation_an_env_change_and_a_late_deployment() {
+async fn replay_matches_after_a_revocation_an_env_change_and_a_late_deployment(engine: Engine) {
+    let store = TestStore::new(engine).await;
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("wattstream.toml");
     std::fs::write(&config, "[rewards]\nepoch_s = 10\nseal_after_s = 0\n").unwrap();
-    let server = Server::start_with(
-        dir.path(),
-        &["--admin-token", TOKEN, "--config", config.to_str().unwrap()],
-    );
+    let server = store.start(dir.path(), &["--config", config.to_str().unwrap()]);
     let module = |file: &str| std::fs::read(dist(file)).unwrap();
     deploy_ok(&server, "default", "identity?gate=true", module("identity")).await;
     deploy_ok(&server, "default", "rewards-tiered", module("rewards-tiered")).await;
@@ -331,7 +384,7 @@ async fn replay_matches_after_a_revocation_an_env_change_and_a_late_deployment()
     deploy_ok(&server, "default", "tiered-again", module("rewards-tiered")).await;
     drop(server);
 
-    let (code, out) = cli(&["rewards", "replay"], dir.path());
+    let (code, out) = cli(&store, &["rewards", "replay"], dir.path());
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("replayed 3 events into 3 entries"), "{out}");
     assert!(out.contains("seal matches") && !out.contains("DIFFERS"), "{out}");
