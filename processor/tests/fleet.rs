@@ -431,3 +431,50 @@ async fn a_processor_with_another_key_or_secret_refuses_to_join() {
         assert!(said.contains(missing), "{said}");
     }
 }
+
+/// The database refusing connections (a restart, a failover): `/healthz` and
+/// ingest answer 503 `store_unavailable`, nothing is acknowledged, and once it
+/// is back the processor serves again by itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_that_goes_away_is_answered_503_and_served_again_when_back() {
+    let db = TestDb::create().await;
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path(), Some(&db.url));
+    let key = DeviceKey::generate();
+    register_all(&server, std::slice::from_ref(&key)).await;
+    let (admin_client, conn) = tokio_postgres::connect(&common::pg::admin_url(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let name = db
+        .url
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .split('?')
+        .next()
+        .unwrap()
+        .to_string();
+    admin_client
+        .batch_execute(&format!(
+            "ALTER DATABASE {name} ALLOW_CONNECTIONS false;
+             SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"
+        ))
+        .await
+        .unwrap();
+    let body = windows(&key, 2.0, two_hours_ago() + 7200, 1).remove(0);
+    let (s, v) = get(&format!("{}/healthz", server.url)).await;
+    assert_eq!((s, v["reason"].as_str()), (503, Some("store_unavailable")), "{v}");
+    let (s, v) = post(&format!("{}/v1/events", server.url), body.clone()).await;
+    assert_eq!(s, 503, "{v}");
+    admin_client
+        .batch_execute(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true"))
+        .await
+        .unwrap();
+    wait_for("the store back", Duration::from_secs(10), async || {
+        get(&format!("{}/healthz", server.url)).await.0 == 200
+    })
+    .await;
+    let (s, v) = post(&format!("{}/v1/events", server.url), body).await;
+    assert_eq!((s, v["status"].as_str()), (200, Some("accepted")), "{v}");
+}
