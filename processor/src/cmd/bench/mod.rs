@@ -229,6 +229,7 @@ fn run_soak(args: &Args, seconds: u64) -> Result<Value> {
         rate,
         connections: 8,
         data_dir: dir.join("data"),
+        store: args.store.clone(),
     };
     let figures = soak::soak(&server, &rt, keys, &plan)?;
     let head = rt.block_on(admin.ledger_head())?;

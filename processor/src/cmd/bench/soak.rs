@@ -32,6 +32,9 @@ pub struct Plan {
     pub connections: usize,
     /// The processor's data directory (its size per event is the disk use).
     pub data_dir: std::path::PathBuf,
+    /// The PostgreSQL store, when the processor runs on one (its database's
+    /// size is then the disk use).
+    pub store: Option<String>,
 }
 
 /// Runs the soak against `server` (devices registered, applets deployed).
@@ -151,7 +154,10 @@ pub fn soak(
         mb(first),
         mb(last)
     );
-    let bytes = dir_bytes(&plan.data_dir);
+    let bytes = match &plan.store {
+        None => dir_bytes(&plan.data_dir),
+        Some(url) => rt.block_on(database_bytes(url))?,
+    };
     let per_event = bytes as f64 / events.max(1) as f64;
     // A meter sends a 5 s window: 17,280 a day.
     let gb_per_1000_day = per_event * 17_280.0 * 1000.0 / 1e9;
@@ -242,4 +248,15 @@ mod tests {
         let flat: Vec<(f64, u64, u64)> = (0..10).map(|i| (i as f64, i * 100_000, 50_000)).collect();
         assert_eq!(super::rss_slope(&flat), 0.0);
     }
+}
+
+/// `pg_database_size` of the store's database.
+async fn database_bytes(url: &str) -> Result<u64> {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
+    tokio::spawn(conn);
+    let n: i64 = client
+        .query_one("SELECT pg_database_size(current_database())", &[])
+        .await?
+        .get(0);
+    Ok(n.max(0) as u64)
 }
