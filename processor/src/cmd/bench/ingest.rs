@@ -95,6 +95,11 @@ impl ServerProcess {
             .arg(data_dir)
             .args(extra)
             .env("RUST_LOG", "warn")
+            // As `systemd/wattstream.service` runs it (see there).
+            .env(
+                "MALLOC_ARENA_MAX",
+                std::env::var("MALLOC_ARENA_MAX").unwrap_or_else(|_| "2".into()),
+            )
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())
             .spawn()?;
