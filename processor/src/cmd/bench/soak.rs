@@ -236,6 +236,17 @@ fn rss_slope(samples: &[(f64, u64, u64)]) -> f64 {
     if den == 0.0 { f64::NAN } else { num / den }
 }
 
+/// `pg_database_size` of the store's database.
+async fn database_bytes(url: &str) -> Result<u64> {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
+    tokio::spawn(conn);
+    let n: i64 = client
+        .query_one("SELECT pg_database_size(current_database())", &[])
+        .await?
+        .get(0);
+    Ok(n.max(0) as u64)
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -248,15 +259,4 @@ mod tests {
         let flat: Vec<(f64, u64, u64)> = (0..10).map(|i| (i as f64, i * 100_000, 50_000)).collect();
         assert_eq!(super::rss_slope(&flat), 0.0);
     }
-}
-
-/// `pg_database_size` of the store's database.
-async fn database_bytes(url: &str) -> Result<u64> {
-    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
-    tokio::spawn(conn);
-    let n: i64 = client
-        .query_one("SELECT pg_database_size(current_database())", &[])
-        .await?
-        .get(0);
-    Ok(n.max(0) as u64)
 }
