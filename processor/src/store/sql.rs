@@ -1,7 +1,8 @@
 //! One SQL surface over both engines, for code whose statements are the same on
-//! SQLite and PostgreSQL (the rewards ledger): values of four kinds, rows as
-//! vectors of them, and transactions that roll back when dropped. The ledger's
-//! rules are then written once and tested on both engines, instead of forked.
+//! SQLite and PostgreSQL (the rewards ledger, the applets' host tables, project
+//! definitions): values of five kinds, rows as vectors of them, and
+//! transactions that roll back when dropped. Those rules are then written once
+//! and tested on both engines, instead of forked.
 //!
 //! Statements are written with SQLite's numbered parameters (`?1`); on
 //! PostgreSQL they become `$1` and are prepared once per connection (the pool's
