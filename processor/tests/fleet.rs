@@ -60,17 +60,7 @@ fn two_hours_ago() -> u64 {
 
 async fn deploy_tiered(server: &Server) {
     let wasm = std::fs::read(dist("rewards-tiered")).unwrap();
-    let r = client()
-        .post(format!(
-            "{}/v1/projects/default/applets/rewards-tiered",
-            server.url
-        ))
-        .bearer_auth(TOKEN)
-        .body(wasm)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
+    deploy_ok(server, "default", "rewards-tiered", wasm).await;
 }
 
 async fn register_all(server: &Server, keys: &[DeviceKey]) {

@@ -45,7 +45,8 @@ impl SqlRequest {
         serde_json::from_slice(bytes).map_err(|e| DbError::Request(e.to_string()))
     }
 
-    fn values(&self) -> Result<Vec<Value>, DbError> {
+    /// The parameters, typed (either engine binds or writes them from these).
+    pub fn typed_params(&self) -> Result<Vec<Param>, DbError> {
         self.params
             .iter()
             .map(|p| {
@@ -55,11 +56,11 @@ impl SqlRequest {
                     .ok_or_else(|| DbError::Request("empty parameter".into()))?;
                 let bad = || DbError::Request(format!("parameter {kind}: {v}"));
                 Ok(match kind.as_str() {
-                    "int32" | "int64" => Value::Integer(v.as_i64().ok_or_else(bad)?),
-                    "float32" | "float64" => Value::Real(v.as_f64().ok_or_else(bad)?),
-                    "string" | "time" => Value::Text(v.as_str().ok_or_else(bad)?.to_string()),
-                    "bool" => Value::Integer(v.as_bool().ok_or_else(bad)? as i64),
-                    "bytes" => Value::Blob(
+                    "int32" | "int64" => Param::Int(v.as_i64().ok_or_else(bad)?),
+                    "float32" | "float64" => Param::Real(v.as_f64().ok_or_else(bad)?),
+                    "string" | "time" => Param::Text(v.as_str().ok_or_else(bad)?.to_string()),
+                    "bool" => Param::Bool(v.as_bool().ok_or_else(bad)?),
+                    "bytes" => Param::Bytes(
                         base64::engine::general_purpose::STANDARD
                             .decode(v.as_str().ok_or_else(bad)?)
                             .map_err(|_| bad())?,
@@ -69,6 +70,31 @@ impl SqlRequest {
             })
             .collect()
     }
+
+    /// The parameters as SQLite values (a bool is 0 or 1).
+    fn values(&self) -> Result<Vec<Value>, DbError> {
+        Ok(self
+            .typed_params()?
+            .into_iter()
+            .map(|p| match p {
+                Param::Int(i) => Value::Integer(i),
+                Param::Real(f) => Value::Real(f),
+                Param::Text(t) => Value::Text(t),
+                Param::Bool(b) => Value::Integer(b as i64),
+                Param::Bytes(b) => Value::Blob(b),
+            })
+            .collect())
+    }
+}
+
+/// One applet SQL parameter, by the type the request gave it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Param {
+    Int(i64),
+    Real(f64),
+    Text(String),
+    Bool(bool),
+    Bytes(Vec<u8>),
 }
 
 /// Largest string or blob a project database holds (`SQLITE_LIMIT_LENGTH`).

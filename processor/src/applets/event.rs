@@ -36,6 +36,26 @@ pub(crate) struct Chain<'a> {
     pub(crate) replay_of: Option<&'a dyn crate::store::sql::Sql>,
 }
 
+impl<'a> Chain<'a> {
+    /// A chain for the live stream (not a replay), run now.
+    pub(crate) fn live(
+        runtime: &'a Runtime,
+        project: &'a Project,
+        metrics: &'a Metrics,
+        paid: PaidTime,
+    ) -> Self {
+        Chain {
+            runtime,
+            project,
+            metrics,
+            token: project.token(),
+            paid,
+            now: wattstream_sdk::time::unix_now() as i64,
+            replay_of: None,
+        }
+    }
+}
+
 /// What the applets saw of one event when it ran.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Seen {

@@ -210,15 +210,7 @@ fn run_batch(
     let Some(first_event) = events.first().map(|e| e.id) else {
         return (db, Ok(0));
     };
-    let chain = Chain {
-        runtime,
-        project,
-        metrics,
-        token: project.token(),
-        paid,
-        now: wattstream_sdk::time::unix_now() as i64,
-        replay_of: None,
-    };
+    let chain = Chain::live(runtime, project, metrics, paid);
     let mut db = db;
     let mut result = Ok(());
     for ev in &events {

@@ -26,7 +26,7 @@
 
 use sha2::{Digest, Sha256};
 
-use super::db::{DbError, MAX_RESULT_BYTES, MAX_ROWS, MAX_SQL_LENGTH, SqlRequest};
+use super::db::{DbError, MAX_RESULT_BYTES, MAX_ROWS, MAX_SQL_LENGTH, Param, SqlRequest};
 use crate::store::sql::{Sql, SqlError, Val};
 
 /// The schema of a project's own tables.
@@ -226,35 +226,16 @@ fn skip_quoted(b: &[u8], i: usize, q: u8) -> usize {
 
 /// The request's parameters as PostgreSQL literals.
 fn literals(req: &SqlRequest) -> Result<Vec<String>, DbError> {
-    use base64::Engine as _;
-    req.params
-        .iter()
+    req.typed_params()?
+        .into_iter()
         .map(|p| {
-            let (kind, v) = p
-                .iter()
-                .next()
-                .ok_or_else(|| DbError::Request("empty parameter".into()))?;
-            let bad = || DbError::Request(format!("parameter {kind}: {v}"));
-            Ok(match kind.as_str() {
-                "int32" | "int64" => v.as_i64().ok_or_else(bad)?.to_string(),
-                "float32" | "float64" => {
-                    let f = v.as_f64().filter(|f| f.is_finite()).ok_or_else(bad)?;
-                    format!("{f:?}::float8")
-                }
-                "string" | "time" => text(v.as_str().ok_or_else(bad)?),
-                "bool" => (if v.as_bool().ok_or_else(bad)? {
-                    "TRUE"
-                } else {
-                    "FALSE"
-                })
-                .into(),
-                "bytes" => {
-                    let b = base64::engine::general_purpose::STANDARD
-                        .decode(v.as_str().ok_or_else(bad)?)
-                        .map_err(|_| bad())?;
-                    format!("'\\x{}'::bytea", hex::encode(b))
-                }
-                _ => return Err(bad()),
+            Ok(match p {
+                Param::Int(i) => i.to_string(),
+                Param::Real(f) if f.is_finite() => format!("{f:?}::float8"),
+                Param::Real(f) => return Err(DbError::Request(format!("parameter float64: {f}"))),
+                Param::Text(t) => text(&t),
+                Param::Bool(b) => (if b { "TRUE" } else { "FALSE" }).into(),
+                Param::Bytes(b) => format!("'\\x{}'::bytea", hex::encode(b)),
             })
         })
         .collect()

@@ -313,15 +313,7 @@ fn process_batch(
     metrics: &Metrics,
     paid: PaidTime,
 ) -> (ProjectDb, anyhow::Result<usize>) {
-    let chain = Chain {
-        runtime: &projects.runtime,
-        project,
-        metrics,
-        token: project.token(),
-        paid,
-        now: wattstream_sdk::time::unix_now() as i64,
-        replay_of: None,
-    };
+    let chain = Chain::live(&projects.runtime, project, metrics, paid);
     match start_batch(reads, &db) {
         Ok(Some((cursor, events))) => run_batch(&chain, db, cursor, events),
         Ok(None) => (db, Ok(0)),
