@@ -262,7 +262,7 @@ fn text(s: &str) -> String {
 mod tests {
     use super::*;
 
-    fn req(statement: &str, params: serde_json::Value) -> SqlRequest {
+    pub(super) fn req(statement: &str, params: serde_json::Value) -> SqlRequest {
         SqlRequest::parse(
             serde_json::json!({"statement": statement, "params": params})
                 .to_string()

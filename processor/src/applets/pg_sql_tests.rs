@@ -52,14 +52,7 @@ impl Db {
     }
 }
 
-fn req(statement: &str, params: serde_json::Value) -> SqlRequest {
-    SqlRequest::parse(
-        serde_json::json!({"statement": statement, "params": params})
-            .to_string()
-            .as_bytes(),
-    )
-    .unwrap()
-}
+use super::tests::req;
 
 fn run(db: &mut HostDb, statement: &str) -> Result<usize, DbError> {
     db.exec(&req(statement, serde_json::json!([])), 1000)
