@@ -44,13 +44,7 @@ fn start(dir: &Path, store: Option<&str>) -> Server {
 /// seconds since the last paid one, which holds only if one reading of a
 /// device is paid at a time, in order, whichever processor runs it.
 fn windows(key: &DeviceKey, watts: f64, t0: u64, n: u64) -> Vec<String> {
-    (0..n)
-        .map(|i| {
-            let mut r = Reading::new(watts, t0 + i * 5).with_seq(i + 1);
-            r.window_s = Some(10);
-            key.sign_reading(&r)
-        })
-        .collect()
+    signed_windows(key, watts, t0, n, 10)
 }
 
 fn two_hours_ago() -> u64 {

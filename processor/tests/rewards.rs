@@ -14,7 +14,7 @@ use common::*;
 use reqwest::Method;
 use serde_json::json;
 use wattstream_sdk::proof::{ProofView, SealView, verify};
-use wattstream_sdk::{DeviceKey, PublicKey, Reading};
+use wattstream_sdk::{DeviceKey, PublicKey};
 
 const UNIT: u128 = 1_000_000_000_000_000_000;
 
@@ -77,13 +77,7 @@ on_both_engines!(
 );
 
 fn windows(key: &DeviceKey, watts: f64, n: u64, t0: u64) -> Vec<String> {
-    (0..n)
-        .map(|i| {
-            let mut r = Reading::new(watts, t0 + i * 5).with_seq(i + 1);
-            r.window_s = Some(5);
-            key.sign_reading(&r)
-        })
-        .collect()
+    signed_windows(key, watts, t0, n, 5)
 }
 
 async fn rewards_are_capped_sealed_proven_verified_and_replayed(engine: Engine) {

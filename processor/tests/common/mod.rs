@@ -359,3 +359,21 @@ macro_rules! on_both_engines {
         }
     )*};
 }
+
+/// `n` readings of `watts` every 5 s from `t0` (seq 1..=n), each claiming a
+/// `window_s` window, signed by `key`, in order.
+pub fn signed_windows(
+    key: &wattstream_sdk::DeviceKey,
+    watts: f64,
+    t0: u64,
+    n: u64,
+    window_s: u32,
+) -> Vec<String> {
+    (0..n)
+        .map(|i| {
+            let mut r = wattstream_sdk::Reading::new(watts, t0 + i * 5).with_seq(i + 1);
+            r.window_s = Some(window_s);
+            key.sign_reading(&r)
+        })
+        .collect()
+}
