@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use reqwest::Method;
-use serde_json::json;
+use serde_json::{Value, json};
 use wattstream_sdk::proof::{ProofView, SealView, verify};
 use wattstream_sdk::{DeviceKey, PublicKey};
 
@@ -74,6 +74,7 @@ on_both_engines!(
     rewards_are_capped_sealed_proven_verified_and_replayed,
     a_crash_and_a_retry_do_not_change_any_balance,
     replay_matches_after_a_revocation_an_env_change_and_a_late_deployment,
+    the_head_names_the_event_through_which_every_credit_is_in_the_ledger,
 );
 
 fn windows(key: &DeviceKey, watts: f64, n: u64, t0: u64) -> Vec<String> {
@@ -382,4 +383,54 @@ async fn replay_matches_after_a_revocation_an_env_change_and_a_late_deployment(e
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("replayed 3 events into 3 entries"), "{out}");
     assert!(out.contains("seal matches") && !out.contains("DIFFERS"), "{out}");
+}
+
+/// What `bench` counts sustained throughput by: once `through_event` reaches
+/// an accepted event, that event's applets have run and its credits are
+/// entries, with nothing of it still on its way.
+async fn the_head_names_the_event_through_which_every_credit_is_in_the_ledger(engine: Engine) {
+    let store = TestStore::new(engine).await;
+    let dir = tempfile::tempdir().unwrap();
+    let server = store.start(dir.path(), &[]);
+    deploy_ok(
+        &server,
+        "default",
+        "rewards-tiered",
+        std::fs::read(dist("rewards-tiered")).unwrap(),
+    )
+    .await;
+    let (_, head) = get(&format!("{}/v1/ledger/head", server.url)).await;
+    assert!(head["through_event"].as_i64().is_none_or(|t| t < 1), "{head}");
+    let keys: Vec<DeviceKey> = (0..4).map(|_| DeviceKey::generate()).collect();
+    let mut bodies = Vec::new();
+    for k in &keys {
+        register(&server, &k.public_key().to_hex()).await;
+        // Frugal windows, each paid: one entry apiece.
+        bodies.extend(windows(k, 2.0, 30, now() - 200));
+    }
+    let mut last = 0;
+    for chunk in bodies.chunks(20) {
+        let (s, answer) = post(
+            &format!("{}/v1/events", server.url),
+            format!("[{}]", chunk.join(",")),
+        )
+        .await;
+        assert_eq!(s, 200, "{answer}");
+        for r in answer["results"].as_array().unwrap() {
+            assert_eq!(r["status"], "accepted", "{r}");
+            last = last.max(r["event_id"].as_i64().unwrap());
+        }
+    }
+    let url = format!("{}/v1/ledger/head", server.url);
+    let mut head = Value::Null;
+    wait_for(
+        "the ledger to reach the last event",
+        Duration::from_secs(30),
+        async || {
+            head = get(&url).await.1;
+            head["through_event"].as_i64() >= Some(last)
+        },
+    )
+    .await;
+    assert_eq!(head["seq"].as_u64(), Some(bodies.len() as u64), "{head}");
 }

@@ -93,6 +93,10 @@ pub struct LedgerHead {
     pub epoch_s: u64,
     /// The key seals are signed with: what meters pin.
     pub processor_public_key: String,
+    /// Every event up to this id has been run by the applets and its credits
+    /// are in the ledger (absent until the first accrual after start).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub through_event: Option<i64>,
 }
 
 #[cfg(test)]

@@ -214,28 +214,28 @@ impl Rewards {
     pub fn accrue(&self, from: &Credits<'_>) -> anyhow::Result<usize> {
         let mut added = 0;
         loop {
-            let (rows, n) = match from {
+            let page = match from {
                 Credits::Project(slot) => {
                     slot.read(|db| self.conns.book(|c| self.accrue_page(c, Some(db.conn()), "")))??
                 }
                 Credits::Queue(project) => self.conns.book(|c| self.accrue_page(c, None, project))?,
             };
-            added += n;
-            if rows < ACCRUE_PAGE as usize {
+            added += page.added;
+            if page.read < ACCRUE_PAGE as usize {
                 return Ok(added);
             }
         }
     }
 
-    /// One page: (credits read, entries added), from the project database
-    /// when given, else from `queue`'s credits. Fewer read than a page means
-    /// the ledger has caught up.
-    fn accrue_page(
-        &self,
-        c: &dyn Sql,
-        project: Option<&Connection>,
-        queue: &str,
-    ) -> anyhow::Result<(usize, usize)> {
+    /// The newest event through which the applets have run and every credit
+    /// is in the ledger, as of the last accrual that caught up.
+    pub fn through_event(&self) -> anyhow::Result<Option<i64>> {
+        Ok(self.conns.read(|c| book::meta(c, THROUGH))?)
+    }
+
+    /// One page, from the project database when given, else from `queue`'s
+    /// credits. Fewer read than a page means the ledger has caught up.
+    fn accrue_page(&self, c: &dyn Sql, project: Option<&Connection>, queue: &str) -> anyhow::Result<Page> {
         // Before the ledger's transaction, so ingest waits only an instant.
         let settled = match project {
             Some(_) => 0,
@@ -255,18 +255,32 @@ impl Rewards {
         project: Option<&Connection>,
         queue: &str,
         settled: i64,
-    ) -> anyhow::Result<(usize, usize)> {
-        let (credits, taken) = match project {
+    ) -> anyhow::Result<Page> {
+        let (credits, taken, through) = match project {
             Some(db) => {
+                // The worker writes an event's credits and moves its cursor
+                // in one transaction: reading the cursor first, every credit
+                // of the events up to it is among those read next.
+                let through = stored::worker_cursor(db)?;
                 let cursor = book::meta(tx, "credits_rowid")?.unwrap_or(0);
                 let rows = stored::read_credits(db, cursor, ACCRUE_PAGE)?;
                 let last = rows.last().map(|r| r.0);
-                (rows.into_iter().map(|(_, c)| c).collect(), last)
+                (rows.into_iter().map(|(_, c)| c).collect(), last, through)
             }
-            None => (queue::take(tx, queue, settled, ACCRUE_PAGE)?, None),
+            None => {
+                let (credits, below) = queue::take(tx, queue, settled, ACCRUE_PAGE)?;
+                (credits, None, Some(below - 1))
+            }
         };
+        // A page that is not full took every credit there is: record through
+        // which event the ledger is complete (for `bench`, and operators).
+        if let Some(through) = through.filter(|_| credits.len() < ACCRUE_PAGE as usize)
+            && book::meta(tx, THROUGH)? < Some(through)
+        {
+            book::set_meta(tx, THROUGH, through)?;
+        }
         if credits.is_empty() {
-            return Ok((0, 0));
+            return Ok(Page { read: 0, added: 0 });
         }
         let mut ledger = book::load(tx, self.config.epoch_s, self.config.cap_units(), &credits)?;
         let entries: Vec<_> = credits
@@ -277,7 +291,10 @@ impl Rewards {
         if let Some(last) = taken {
             book::set_meta(tx, "credits_rowid", last)?;
         }
-        Ok((credits.len(), entries.len()))
+        Ok(Page {
+            read: credits.len(),
+            added: entries.len(),
+        })
     }
 
     /// Seals every epoch with entries that ended at least `seal_after_s` before
@@ -387,9 +404,13 @@ impl Rewards {
 
     /// `GET /v1/ledger/head`.
     pub fn head(&self) -> anyhow::Result<LedgerHead> {
-        let ((seq, hash), last_sealed) = self.conns.read(|c| -> anyhow::Result<_> {
+        let ((seq, hash), last_sealed, through_event) = self.conns.read(|c| -> anyhow::Result<_> {
             let tx = Tx::read(c)?;
-            Ok((book::head(&*tx)?, book::last_sealed(&*tx)?))
+            Ok((
+                book::head(&*tx)?,
+                book::last_sealed(&*tx)?,
+                book::meta(&*tx, THROUGH)?,
+            ))
         })?;
         Ok(LedgerHead {
             seq,
@@ -397,9 +418,23 @@ impl Rewards {
             last_sealed_epoch: last_sealed,
             epoch_s: self.config.epoch_s,
             processor_public_key: self.public_key(),
+            through_event,
         })
     }
 }
+
+/// What one accrual page did.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Page {
+    /// Credits read (fewer than [`ACCRUE_PAGE`]: caught up).
+    pub read: usize,
+    /// Ledger entries added.
+    pub added: usize,
+}
+
+/// `ledger_meta` key: every event up to this id has run through the applets
+/// and its credits are entries.
+const THROUGH: &str = "through_event";
 
 /// Credits moved into the ledger per transaction.
 pub(crate) const ACCRUE_PAGE: i64 = 5000;

@@ -40,8 +40,9 @@ pub fn settled(c: &dyn Sql) -> Result<i64, SqlError> {
 
 /// Takes (reads and deletes, in the caller's ledger transaction) at most
 /// `limit` credits of `project` in chain order, all for events below the
-/// watermark: at most `settled` and below the lowest pending event.
-pub fn take(tx: &dyn Sql, project: &str, settled: i64, limit: i64) -> Result<Vec<Credit>, SqlError> {
+/// watermark: at most `settled` and below the lowest pending event. Returns
+/// them and the watermark (the lowest event id not yet final or run).
+pub fn take(tx: &dyn Sql, project: &str, settled: i64, limit: i64) -> Result<(Vec<Credit>, i64), SqlError> {
     let below = tx
         .row(
             "SELECT LEAST(CAST(?2 AS BIGINT) + 1, COALESCE(MIN(event_id), CAST(?2 AS BIGINT) + 1))
@@ -56,7 +57,7 @@ pub fn take(tx: &dyn Sql, project: &str, settled: i64, limit: i64) -> Result<Vec
         &[project.into(), Val::Int(below), Val::Int(limit)],
     )?;
     let Some(last) = rows.last() else {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), below));
     };
     // Nothing below the watermark can be added meanwhile, so the range read
     // is exactly what is deleted.
@@ -65,7 +66,8 @@ pub fn take(tx: &dyn Sql, project: &str, settled: i64, limit: i64) -> Result<Vec
          WHERE project = ?1 AND (event_id, position, idx) <= (?2, ?3, ?4)",
         &[project.into(), last[0].clone(), last[7].clone(), last[3].clone()],
     )?;
-    rows.iter().map(|r| credit(&r[..7])).collect()
+    let credits = rows.iter().map(|r| credit(&r[..7])).collect::<Result<_, _>>()?;
+    Ok((credits, below))
 }
 
 /// Adds a credit to `project`'s queue (the applet worker, in the transaction

@@ -183,6 +183,13 @@ pub fn read_credits(db: &dyn Sql, after: i64, limit: i64) -> Result<Vec<(i64, Cr
     .collect()
 }
 
+/// The last event the project's applet worker has run (`_ws_cursor`).
+pub fn worker_cursor(db: &dyn Sql) -> Result<Option<i64>> {
+    db.row("SELECT last_event_id FROM _ws_cursor WHERE id = 1", &[])?
+        .map(|r| Ok(r[0].int(0)?))
+        .transpose()
+}
+
 /// A credit row: `event_id, applet, applet_hash, idx, address, amount, timestamp`.
 pub fn credit(r: &[Val]) -> Result<Credit> {
     Ok(Credit {

@@ -148,6 +148,15 @@ impl Fixture {
                             )
                             .unwrap();
                     }
+                    // The worker moves its cursor in the same transaction.
+                    let upto = credits.iter().map(|c| c.event_id).max().unwrap_or(0);
+                    db.conn()
+                        .execute(
+                            "INSERT INTO _ws_cursor (id, last_event_id) VALUES (1, ?1)
+                             ON CONFLICT (id) DO UPDATE SET last_event_id = MAX(last_event_id, excluded.last_event_id)",
+                            [upto],
+                        )
+                        .unwrap();
                 })
                 .unwrap(),
             Kind::Postgres => self.with(|c| {

@@ -39,9 +39,16 @@ fn one_accrual_takes_every_waiting_credit_however_many_pages(kind: Kind) {
     let f = Fixture::new(kind);
     f.add_credits(1, &[0xab], n, T0);
     let rewards = f.open().unwrap();
+    assert_eq!(rewards.through_event().unwrap(), None, "nothing accrued yet");
     assert_eq!(f.accrue(&rewards).unwrap(), n as usize);
+    assert_eq!(
+        rewards.through_event().unwrap(),
+        Some(n),
+        "every event up to the last one"
+    );
     assert_eq!(f.accrue(&rewards).unwrap(), 0, "nothing twice");
     assert_eq!(rewards.head().unwrap().seq, n as u64);
+    assert_eq!(rewards.head().unwrap().through_event, Some(n));
 }
 
 /// Three devices over three sealed epochs, then a fourth epoch not sealed yet:

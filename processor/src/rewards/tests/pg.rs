@@ -61,6 +61,11 @@ fn a_credit_waits_until_every_lower_event_has_run_through_the_applets() {
     ));
     assert_eq!(f.accrue(&rewards).unwrap(), 1);
     assert_eq!(chain_events(&f), [1]);
+    assert_eq!(
+        rewards.through_event().unwrap(),
+        Some(2),
+        "complete below the waiting event"
+    );
     // Its applets ran: its credit and the end of its pending row commit together.
     f.with(|c| {
         c.batch("BEGIN").unwrap();
@@ -71,6 +76,7 @@ fn a_credit_waits_until_every_lower_event_has_run_through_the_applets() {
     });
     assert_eq!(f.accrue(&rewards).unwrap(), 2);
     assert_eq!(chain_events(&f), [1, 3, 5]);
+    assert_eq!(rewards.through_event().unwrap(), Some(5));
     assert!(f.verify().unwrap().is_ok());
 }
 
@@ -147,7 +153,8 @@ fn a_seal_waits_for_another_processors_accrual_and_covers_what_it_wrote() {
         );
         // The other processor's accrual, in the transaction holding the ledger.
         let settled = f.with(|c| queue::settled(c).unwrap());
-        assert_eq!(accruer.accrue_in(&*held, None, PROJECT, settled).unwrap(), (2, 2));
+        let page = accruer.accrue_in(&*held, None, PROJECT, settled).unwrap();
+        assert_eq!((page.read, page.added), (2, 2));
         held.commit().unwrap();
         assert_eq!(sealing.join().unwrap().len(), 1);
     });
