@@ -1,12 +1,11 @@
-//! The ingest part of `wattstream bench`: the signature-verification limit,
-//! a real `wattstream serve` child process, envelopes signed on every core, and
-//! a load generator over HTTP that reports throughput and latency.
+//! What the ingest parts of `wattstream bench` stand on: the
+//! signature-verification limit, latency percentiles, and a real
+//! `wattstream serve` child process.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use wattstream_sdk::client::{EventStatus, ProcessorClient};
 use wattstream_sdk::{DeviceKey, Reading};
 
 use super::procfs;
@@ -117,27 +116,6 @@ impl ServerProcess {
     pub fn usage_now(&self) -> procfs::Usage {
         procfs::usage(self.child.id())
     }
-
-    /// CPU seconds used so far and peak RSS (KiB), from /proc.
-    pub fn usage(&self) -> (f64, u64) {
-        let u = procfs::usage(self.child.id());
-        (u.cpu_s, u.peak_kib)
-    }
-}
-
-impl ServerProcess {
-    /// Waits (up to `limit`) until the processor is idle: its applet worker and
-    /// ledger have caught up with what was ingested.
-    pub fn wait_idle(&self, limit: Duration) {
-        let start = Instant::now();
-        while start.elapsed() < limit {
-            let (a, _) = self.usage();
-            std::thread::sleep(Duration::from_millis(500));
-            if self.usage().0 - a < 0.025 {
-                return;
-            }
-        }
-    }
 }
 
 impl Drop for ServerProcess {
@@ -145,92 +123,4 @@ impl Drop for ServerProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// Signs `per_device` envelopes for each key, seq `first..`, on every core,
-/// timestamped a minute ago plus 5 s per seq: fresh (not `stale_timestamp`)
-/// and paid (the keys were registered moments ago, within the clock skew).
-pub fn envelopes(keys: &[DeviceKey], first: u64, per_device: u64) -> Vec<String> {
-    let base = wattstream_sdk::time::unix_now() - 60;
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    let chunk = keys.len().div_ceil(cores).max(1);
-    std::thread::scope(|s| {
-        keys.chunks(chunk)
-            .map(|ks| {
-                s.spawn(move || {
-                    let mut out = Vec::with_capacity(ks.len() * per_device as usize);
-                    for seq in first..first + per_device {
-                        for k in ks {
-                            let mut r = Reading::new(2.0 + (seq % 5) as f64, base + seq * 5).with_seq(seq);
-                            r.window_s = Some(5);
-                            out.push(k.sign_reading(&r));
-                        }
-                    }
-                    out
-                })
-            })
-            .collect::<Vec<_>>()
-            .into_iter()
-            .flat_map(|h| h.join().expect("signer"))
-            .collect()
-    })
-}
-
-/// Sends `bodies` in batches of `batch` over `connections` concurrent clients;
-/// when `rate` is set, paces requests to that many events per second overall.
-pub async fn send(
-    url: &str,
-    bodies: Vec<String>,
-    batch: usize,
-    connections: usize,
-    rate: Option<f64>,
-) -> anyhow::Result<(f64, Latency)> {
-    let requests: Vec<Vec<String>> = bodies.chunks(batch).map(<[String]>::to_vec).collect();
-    let total_events = bodies.len();
-    let queue = std::sync::Arc::new(std::sync::Mutex::new(
-        requests
-            .into_iter()
-            .enumerate()
-            .collect::<std::collections::VecDeque<_>>(),
-    ));
-    let start = Instant::now();
-    let mut tasks = Vec::new();
-    for _ in 0..connections {
-        let queue = queue.clone();
-        let client = ProcessorClient::new(url, None, Duration::from_secs(60))?;
-        tasks.push(tokio::spawn(async move {
-            let mut lat = Vec::new();
-            loop {
-                let next = queue.lock().expect("queue").pop_front();
-                let Some((i, req)) = next else { break };
-                if let Some(r) = rate {
-                    let due = start + Duration::from_secs_f64((i * batch) as f64 / r);
-                    tokio::time::sleep_until(due.into()).await;
-                }
-                let t = Instant::now();
-                let ok = if req.len() == 1 {
-                    client
-                        .post_event(&req[0])
-                        .await
-                        .map(|r| r.status != EventStatus::Rejected)
-                } else {
-                    client
-                        .post_events(&req)
-                        .await
-                        .map(|rs| rs.iter().all(|r| r.status != EventStatus::Rejected))
-                };
-                lat.push(t.elapsed());
-                if !ok.map_err(|e| anyhow::anyhow!("{e}"))? {
-                    anyhow::bail!("the processor rejected a benchmark envelope");
-                }
-            }
-            Ok::<_, anyhow::Error>(lat)
-        }));
-    }
-    let mut all = Vec::new();
-    for t in tasks {
-        all.extend(t.await??);
-    }
-    let elapsed = start.elapsed().as_secs_f64();
-    Ok((total_events as f64 / elapsed, latency(all)))
 }

@@ -2,16 +2,20 @@
 //! limit they are held to and written as JSON; never a pass/fail test.
 //!
 //! 1. the signature-verification limit (one thread, all cores);
-//! 2. ingest end to end against a real `wattstream serve` (batch 1 and 100);
-//! 3. latency at half the batch-100 rate;
+//! 2. sustained throughput to the ledger against a real `wattstream serve`
+//!    (and at other fleet sizes with `--scale`);
+//! 3. open-loop latency at half that rate;
 //! 4. applet runtime overhead per event;
 //! 5. the meter's footprint (`power-meter run --sim`).
 
 mod applets;
+mod fleet;
 mod ingest;
+mod load;
 mod meter;
 mod procfs;
 mod soak;
+mod sustained;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -22,7 +26,7 @@ use serde_json::{Value, json};
 use wattstream_sdk::DeviceKey;
 use wattstream_sdk::client::ProcessorClient;
 
-use ingest::{ServerProcess, envelopes, send, verify_limit};
+use ingest::{ServerProcess, verify_limit};
 
 /// A part of the benchmark.
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -35,9 +39,33 @@ pub enum Part {
 
 #[derive(ClapArgs)]
 pub struct Args {
-    /// Seconds per figure.
-    #[arg(long, default_value_t = 2.0)]
+    /// Seconds of sustained ingest (the clock then runs on until the ledger
+    /// has the last event).
+    #[arg(long, default_value_t = 30.0)]
     seconds: f64,
+    /// Seconds per micro-benchmark (verification limit, applet overhead).
+    #[arg(long, default_value_t = 2.0)]
+    micro_seconds: f64,
+    /// Where the benchmark's processor keeps its store (a real disk: fsync on
+    /// a tmpfs is free). Its filesystem type is printed.
+    #[arg(long, default_value = "target/bench")]
+    dir: PathBuf,
+    /// Events per request in the sustained run.
+    #[arg(long, default_value_t = 100)]
+    batch: usize,
+    /// Accepted events allowed ahead of the ledger in the sustained run.
+    #[arg(long, default_value_t = 60_000)]
+    backlog: i64,
+    /// Requests in the open-loop latency run.
+    #[arg(long, default_value_t = 10_000)]
+    latency_requests: usize,
+    /// Events per request in the open-loop latency run.
+    #[arg(long, default_value_t = 10)]
+    latency_batch: usize,
+    /// Also run the sustained figure at these fleet sizes (comma-separated,
+    /// such as 1000,10000,100000), each on a fresh processor.
+    #[arg(long, value_delimiter = ',')]
+    scale: Vec<usize>,
     /// Directory of example applets (.wasm) to include.
     #[arg(long, default_value = "applets/dist")]
     applets: PathBuf,
@@ -107,8 +135,8 @@ pub fn run(args: Args) -> Result<i32> {
         .ok()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         .unwrap_or_default();
-    let seconds = args.seconds;
-    println!("wattstream bench: {cores} cores, commit {commit}, {seconds} s per micro-benchmark\n");
+    let micro = args.micro_seconds;
+    println!("wattstream bench: {cores} cores, commit {commit}, {micro} s per micro-benchmark\n");
     let mut doc = json!({"cores": cores, "commit": commit});
     if let Some(seconds) = args.soak {
         doc["soak"] = run_soak(&args, seconds)?;
@@ -118,31 +146,39 @@ pub fn run(args: Args) -> Result<i32> {
     // 1. The limit (the ingest ratios need it too).
     let mut verify_all = f64::NAN;
     if wants(Part::Verify) || wants(Part::Ingest) {
-        let (one, all) = verify_limit(seconds);
+        let (one, all) = verify_limit(micro);
         verify_all = all;
         println!("1. Signature verification limit (ring, P-256)");
         println!("   1 thread {one:>10.0} /s    {cores} threads {all:>10.0} /s\n");
         doc["verify_limit"] = json!({"one_thread_per_s": one, "all_cores_per_s": all});
+        doc["limit"] = json!({"all_cores": all});
     }
 
-    let dir = std::env::temp_dir().join(format!("wattstream-bench-{}", std::process::id()));
+    let dir = args.dir.join(format!("run-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
-    let meter_seconds = if wants(Part::Meter) { args.meter_seconds } else { 0 };
-    let server = if wants(Part::Ingest) || meter_seconds > 0 {
-        let store = args.store_args()?;
-        let extra: Vec<&std::ffi::OsStr> = store.iter().map(|s| s.as_os_str()).collect();
-        let server = ServerProcess::start_with(&dir, TOKEN, &extra)?;
-        doc["store"] = json!(args.store_label());
-        let admin = ProcessorClient::new(&server.url, Some(TOKEN.to_string()), Duration::from_secs(60))?;
-        Some((server, admin))
-    } else {
-        None
-    };
     let rt = super::runtime()?;
 
-    // 2-3. Ingest end to end against a real `wattstream serve`.
-    if let (true, Some((server, admin))) = (wants(Part::Ingest), &server) {
-        ingest(&args, server, &rt, admin, verify_all, &mut doc)?;
+    // 2-3. Sustained to the ledger, then open-loop latency at half of it.
+    if wants(Part::Ingest) {
+        let fs = procfs::fs_type(&dir);
+        println!(
+            "2. Sustained ingest to the ledger on {}, store in {} ({fs})",
+            args.store_label(),
+            dir.display()
+        );
+        let (sustained, latency) = fleet::run(&args, &rt, &dir, args.devices, verify_all, true)?;
+        doc["sustained"] = sustained;
+        doc["sustained"]["filesystem"] = json!(fs);
+        doc["latency_half"] = latency;
+        let mut scale = Vec::new();
+        for &devices in &args.scale {
+            println!("\n   at {devices} devices:");
+            scale.push(fleet::run(&args, &rt, &dir, devices, verify_all, false)?.0);
+        }
+        if !scale.is_empty() {
+            fleet::print_scale(&scale);
+            doc["scale"] = json!(scale);
+        }
     }
 
     // 4. Applet overhead.
@@ -152,7 +188,7 @@ pub fn run(args: Args) -> Result<i32> {
             "   {:<24} {:>12} {:>14} {:>18}",
             "applet", "us/event", "events/s", "vs 10 us target"
         );
-        let figures = applets::applets(&args.applets, seconds)?;
+        let figures = applets::applets(&args.applets, micro)?;
         for f in &figures {
             let ratio = if f.applet.starts_with("trivial") {
                 format!("{:.2}", f.us_per_event / 10.0)
@@ -168,12 +204,17 @@ pub fn run(args: Args) -> Result<i32> {
     }
 
     // 5. Meter footprint.
-    if let (true, Some((server, admin))) = (meter_seconds > 0, &server) {
+    let meter_seconds = if wants(Part::Meter) { args.meter_seconds } else { 0 };
+    if meter_seconds > 0 {
+        let store = args.store_args()?;
+        let extra: Vec<&std::ffi::OsStr> = store.iter().map(|s| s.as_os_str()).collect();
+        let server = ServerProcess::start_with(&dir.join("meter"), TOKEN, &extra)?;
+        let admin = ProcessorClient::new(&server.url, Some(TOKEN.to_string()), Duration::from_secs(60))?;
         let launch = meter::Launch {
             bin: args.meter_bin.clone(),
             runner: args.meter_runner.clone(),
         };
-        let (rss, cpu) = meter::footprint(&server.url, admin, &rt, &dir, meter_seconds, &launch)?;
+        let (rss, cpu) = meter::footprint(&server.url, &admin, &rt, &dir, meter_seconds, &launch)?;
         let how = match args.meter_runner.trim() {
             "" => String::new(),
             runner => format!(" (EMULATED: under `{runner}`; RSS and CPU are the emulator's)"),
@@ -187,7 +228,6 @@ pub fn run(args: Args) -> Result<i32> {
         doc["meter"] =
             json!({"rss_mb": rss, "cpu_percent": cpu, "seconds": meter_seconds, "runner": args.meter_runner});
     }
-    drop(server);
     let _ = std::fs::remove_dir_all(&dir);
     write_json(&args, &doc)
 }
@@ -213,10 +253,11 @@ fn run_soak(args: &Args, seconds: u64) -> Result<Value> {
     let server = ServerProcess::start_with(&dir.join("data"), TOKEN, &extra)?;
     let admin = ProcessorClient::new(&server.url, Some(TOKEN.to_string()), Duration::from_secs(60))?;
     let rt = super::runtime()?;
-    let (keys, deployed) = prepare(args, &rt, &admin)?;
-    // The fleet's own rate (a window per meter every 5 s) unless told: the
-    // batch-100 burst maximum is measured with the applets and the ledger idle
-    // and is not a rate they sustain (the throughput issue measures that).
+    let keys: Vec<DeviceKey> = (0..args.devices).map(|_| DeviceKey::generate()).collect();
+    let pks: Vec<String> = keys.iter().map(|k| k.public_key().to_hex()).collect();
+    let deployed = fleet::prepare(args, &rt, &admin, &pks)?;
+    // The fleet's own rate (a window per meter every 5 s) unless told (the
+    // sustained figure is the most it keeps up with).
     let rate = args.soak_rate.unwrap_or(keys.len() as f64 / 5.0);
     println!(
         "Soak on {}: {} devices, applets {}, {rate:.0} events/s for {seconds} s, every device polling its rewards each minute, an epoch sealed every minute",
@@ -240,134 +281,4 @@ fn run_soak(args: &Args, seconds: u64) -> Result<Value> {
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
     Ok(figures)
-}
-
-/// 2-3: ingest over loopback HTTP with `devices` registered and the identity
-/// and tiered reward applets deployed, then latency at half that rate.
-fn ingest(
-    args: &Args,
-    server: &ServerProcess,
-    rt: &tokio::runtime::Runtime,
-    admin: &ProcessorClient,
-    verify_all: f64,
-    doc: &mut Value,
-) -> Result<()> {
-    let devices = args.devices;
-    let (keys, deployed) = prepare(args, rt, admin)?;
-    let (_, rss_registered) = server.usage();
-    let applets_note = if deployed.is_empty() {
-        "no applets".to_string()
-    } else {
-        format!("applets {}", deployed.join(" + "))
-    };
-    let durable = if args.store.is_some() {
-        "PostgreSQL on the same cores, synchronous_commit as the server has it"
-    } else {
-        "SQLite, synchronous=FULL"
-    };
-    println!(
-        "2. Ingest over loopback HTTP: {devices} registered devices, {applets_note}, durable store ({durable})"
-    );
-    println!(
-        "   {:<10} {:>9} {:>12} {:>9} {:>9} {:>9} {:>10} {:>16}",
-        "batch", "events", "events/s", "p50 ms", "p99 ms", "max ms", "proc CPU", "vs verify limit"
-    );
-    let mut runs = Vec::new();
-    let plan = [
-        (1usize, envelopes(&keys, 1, 1), 32usize),
-        (100, envelopes(&keys, 2, 2), 8),
-    ];
-    for (batch, bodies, connections) in plan {
-        server.wait_idle(Duration::from_secs(60));
-        let n = bodies.len();
-        let (cpu0, _) = server.usage();
-        let t = std::time::Instant::now();
-        let (rate, lat) = rt.block_on(send(&server.url, bodies, batch, connections, None))?;
-        let cpu = (server.usage().0 - cpu0) / t.elapsed().as_secs_f64() * 100.0;
-        let ratio = rate / verify_all;
-        println!(
-            "   {:<10} {:>9} {:>12.0} {:>9.2} {:>9.2} {:>9.2} {:>9.0}% {:>16.2}",
-            batch, n, rate, lat.p50_ms, lat.p99_ms, lat.max_ms, cpu, ratio
-        );
-        runs.push(
-            json!({"batch": batch, "events": n, "events_per_s": rate, "latency": lat,
-            "processor_cpu_percent": cpu, "ratio_to_verify_limit": ratio}),
-        );
-    }
-    let max_rate = runs[1]["events_per_s"].as_f64().unwrap_or(1000.0);
-    // Let the applet worker finish the backlog so the paced run measures ingest.
-    server.wait_idle(Duration::from_secs(60));
-    let paced = envelopes(&keys, 4, 1);
-    let (moderate_rate, moderate) = rt.block_on(send(&server.url, paced, 100, 8, Some(max_rate / 2.0)))?;
-    println!(
-        "\n3. Latency at half the batch-100 maximum ({:.0} events/s offered, {moderate_rate:.0} achieved), per request of 100",
-        max_rate / 2.0
-    );
-    println!(
-        "   p50 {:.2} ms   p99 {:.2} ms (target <= 25 ms: ratio {:.2})   max {:.2} ms",
-        moderate.p50_ms,
-        moderate.p99_ms,
-        moderate.p99_ms / 25.0,
-        moderate.max_ms
-    );
-    let (_, rss_peak) = server.usage();
-    let mb = |kib: u64| kib as f64 / 1024.0;
-    println!(
-        "\n   processor peak RSS: {:.1} MB after registering {devices} devices, {:.1} MB at the end (target <= 200 MB: ratio {:.2})",
-        mb(rss_registered),
-        mb(rss_peak),
-        mb(rss_peak) / 200.0
-    );
-    doc["ingest"] = json!(runs);
-    doc["applets_deployed"] = json!(deployed);
-    doc["moderate"] =
-        json!({"offered_per_s": max_rate / 2.0, "achieved_per_s": moderate_rate, "latency": moderate});
-    doc["processor_rss_mb"] =
-        json!({"registered": mb(rss_registered), "peak": mb(rss_peak), "devices": devices});
-    Ok(())
-}
-
-/// Registers `args.devices` fresh keys and deploys the identity and tiered
-/// reward applets (when built). Returns the keys and the applets deployed.
-fn prepare(
-    args: &Args,
-    rt: &tokio::runtime::Runtime,
-    admin: &ProcessorClient,
-) -> Result<(Vec<DeviceKey>, Vec<&'static str>)> {
-    let devices = args.devices;
-    let keys: Vec<DeviceKey> = (0..devices).map(|_| DeviceKey::generate()).collect();
-    let deployed = rt.block_on(async {
-        let tasks: Vec<_> = keys
-            .chunks(devices.div_ceil(16).max(1))
-            .map(|c| {
-                let (admin, pks) = (
-                    admin.clone(),
-                    c.iter().map(|k| k.public_key().to_hex()).collect::<Vec<_>>(),
-                );
-                tokio::spawn(async move {
-                    for pk in pks {
-                        admin.register_device(&pk, Some("bench")).await?;
-                    }
-                    Ok::<_, anyhow::Error>(())
-                })
-            })
-            .collect();
-        for t in tasks {
-            t.await??;
-        }
-        let mut deployed = Vec::new();
-        for name in ["identity", "rewards-tiered"] {
-            if let Ok(wasm) = std::fs::read(args.applets.join(format!("{name}.wasm"))) {
-                admin
-                    .post_bytes(
-                        &format!("/v1/projects/default/applets/{name}?gate={}", name == "identity"),
-                        wasm,
-                    )
-                    .await?;
-                deployed.push(name);
-            }
-        }
-        Ok::<_, anyhow::Error>(deployed)
-    })?;
-    Ok((keys, deployed))
 }

@@ -39,6 +39,22 @@ pub fn usage(pid: u32) -> Usage {
     }
 }
 
+/// The filesystem type `path` is on (`ext4`, `tmpfs`, ...), from
+/// `/proc/self/mountinfo`: the longest mount point that contains it.
+pub fn fs_type(path: &std::path::Path) -> String {
+    let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    info.lines()
+        .filter_map(|l| {
+            let (left, right) = l.split_once(" - ")?;
+            let mount = left.split_whitespace().nth(4)?.replace("\\040", " ");
+            Some((mount, right.split_whitespace().next()?.to_string()))
+        })
+        .filter(|(mount, _)| path.starts_with(mount))
+        .max_by_key(|(mount, _)| mount.len())
+        .map_or_else(|| "unknown".into(), |(_, fs)| fs)
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -46,5 +62,11 @@ mod tests {
         let u = super::usage(std::process::id());
         assert!(u.rss_kib > 0 && u.peak_kib >= u.rss_kib, "{u:?}");
         assert_eq!(super::usage(u32::MAX).rss_kib, 0);
+    }
+
+    #[test]
+    fn names_the_filesystem_of_a_path() {
+        assert_eq!(super::fs_type(std::path::Path::new("/proc/self")), "proc");
+        assert_ne!(super::fs_type(std::path::Path::new("/")), "unknown");
     }
 }

@@ -1,0 +1,205 @@
+//! One fleet-sized run of `wattstream bench`: a fresh `wattstream serve` on
+//! the store under test, `devices` registered, `identity` and
+//! `rewards-tiered` deployed, readings signed beforehand; then the sustained
+//! figure to the ledger and (for the headline fleet) open-loop latency at half
+//! of it. Printing and JSON for both.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use serde_json::{Value, json};
+use wattstream_sdk::client::ProcessorClient;
+
+use super::ingest::ServerProcess;
+use super::load::Fleet;
+use super::sustained::{open_loop, sustained};
+use super::{Args, TOKEN};
+
+/// Connections of the sustained run (requests of `--batch`).
+const CONNECTIONS: usize = 8;
+
+/// Runs the sustained figure at `devices` and, when `latency`, the open-loop
+/// run at half of it. Returns their JSON (latency: null when not run).
+pub fn run(
+    args: &Args,
+    rt: &tokio::runtime::Runtime,
+    dir: &Path,
+    devices: usize,
+    verify_all: f64,
+    latency: bool,
+) -> Result<(Value, Value)> {
+    let store = args.store_args()?;
+    let extra: Vec<&std::ffi::OsStr> = store.iter().map(|s| s.as_os_str()).collect();
+    if args.store.is_some() {
+        rt.block_on(empty_store(args.store.as_deref().unwrap_or_default()))?;
+    }
+    let data = dir.join(format!("devices-{devices}"));
+    let server = ServerProcess::start_with(&data, TOKEN, &extra)?;
+    let admin = ProcessorClient::new(&server.url, Some(TOKEN.to_string()), Duration::from_secs(60))?;
+    let t = Instant::now();
+    let mut fleet = Fleet::new(devices)?;
+    let deployed = prepare(args, rt, &admin, &fleet.public_keys())?;
+    anyhow::ensure!(
+        deployed.len() == 2,
+        "the sustained figure needs identity and rewards-tiered in {} (build the applets: scripts/setup.sh's build_applets)",
+        args.applets.display()
+    );
+    let rss_registered = server.usage_now().rss_kib;
+    // Enough for the run at the pace of the verification limit; a faster
+    // run ends early and says so.
+    let planned = (args.seconds * verify_all.max(1000.0) * 0.75) as usize;
+    let bodies = fleet.sign(planned);
+    println!(
+        "   {devices} devices registered, {} applets, {} readings signed in {:.0} s; requests of {} over {CONNECTIONS} connections for {} s, at most {} events ahead of the ledger",
+        deployed.join(" + "),
+        bodies.len(),
+        t.elapsed().as_secs_f64(),
+        args.batch,
+        args.seconds,
+        args.backlog
+    );
+    let cpu0 = server.usage_now().cpu_s;
+    let s = rt.block_on(sustained(
+        &server.url,
+        bodies,
+        args.batch,
+        CONNECTIONS,
+        args.seconds,
+        args.backlog,
+    ))?;
+    let cpu = (server.usage_now().cpu_s - cpu0) / s.seconds * 100.0;
+    let rss = server.usage_now().peak_kib as f64 / 1024.0;
+    let ratio = s.events_per_s / verify_all;
+    println!(
+        "   sustained: {:.0} events/s through the ledger ({} events in {:.1} s; ratio to the verification limit {ratio:.2}, target >= 0.5)",
+        s.events_per_s, s.events, s.seconds
+    );
+    println!(
+        "   acknowledged {:.0}/s while sending, ledger {:.1} s behind at the end (largest backlog {}), processor CPU {cpu:.0} %, peak RSS {rss:.1} MB ({:.1} after registering){}",
+        s.acknowledged_per_s,
+        s.drain_s,
+        s.max_backlog,
+        rss_registered as f64 / 1024.0,
+        if s.ran_out {
+            "; ran out of signed readings before the time was up"
+        } else {
+            ""
+        }
+    );
+    if fleet.unpaid > 0 {
+        println!(
+            "   ({} readings were older than their device's paid span: accepted, paid nothing)",
+            fleet.unpaid
+        );
+    }
+    let summary = json!({
+        "events_per_s": s.events_per_s, "ratio": ratio, "devices": devices, "applets": deployed,
+        "store": args.store_label(), "events": s.events, "seconds": s.seconds,
+        "acknowledged_per_s": s.acknowledged_per_s, "drain_s": s.drain_s, "max_backlog": s.max_backlog,
+        "batch": args.batch, "connections": CONNECTIONS, "processor_cpu_percent": cpu, "rss_mb": rss,
+        "rss_registered_mb": rss_registered as f64 / 1024.0, "unpaid_readings": fleet.unpaid,
+    });
+    if !latency {
+        return Ok((summary, Value::Null));
+    }
+    let rate = s.events_per_s / 2.0;
+    let bodies = fleet.sign(args.latency_requests * args.latency_batch);
+    println!(
+        "\n3. Open-loop latency at half the sustained rate: {rate:.0} events/s offered as {} requests of {}, each timed from when it was due",
+        args.latency_requests, args.latency_batch
+    );
+    let l = rt.block_on(open_loop(&server.url, bodies, args.latency_batch, rate))?;
+    println!(
+        "   p50 {:.2} ms   p99 {:.2} ms (target <= 25 ms: ratio {:.2})   p99.9 {:.2} ms   max {:.2} ms{}",
+        l.p50_ms,
+        l.p99_ms,
+        l.p99_ms / 25.0,
+        l.p999_ms,
+        l.max_ms,
+        if l.failed > 0 {
+            format!("   ({} requests not accepted)", l.failed)
+        } else {
+            String::new()
+        }
+    );
+    Ok((summary, serde_json::to_value(l)?))
+}
+
+/// The scale table.
+pub fn print_scale(runs: &[Value]) {
+    println!(
+        "\n   {:>10} {:>12} {:>8} {:>10} {:>22}",
+        "devices", "events/s", "ratio", "RSS MB", "meters at 5 s windows"
+    );
+    for r in runs {
+        let rate = r["events_per_s"].as_f64().unwrap_or(0.0);
+        println!(
+            "   {:>10} {:>12.0} {:>8.2} {:>10.1} {:>22.0}",
+            r["devices"],
+            rate,
+            r["ratio"].as_f64().unwrap_or(0.0),
+            r["rss_mb"].as_f64().unwrap_or(0.0),
+            rate * 5.0
+        );
+    }
+}
+
+/// Registers the public keys (16 at a time) and deploys the identity and
+/// tiered reward applets (when built). Returns the applets deployed.
+pub fn prepare(
+    args: &Args,
+    rt: &tokio::runtime::Runtime,
+    admin: &ProcessorClient,
+    public_keys: &[String],
+) -> Result<Vec<&'static str>> {
+    rt.block_on(async {
+        let tasks: Vec<_> = public_keys
+            .chunks(public_keys.len().div_ceil(16).max(1))
+            .map(|c| {
+                let (admin, pks) = (admin.clone(), c.to_vec());
+                tokio::spawn(async move {
+                    for pk in pks {
+                        admin.register_device(&pk, Some("bench")).await?;
+                    }
+                    Ok::<_, anyhow::Error>(())
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await??;
+        }
+        let mut deployed = Vec::new();
+        for name in ["identity", "rewards-tiered"] {
+            if let Ok(wasm) = std::fs::read(args.applets.join(format!("{name}.wasm"))) {
+                admin
+                    .post_bytes(
+                        &format!("/v1/projects/default/applets/{name}?gate={}", name == "identity"),
+                        wasm,
+                    )
+                    .await?;
+                deployed.push(name);
+            }
+        }
+        Ok(deployed)
+    })
+}
+
+/// Empties the PostgreSQL database under test, so each fleet size starts
+/// from nothing (its tables, and the applet schemas and roles of earlier runs).
+async fn empty_store(url: &str) -> Result<()> {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
+    tokio::spawn(conn);
+    client
+        .batch_execute(
+            "DO $$ DECLARE s record; BEGIN
+               FOR s IN SELECT nspname FROM pg_namespace
+                        WHERE nspname LIKE 'ws\\_%' OR nspname = 'public' LOOP
+                 EXECUTE format('DROP SCHEMA %I CASCADE', s.nspname);
+               END LOOP;
+               CREATE SCHEMA public;
+             END $$;",
+        )
+        .await?;
+    Ok(())
+}
