@@ -172,6 +172,9 @@ fn applet_authorizer(ctx: AuthContext<'_>) -> Authorization {
 }
 
 /// A project database.
+/// A project database's page cache, KiB.
+const PROJECT_CACHE_KIB: i64 = 32 << 10;
+
 pub struct ProjectDb {
     conn: Connection,
     statement_limit: Duration,
@@ -185,6 +188,14 @@ impl ProjectDb {
                 let c = Connection::open(p)?;
                 c.pragma_update(None, "journal_mode", "WAL")?;
                 c.pragma_update(None, "synchronous", "FULL")?;
+                // The worker's hot pages (state per device, credits, logs)
+                // stay cached: with the 2 MiB default a 10,000-meter fleet
+                // cost about four page reads and writes per event.
+                c.pragma_update(None, "cache_size", -PROJECT_CACHE_KIB)?;
+                // Each applet call is a savepoint, whose journal of the
+                // original pages would otherwise be written to a temp file:
+                // five writes per event in the sustained profile.
+                c.pragma_update(None, "temp_store", "MEMORY")?;
                 c
             }
             None => Connection::open_in_memory()?,

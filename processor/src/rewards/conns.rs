@@ -7,7 +7,6 @@
 use std::path::Path;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
 
 use rusqlite::Connection;
 
@@ -17,8 +16,8 @@ use crate::store::sql::{PgSql, Sql, SqlError};
 const READERS: usize = 4;
 
 pub(crate) fn conn(path: &Path) -> rusqlite::Result<Connection> {
-    let c = Connection::open(path)?;
-    c.busy_timeout(Duration::from_secs(10))?;
+    let mut c = Connection::open(path)?;
+    crate::store::wait_for_locks(&mut c)?;
     Ok(c)
 }
 

@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 pub use ops::{Committed, NewDevice, NewEvent, RegisterOutcome, Writer};
 pub use reads::{DeviceRow, EventRow, SqliteReads};
-pub use schema::{dedup_key, migrate};
+pub use schema::{dedup_key, migrate, wait_for_locks};
 
 use crate::config::StoreConfig;
 use crate::metrics::Metrics;
@@ -157,7 +157,8 @@ pub fn open(
     })?;
     let path = db_path(data_dir);
     let mut conn = rusqlite::Connection::open(&path)?;
-    schema::configure(&conn)?;
+    schema::configure(&mut conn)?;
+    schema::tune_writer(&conn)?;
     schema::migrate(&mut conn)?;
     let reads = SqliteReads::open(&path, config.read_connections)?;
     let (writer, handle) = writer::start(conn, config.max_commit_events, metrics);

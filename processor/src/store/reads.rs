@@ -79,6 +79,9 @@ fn event_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<EventRow> {
     })
 }
 
+/// Each read connection's page cache, KiB.
+const READ_CACHE_KIB: i64 = 8 << 10;
+
 const EVENT_COLUMNS: &str = "id, seq, timestamp, sensor_reading, data, signature, received_at";
 
 impl SqliteReads {
@@ -95,11 +98,13 @@ impl SqliteReads {
     }
 
     fn connect(&self) -> Result<Connection, StoreError> {
-        let conn = Connection::open_with_flags(
+        let mut conn = Connection::open_with_flags(
             self.path.as_ref(),
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
-        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        super::schema::wait_for_locks(&mut conn)?;
+        // The applet worker reads every new event and its device from here.
+        conn.pragma_update(None, "cache_size", -READ_CACHE_KIB)?;
         Ok(conn)
     }
 
