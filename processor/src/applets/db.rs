@@ -172,6 +172,9 @@ fn applet_authorizer(ctx: AuthContext<'_>) -> Authorization {
 }
 
 /// A project database.
+/// Prepared statements kept per project connection (rusqlite keeps 16).
+const STATEMENTS_CACHED: usize = 64;
+
 /// A project database's page cache, KiB.
 const PROJECT_CACHE_KIB: i64 = 32 << 10;
 
@@ -201,6 +204,8 @@ impl ProjectDb {
             None => Connection::open_in_memory()?,
         };
         conn.busy_timeout(Duration::from_secs(5))?;
+        // The worker's statements and the host's `_ws_*` ones, all cached.
+        conn.set_prepared_statement_cache_capacity(STATEMENTS_CACHED);
         // Applet tables may declare REFERENCES: never enforced here, so no
         // applet row can make the worker's own writes fail.
         conn.pragma_update(None, "foreign_keys", "OFF")?;

@@ -26,7 +26,6 @@
 
 use std::sync::Arc;
 
-use sha2::{Digest, Sha256};
 use wattstream_rewards::PaidTime;
 
 use super::event::{Chain, run_event};
@@ -45,25 +44,15 @@ use crate::store::sql::{PgSql, Sql, SqlError, Val};
 #[error("project {0} changed in the store; reloading it")]
 pub struct Stale(pub String);
 
-/// Devices one batch leases at most.
-const DEVICES: usize = 64;
+/// Devices one batch leases at most (a fleet's events arrive a device at a
+/// time, so a batch of [`BATCH`] events is that many devices).
+const DEVICES: usize = BATCH;
 
 /// The PostgreSQL store the worker runs on.
 #[derive(Clone)]
 pub struct PgWork {
     pub pool: deadpool_postgres::Pool,
     pub rt: tokio::runtime::Handle,
-}
-
-/// The advisory-lock key of `device` in `project`.
-fn device_lock(project: &str, device: &str) -> i64 {
-    let h = Sha256::new()
-        .chain_update(b"wattstream/lease\0")
-        .chain_update(project.as_bytes())
-        .chain_update([0])
-        .chain_update(device.as_bytes())
-        .finalize();
-    i64::from_be_bytes(h[..8].try_into().expect("8 bytes"))
 }
 
 /// Makes the project's schema and tables (at the worker's start), one
@@ -263,52 +252,40 @@ fn stored_chain(c: &dyn Sql, project: &str) -> anyhow::Result<Vec<(String, Strin
 
 /// The oldest final pending events of devices no other processor holds, in
 /// event order, at most [`BATCH`]; each device's events are a prefix of its
-/// pending ones.
+/// pending ones. One statement: the candidate devices (those of the oldest
+/// pending events), the ones whose lease this transaction gets
+/// (`pg_try_advisory_xact_lock` on a hash of project and device), and their
+/// events. (It was a round trip per device and per lease, which kept a
+/// processor on PostgreSQL at a few hundred events a second.)
 fn lease(c: &dyn Sql, project: &str, settled: i64) -> anyhow::Result<Vec<StoredEvent>> {
-    let oldest = c.rows(
-        "SELECT device_id FROM applet_pending WHERE project = ?1 AND event_id <= ?2
-         ORDER BY event_id LIMIT ?3",
-        &[project.into(), Val::Int(settled), Val::Int((BATCH * 4) as i64)],
+    let rows = c.rows(
+        "WITH oldest AS MATERIALIZED (
+             SELECT device_id, event_id FROM applet_pending
+             WHERE project = ?1 AND event_id <= ?2 ORDER BY event_id LIMIT ?3),
+         candidates AS MATERIALIZED (
+             SELECT device_id, MIN(event_id) AS first FROM oldest
+             GROUP BY device_id ORDER BY first LIMIT ?4),
+         leased AS MATERIALIZED (
+             SELECT device_id FROM candidates
+             WHERE pg_try_advisory_xact_lock(('x' || encode(substring(sha256(
+                 convert_to('wattstream/lease', 'UTF8') || '\\x00'::bytea || convert_to(?1, 'UTF8')
+                 || '\\x00'::bytea || convert_to(device_id, 'UTF8')) FROM 1 FOR 8), 'hex'))::bit(64)::bigint))
+         SELECT e.id, e.device_id, e.data, e.signature, e.timestamp,
+                d.public_key, d.owner, d.revoked_at, d.registered_at
+         FROM leased l
+         JOIN applet_pending p ON p.project = ?1 AND p.device_id = l.device_id AND p.event_id <= ?2
+         JOIN events e ON e.id = p.event_id
+         JOIN devices d ON d.device_id = e.device_id
+         ORDER BY p.event_id LIMIT ?5",
+        &[
+            project.into(),
+            Val::Int(settled),
+            Val::Int((BATCH * 4) as i64),
+            Val::Int(DEVICES as i64),
+            Val::Int(BATCH as i64),
+        ],
     )?;
-    let mut devices: Vec<String> = Vec::new();
-    for r in &oldest {
-        let d = r[0].text(0)?;
-        if devices.len() == DEVICES || devices.iter().any(|x| x == d) {
-            continue;
-        }
-        let got = c
-            .row(
-                "SELECT pg_try_advisory_xact_lock(?1)",
-                &[Val::Int(device_lock(project, d))],
-            )?
-            .is_some_and(|r| r[0] == Val::Int(1));
-        if got {
-            devices.push(d.to_string());
-        }
-    }
-    let mut events = Vec::new();
-    for d in &devices {
-        let rows = c.rows(
-            "SELECT e.id, e.device_id, e.data, e.signature, e.timestamp,
-                    d.public_key, d.owner, d.revoked_at, d.registered_at
-             FROM applet_pending p JOIN events e ON e.id = p.event_id
-             JOIN devices d ON d.device_id = e.device_id
-             WHERE p.project = ?1 AND p.device_id = ?2 AND p.event_id <= ?3
-             ORDER BY p.event_id LIMIT ?4",
-            &[
-                project.into(),
-                d.as_str().into(),
-                Val::Int(settled),
-                Val::Int(BATCH as i64),
-            ],
-        )?;
-        for r in rows {
-            events.push(stored_event(&r)?);
-        }
-    }
-    events.sort_by_key(|e| e.id);
-    events.truncate(BATCH);
-    Ok(events)
+    rows.iter().map(|r| stored_event(r)).collect()
 }
 
 /// Skips `event` for good: a failure row says why, and its pending row goes.

@@ -264,6 +264,7 @@ impl Runtime {
                 effects: Effects::default(),
                 log_bytes: 0,
                 rng,
+                exports: Default::default(),
             },
         );
         store.limiter(|s| &mut s.limits);
@@ -275,6 +276,7 @@ impl Runtime {
             .map_err(|e| wasmtime::Error::msg(e.to_string()))
             .and_then(|()| {
                 let instance = applet.pre.instantiate(&mut store)?;
+                store.data_mut().exports = super::state::Exports::of(&instance, &mut store);
                 let f = instance.get_typed_func::<i32, i32>(&mut store, handler)?;
                 let rid = store.data().event.rid;
                 f.call(&mut store, rid)

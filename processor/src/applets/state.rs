@@ -130,6 +130,28 @@ pub struct HostState {
     pub effects: Effects,
     pub log_bytes: usize,
     pub rng: u64,
+    /// The instance's `memory` and `alloc`, looked up once after it is
+    /// instantiated instead of by name in every host call (the profile).
+    pub exports: Exports,
+}
+
+/// Exports the host functions use, once the instance exists.
+#[derive(Default)]
+pub struct Exports {
+    pub memory: Option<wasmtime::Memory>,
+    pub alloc: Option<wasmtime::TypedFunc<i32, i32>>,
+}
+
+impl Exports {
+    pub fn of(instance: &wasmtime::Instance, store: &mut wasmtime::Store<HostState>) -> Exports {
+        use wattstream_abi::imports::{EXPORT_ALLOC, EXPORT_MEMORY};
+        Exports {
+            memory: instance.get_memory(&mut *store, EXPORT_MEMORY),
+            alloc: instance
+                .get_typed_func::<i32, i32>(&mut *store, EXPORT_ALLOC)
+                .ok(),
+        }
+    }
 }
 
 impl HostState {

@@ -186,7 +186,7 @@ pub fn read_credits(db: &dyn Sql, after: i64, limit: i64) -> Result<Vec<(i64, Cr
 /// The last event the project's applet worker has run (`_ws_cursor`).
 pub fn worker_cursor(db: &dyn Sql) -> Result<Option<i64>> {
     db.row("SELECT last_event_id FROM _ws_cursor WHERE id = 1", &[])?
-        .map(|r| Ok(r[0].int(0)?))
+        .map(|r| r[0].int(0))
         .transpose()
 }
 

@@ -19,7 +19,11 @@ pub const READ_MAX: usize = 1 << 20;
 
 /// The module's exported memory.
 pub fn memory(caller: &mut C<'_>) -> Option<Memory> {
-    caller.get_export(EXPORT_MEMORY).and_then(Extern::into_memory)
+    match caller.data().exports.memory {
+        Some(m) => Some(m),
+        // Before the instance is complete (a start function's host calls).
+        None => caller.get_export(EXPORT_MEMORY).and_then(Extern::into_memory),
+    }
 }
 
 /// Guest `(ptr, len)` as a host range, `None` when it overflows.
@@ -74,11 +78,17 @@ pub fn write_out(caller: &mut C<'_>, bytes: &[u8], out_ptr: i32, out_len: i32) -
     let Some(mem) = memory(caller) else {
         return Ok(FAILED);
     };
-    let Some(alloc) = caller.get_export(EXPORT_ALLOC).and_then(Extern::into_func) else {
-        return Ok(FAILED);
-    };
-    let Ok(alloc) = alloc.typed::<i32, i32>(&caller) else {
-        return Ok(FAILED);
+    let alloc = match caller.data().exports.alloc.clone() {
+        Some(alloc) => alloc,
+        None => {
+            let Some(alloc) = caller.get_export(EXPORT_ALLOC).and_then(Extern::into_func) else {
+                return Ok(FAILED);
+            };
+            let Ok(alloc) = alloc.typed::<i32, i32>(&caller) else {
+                return Ok(FAILED);
+            };
+            alloc
+        }
     };
     let addr = alloc.call(&mut *caller, bytes.len() as i32)?;
     if !write(caller, &mem, addr, bytes)

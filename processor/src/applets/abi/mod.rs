@@ -110,10 +110,12 @@ pub(crate) mod testing {
                 effects: Effects::default(),
                 log_bytes: 0,
                 rng: 42,
+                exports: Default::default(),
             };
             let mut store = Store::new(&engine, state);
             store.limiter(|s| &mut s.limits);
             let instance = linker.instantiate(&mut store, &module).expect("instantiate");
+            store.data_mut().exports = crate::applets::state::Exports::of(&instance, &mut store);
             Guest { store, instance }
         }
 

@@ -7,7 +7,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use serde_json::{Value, json};
 use wattstream_sdk::client::ProcessorClient;
 
@@ -31,15 +31,17 @@ pub fn run(
 ) -> Result<(Value, Value)> {
     let store = args.store_args()?;
     let extra: Vec<&std::ffi::OsStr> = store.iter().map(|s| s.as_os_str()).collect();
-    if args.store.is_some() {
-        rt.block_on(empty_store(args.store.as_deref().unwrap_or_default()))?;
+    if let Some(url) = &args.store {
+        rt.block_on(empty_store(url))?;
     }
     let data = dir.join(format!("devices-{devices}"));
     let server = ServerProcess::start_with(&data, TOKEN, &extra)?;
     let admin = ProcessorClient::new(&server.url, Some(TOKEN.to_string()), Duration::from_secs(60))?;
     let t = Instant::now();
     let mut fleet = Fleet::new(devices)?;
-    let deployed = prepare(args, rt, &admin, &fleet.public_keys())?;
+    let log = super::ingest::log_path(&data);
+    let deployed = prepare(args, rt, &admin, &fleet.public_keys())
+        .with_context(|| format!("the processor's log: {}", log.display()))?;
     anyhow::ensure!(
         deployed.len() == 2,
         "the sustained figure needs identity and rewards-tiered in {} (build the applets: scripts/setup.sh's build_applets)",
@@ -185,11 +187,27 @@ pub fn prepare(
     })
 }
 
-/// Empties the PostgreSQL database under test, so each fleet size starts
-/// from nothing (its tables, and the applet schemas and roles of earlier runs).
+/// Empties the PostgreSQL database under test between fleet sizes, so each
+/// starts from nothing (its tables, and the applet schemas of earlier runs).
+/// Only a database this benchmark made its own (or an empty one) is touched:
+/// a database with anything else in it is refused, never dropped.
 async fn empty_store(url: &str) -> Result<()> {
     let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
     tokio::spawn(conn);
+    let count = |sql: &'static str| {
+        let client = &client;
+        async move { client.query_one(sql, &[]).await.map(|r| r.get::<_, i64>(0)) }
+    };
+    let tables =
+        count("SELECT count(*) FROM pg_tables WHERE schemaname NOT IN ('pg_catalog', 'information_schema')")
+            .await?;
+    let ours =
+        count("SELECT count(*) FROM pg_tables WHERE schemaname = 'public' AND tablename = 'ws_bench_marker'")
+            .await?;
+    anyhow::ensure!(
+        tables == 0 || ours == 1,
+        "the benchmark's database holds tables it did not make: give it an empty database (createdb one)"
+    );
     client
         .batch_execute(
             "DO $$ DECLARE s record; BEGIN
@@ -198,6 +216,7 @@ async fn empty_store(url: &str) -> Result<()> {
                  EXECUTE format('DROP SCHEMA %I CASCADE', s.nspname);
                END LOOP;
                CREATE SCHEMA public;
+               CREATE TABLE public.ws_bench_marker ();
              END $$;",
         )
         .await?;

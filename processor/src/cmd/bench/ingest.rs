@@ -70,6 +70,11 @@ pub fn latency(mut samples: Vec<Duration>) -> Latency {
     }
 }
 
+/// Where a benchmark processor's log goes: beside its data directory.
+pub fn log_path(data_dir: &Path) -> std::path::PathBuf {
+    data_dir.with_extension("log")
+}
+
 /// A `wattstream serve` process under test.
 pub struct ServerProcess {
     pub child: std::process::Child,
@@ -78,7 +83,7 @@ pub struct ServerProcess {
 
 impl ServerProcess {
     /// Starts the sibling `wattstream` binary on a fresh data directory, with
-    /// more `serve` arguments.
+    /// more `serve` arguments; its warnings go to [`log_path`].
     pub fn start_with(data_dir: &Path, token: &str, extra: &[&std::ffi::OsStr]) -> anyhow::Result<Self> {
         use std::io::BufRead;
         let exe = std::env::current_exe()?;
@@ -100,7 +105,8 @@ impl ServerProcess {
                 std::env::var("MALLOC_ARENA_MAX").unwrap_or_else(|_| "2".into()),
             )
             .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
+            // Its log beside its data, for when a run goes wrong.
+            .stderr(std::fs::File::create(log_path(data_dir))?)
             .spawn()?;
         let mut line = String::new();
         std::io::BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line)?;

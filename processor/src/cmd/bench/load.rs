@@ -158,7 +158,7 @@ fn schedule(last: u64, now: u64, per_device: u64) -> (Vec<u64>, u64, u64) {
     } else {
         first
     };
-    let late = if start < first { first - start } else { 0 };
+    let late = first.saturating_sub(start);
     ((0..per_device).map(|i| start + i * step).collect(), step, late)
 }
 
