@@ -175,9 +175,6 @@ fn applet_authorizer(ctx: AuthContext<'_>) -> Authorization {
 /// Prepared statements kept per project connection (rusqlite keeps 16).
 const STATEMENTS_CACHED: usize = 64;
 
-/// A project database's page cache, KiB.
-const PROJECT_CACHE_KIB: i64 = 32 << 10;
-
 pub struct ProjectDb {
     conn: Connection,
     statement_limit: Duration,
@@ -191,10 +188,6 @@ impl ProjectDb {
                 let c = Connection::open(p)?;
                 c.pragma_update(None, "journal_mode", "WAL")?;
                 c.pragma_update(None, "synchronous", "FULL")?;
-                // The worker's hot pages (state per device, credits, logs)
-                // stay cached: with the 2 MiB default a 10,000-meter fleet
-                // cost about four page reads and writes per event.
-                c.pragma_update(None, "cache_size", -PROJECT_CACHE_KIB)?;
                 // Each applet call is a savepoint, whose journal of the
                 // original pages would otherwise be written to a temp file:
                 // five writes per event in the sustained profile.

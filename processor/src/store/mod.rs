@@ -158,7 +158,6 @@ pub fn open(
     let path = db_path(data_dir);
     let mut conn = rusqlite::Connection::open(&path)?;
     schema::configure(&mut conn)?;
-    schema::tune_writer(&conn)?;
     schema::migrate(&mut conn)?;
     let reads = SqliteReads::open(&path, config.read_connections)?;
     let (writer, handle) = writer::start(conn, config.max_commit_events, metrics);

@@ -79,9 +79,6 @@ fn event_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<EventRow> {
     })
 }
 
-/// Each read connection's page cache, KiB.
-const READ_CACHE_KIB: i64 = 8 << 10;
-
 const EVENT_COLUMNS: &str = "id, seq, timestamp, sensor_reading, data, signature, received_at";
 
 impl SqliteReads {
@@ -103,8 +100,6 @@ impl SqliteReads {
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
         super::schema::wait_for_locks(&mut conn)?;
-        // The applet worker reads every new event and its device from here.
-        conn.pragma_update(None, "cache_size", -READ_CACHE_KIB)?;
         Ok(conn)
     }
 

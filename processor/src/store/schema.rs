@@ -151,22 +151,6 @@ pub fn wait_for_locks(conn: &mut Connection) -> rusqlite::Result<()> {
     conn.busy_handler(Some(busy))
 }
 
-/// The writing connection's cache and checkpoints, from the ingest profile
-/// (`wattstream bench`, README "Performance"): with SQLite's 2 MiB default
-/// cache the writer read index pages back with `pread` and spilled dirty
-/// pages before commit; a WAL checkpoint every 1,000 pages wrote the same
-/// hot index pages to the database file again and again.
-pub fn tune_writer(conn: &Connection) -> rusqlite::Result<()> {
-    conn.pragma_update(None, "cache_size", -WRITER_CACHE_KIB)?;
-    conn.pragma_update(None, "wal_autocheckpoint", WAL_CHECKPOINT_PAGES)?;
-    Ok(())
-}
-
-/// The writer's page cache, KiB.
-const WRITER_CACHE_KIB: i64 = 32 << 10;
-/// Pages in the WAL before the writer checkpoints it (4 KiB each).
-const WAL_CHECKPOINT_PAGES: i64 = 8000;
-
 /// Runs the migrations this database has not had yet.
 pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
     let done: usize = conn.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))? as usize;
