@@ -553,7 +553,10 @@ async fn sqlite_registrations_and_ingest_commit_while_another_connection_keeps_c
             .count();
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    assert!(other.join().unwrap() > 0, "the other connection committed meanwhile");
+    assert!(
+        other.join().unwrap() > 0,
+        "the other connection committed meanwhile"
+    );
     assert_eq!(registered.len(), 300);
     assert_eq!(accepted, 300);
 }

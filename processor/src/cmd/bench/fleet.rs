@@ -138,7 +138,7 @@ pub fn print_scale(runs: &[Value]) {
         let rate = r["events_per_s"].as_f64().unwrap_or(0.0);
         println!(
             "   {:>10} {:>12.0} {:>8.2} {:>10.1} {:>22.0}",
-            r["devices"],
+            r["devices"].as_u64().unwrap_or(0),
             rate,
             r["ratio"].as_f64().unwrap_or(0.0),
             r["rss_mb"].as_f64().unwrap_or(0.0),
