@@ -1,0 +1,68 @@
+//! `wattstream bench` end to end, small: the sustained figure counts only
+//! events the ledger has, and `--json` carries the fields the performance
+//! issue asked for, with ratios computed from figures of the same run.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+
+#[test]
+fn a_small_bench_writes_sustained_and_open_loop_figures_from_one_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("bench.json");
+    let applets = dist("identity").parent().unwrap().to_path_buf();
+    let out = cli(&[
+        "bench",
+        "--only",
+        "ingest",
+        "--micro-seconds",
+        "0.2",
+        "--seconds",
+        "1",
+        "--devices",
+        "20",
+        "--latency-requests",
+        "30",
+        "--dir",
+        dir.path().join("store").to_str().unwrap(),
+        "--applets",
+        applets.to_str().unwrap(),
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let limit = doc["limit"]["all_cores"].as_f64().unwrap();
+    let s = &doc["sustained"];
+    let rate = s["events_per_s"].as_f64().unwrap();
+    assert!(limit > 0.0 && rate > 0.0, "{doc}");
+    assert!(
+        (s["ratio"].as_f64().unwrap() - rate / limit).abs() < 1e-9,
+        "{doc}"
+    );
+    assert_eq!(s["devices"], 20);
+    assert_eq!(s["applets"], serde_json::json!(["identity", "rewards-tiered"]));
+    assert!(
+        s["events"].as_u64().unwrap() > 0 && s["filesystem"].is_string(),
+        "{doc}"
+    );
+    let l = &doc["latency_half"];
+    assert_eq!(l["requests"], 30);
+    assert_eq!(l["failed"], 0);
+    let (p50, p99, p999) = (
+        l["p50_ms"].as_f64().unwrap(),
+        l["p99_ms"].as_f64().unwrap(),
+        l["p999_ms"].as_f64().unwrap(),
+    );
+    assert!(0.0 < p50 && p50 <= p99 && p99 <= p999, "{l}");
+    assert!(
+        (l["offered_per_s"].as_f64().unwrap() - rate / 2.0).abs() < 1e-6,
+        "{l}"
+    );
+}
