@@ -171,10 +171,10 @@ fn applet_authorizer(ctx: AuthContext<'_>) -> Authorization {
     }
 }
 
-/// A project database.
 /// Prepared statements kept per project connection (rusqlite keeps 16).
 const STATEMENTS_CACHED: usize = 64;
 
+/// A project database.
 pub struct ProjectDb {
     conn: Connection,
     statement_limit: Duration,
