@@ -94,6 +94,19 @@ ensure_python_crypto() {
   fi
 }
 
+ensure_eth_account() {
+  # Owners' wallet signatures in processor/tests/onboarding.rs come from
+  # eth-account (PyPI), an EVM implementation independent of ours.
+  local venv="$PWD/target/eth-venv"
+  if ! "$venv/bin/python3" -c "import eth_account" >/dev/null 2>&1; then
+    command -v python3 >/dev/null 2>&1 || apt_install python3
+    python3 -c "import ensurepip" >/dev/null 2>&1 || apt_install python3-venv
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet "eth-account==0.14.0"
+  fi
+  export WATTSTREAM_TEST_PYTHON="$venv/bin/python3"
+}
+
 ensure_applet_toolchain() {
   # wasm32 for the example applets: the rustup target where the user has it,
   # otherwise Debian's rustc-web with its std sources (DESIGN §7).

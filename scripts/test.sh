@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 . scripts/setup.sh
 ensure_rust
 ensure_python_crypto
+ensure_eth_account
 ensure_test_tools
 ensure_postgres
 ensure_cross_toolchain arm64

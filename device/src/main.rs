@@ -25,6 +25,27 @@ enum Command {
         /// Replace an existing key. The old identity is lost.
         #[arg(long)]
         force: bool,
+        /// Install this maker certificate (`wattstream maker sign`) beside the
+        /// key, keeping an existing key: it must certify that key.
+        #[arg(long)]
+        maker_cert: Option<PathBuf>,
+    },
+    /// Print a binding request (JSON) for the owner's wallet to sign: give it
+    /// to `wattstream device claim` with the wallet's EIP-191 signature over
+    /// its `owner_message`.
+    Bind {
+        /// The owner's EVM address.
+        #[arg(long)]
+        owner: String,
+        /// Device key (default: the configuration's `key`).
+        #[arg(long)]
+        key: Option<PathBuf>,
+        /// TOML configuration (for `key`).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// The chain the owner's address is on (the processor's `onboarding.chain_id`).
+        #[arg(long, default_value_t = 1337)]
+        chain_id: u64,
     },
     /// Print the device id and public key of an existing key.
     Id {
@@ -119,7 +140,31 @@ fn main() {
 fn run(cli: Cli) -> Result<()> {
     let mut out = std::io::stdout().lock();
     match cli.command {
-        Command::Keygen { key, force } => provision::keygen(&key, force, &mut out),
+        Command::Keygen {
+            key,
+            force,
+            maker_cert: None,
+        } => provision::keygen(&key, force, &mut out),
+        Command::Keygen {
+            key,
+            force,
+            maker_cert: Some(cert),
+        } => provision::install_maker_cert(&key, &cert, force, &mut out),
+        Command::Bind {
+            owner,
+            key,
+            config,
+            chain_id,
+        } => {
+            let key = match key {
+                Some(k) => k,
+                None => match &config {
+                    Some(p) => MeterConfig::load(p)?.key,
+                    None => MeterConfig::default().key,
+                },
+            };
+            provision::bind(&key, &owner, chain_id, &mut out)
+        }
         Command::Id { key } => provision::id(&key, &mut out),
         Command::Sign { key } => provision::sign(&key, &mut std::io::stdin().lock(), &mut out),
         Command::ResendDeadLetters { config, data_dir } => {

@@ -29,6 +29,8 @@ pub struct Config {
     pub tls: TlsConfig,
     /// MQTT ingest (off without `url`).
     pub mqtt: MqttConfig,
+    /// Who may bind devices to owners, and on which chain.
+    pub onboarding: crate::onboarding::OnboardingConfig,
 }
 
 /// HTTPS: both keys or neither.
@@ -199,6 +201,7 @@ impl Default for Config {
             rewards: RewardsConfig::default(),
             tls: TlsConfig::default(),
             mqtt: MqttConfig::default(),
+            onboarding: crate::onboarding::OnboardingConfig::default(),
         }
     }
 }

@@ -17,8 +17,9 @@ use crate::applets::projects::Projects;
 use crate::applets::worker::Stream;
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::onboarding::Onboarding;
 use crate::registry::Registry;
-use crate::rewards::Rewards;
+use crate::rewards::{Conns, Rewards};
 use crate::store::{self, Reads, Writer};
 
 /// How the store writer ends.
@@ -46,6 +47,9 @@ pub struct Opened {
     pub writer_done: WriterDone,
     pub projects: Arc<Projects>,
     pub rewards: Arc<Rewards>,
+    /// Device-to-owner bindings (their own connections: a claim never waits
+    /// for the ledger's).
+    pub onboarding: Arc<Onboarding>,
     pub stream: Stream,
     /// Set on PostgreSQL.
     pub pg: Option<PgWork>,
@@ -66,6 +70,11 @@ pub async fn open(config: &Config, metrics: Arc<Metrics>) -> anyhow::Result<Open
             let (db, dir) = (db.clone(), dir.clone());
             Arc::new(tokio::task::spawn_blocking(move || Projects::open(&db, &dir)).await??)
         };
+        let onboarding = Arc::new(Onboarding::new(
+            config.onboarding.clone(),
+            config.rewards.epoch_s,
+            Arc::new(Conns::sqlite(&db)?),
+        )?);
         let cfg = config.rewards.clone();
         let rewards = {
             let dir = dir.clone();
@@ -78,6 +87,7 @@ pub async fn open(config: &Config, metrics: Arc<Metrics>) -> anyhow::Result<Open
             writer_done: WriterDone::Thread(thread),
             projects,
             rewards,
+            onboarding,
             stream,
             pg: None,
         });
@@ -98,7 +108,13 @@ pub async fn open(config: &Config, metrics: Arc<Metrics>) -> anyhow::Result<Open
         let (w, cfg) = (work.clone(), config.rewards.clone());
         Arc::new(tokio::task::spawn_blocking(move || Rewards::open_postgres(&dir, w.pool, w.rt, cfg)).await??)
     };
+    let onboarding = Arc::new(Onboarding::new(
+        config.onboarding.clone(),
+        config.rewards.epoch_s,
+        Arc::new(Conns::postgres(work.pool.clone(), work.rt.clone())),
+    )?);
     Ok(Opened {
+        onboarding,
         writer,
         reads: Reads::Postgres(reads),
         writer_done: WriterDone::Task(task),

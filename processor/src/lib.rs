@@ -14,6 +14,7 @@ pub mod engine;
 pub mod http;
 pub mod metrics;
 pub mod mqtt;
+pub mod onboarding;
 pub mod pipeline;
 pub mod read_tokens;
 pub mod registry;

@@ -33,6 +33,11 @@ enum Command {
         #[command(subcommand)]
         command: cmd::rewards::Command,
     },
+    /// A device maker's key and certificates (`onboarding.policy = "makers"`).
+    Maker {
+        #[command(subcommand)]
+        command: cmd::onboarding::MakerCommand,
+    },
     /// Work with applets.
     Applet {
         #[command(subcommand)]
@@ -53,6 +58,7 @@ fn main() {
         Command::Demo(args) => cmd::demo::run(args),
         Command::Rewards { command } => cmd::rewards::run(command),
         Command::Applet { command } => cmd::applet::run(command),
+        Command::Maker { command } => cmd::onboarding::maker(command),
     };
     std::process::exit(match result {
         Ok(code) => code,

@@ -60,6 +60,19 @@ impl Registry {
         }
     }
 
+    /// Records a committed owner change from a binding (none: unbound).
+    pub fn set_owner(&self, id: DeviceId, owner: Option<String>) {
+        self.devices
+            .write()
+            .expect("registry lock")
+            .entry(id)
+            .or_insert(DeviceStatus {
+                owner: None,
+                revoked: false,
+            })
+            .owner = owner;
+    }
+
     /// Records a committed revocation.
     pub fn revoked(&self, id: &DeviceId) {
         if let Some(d) = self.devices.write().expect("registry lock").get_mut(id) {

@@ -35,6 +35,7 @@ pub async fn serve_until(
         writer_done,
         projects,
         rewards,
+        onboarding,
         stream,
         pg,
     } = engine::open(&config, metrics.clone()).await?;
@@ -78,6 +79,7 @@ pub async fn serve_until(
         default_project: config.applets.default_project.clone(),
         rewards: rewards.clone(),
         read_tokens: crate::read_tokens::ReadTokens::open(&config.data_dir)?,
+        onboarding,
     });
     let retention_task = tokio::spawn(run_retention(config.clone(), projects_for_ledger.clone(), pg));
     let ledger_task = tokio::spawn(run_ledger(

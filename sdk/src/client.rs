@@ -236,6 +236,12 @@ impl ProcessorClient {
         self.json(req, &url).await
     }
 
+    /// A POST with a JSON body, answered with JSON.
+    pub async fn post_json(&self, path: &str, body: &Value) -> Result<Value, ClientError> {
+        let url = self.url(path);
+        self.json(self.http.post(&url).json(body), &url).await
+    }
+
     /// A PUT with a JSON body.
     pub async fn put_json(&self, path: &str, body: &Value) -> Result<Value, ClientError> {
         let url = self.url(path);

@@ -35,6 +35,7 @@
 //! know (Wycheproof, property tests, the shared vectors); the processor's hot path
 //! uses `Fast`.
 
+pub mod binding;
 #[cfg(feature = "client")]
 pub mod client;
 #[cfg(feature = "config")]

@@ -4,6 +4,7 @@
 
 mod devices;
 pub(crate) mod events;
+mod onboarding;
 mod projects;
 pub(crate) mod w3bstream;
 
@@ -44,6 +45,8 @@ pub struct AppState {
     pub rewards: Arc<crate::rewards::Rewards>,
     /// Per-device read tokens (event history and owner are personal data).
     pub read_tokens: crate::read_tokens::ReadTokens,
+    /// Device-to-owner bindings.
+    pub onboarding: Arc<crate::onboarding::Onboarding>,
 }
 
 impl AppState {
@@ -336,6 +339,9 @@ pub fn router(state: Shared) -> Router {
         .route("/v1/devices/{id}", get(devices::show).delete(devices::revoke))
         .route("/v1/devices/{id}/events", get(devices::events))
         .route("/v1/devices/{id}/read-token", post(devices::read_token))
+        .route("/v1/devices/claim", post(onboarding::claim))
+        .route("/v1/devices/{id}/transfer", post(onboarding::transfer))
+        .route("/v1/devices/{id}/bindings", get(onboarding::bindings))
         .route("/v1/devices/{id}/rewards", get(projects::rewards))
         .route("/v1/epochs/{epoch}", get(projects::epoch))
         .route("/v1/ledger/head", get(projects::ledger_head))

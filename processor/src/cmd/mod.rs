@@ -8,6 +8,7 @@ pub mod bench;
 pub mod client;
 pub mod demo;
 pub mod device;
+pub mod onboarding;
 pub mod rewards;
 pub mod serve;
 pub mod verify;

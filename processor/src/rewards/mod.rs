@@ -27,7 +27,7 @@ pub mod queue;
 mod replay;
 mod stored;
 
-use conns::Conns;
+pub(crate) use conns::Conns;
 pub(crate) use conns::conn;
 
 pub(crate) use book::{last_sealed, meta};

@@ -117,6 +117,19 @@ const MIGRATIONS: &[&str] = &[
     DROP INDEX ledger_address;
     CREATE INDEX ledger_address_time ON ledger_entries(address, timestamp);
     CREATE INDEX ledger_epoch ON ledger_entries(epoch, seq);",
+    // 8: device-to-owner bindings (crate::onboarding): append-only, one
+    // hash chain per device; every accepted nonce stays, so none binds twice.
+    "CREATE TABLE bindings (
+        device_id       TEXT NOT NULL,
+        seq             INTEGER NOT NULL,
+        kind            TEXT NOT NULL,
+        owner           TEXT,
+        effective_epoch INTEGER NOT NULL,
+        nonce           TEXT NOT NULL UNIQUE,
+        hash            TEXT NOT NULL,
+        record          TEXT NOT NULL,
+        PRIMARY KEY (device_id, seq)
+    ) STRICT;",
 ];
 
 /// Settings every connection gets: WAL so readers never block the writer,

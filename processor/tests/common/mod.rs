@@ -5,8 +5,10 @@
 
 pub mod broker;
 pub mod meter;
+pub mod onboard;
 pub mod pg;
 pub mod pki;
+pub mod wallet;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

@@ -138,6 +138,18 @@ const MIGRATIONS: &[&str] = &[
         name        TEXT PRIMARY KEY,
         fingerprint TEXT NOT NULL
     );",
+    // 5: device-to-owner bindings (as SQLite's schema 8).
+    "CREATE TABLE bindings (
+        device_id       TEXT NOT NULL,
+        seq             BIGINT NOT NULL,
+        kind            TEXT NOT NULL,
+        owner           TEXT,
+        effective_epoch BIGINT NOT NULL,
+        nonce           TEXT NOT NULL UNIQUE,
+        hash            TEXT NOT NULL,
+        record          TEXT NOT NULL,
+        PRIMARY KEY (device_id, seq)
+    );",
 ];
 
 /// Lock id for migrations (any constant shared by every process).
