@@ -169,6 +169,20 @@ async fn transfers_need_the_current_owner_and_the_new_one_and_the_chain_verifies
     // …or an admin step dropped from the middle.
     let mut cut = served.clone();
     cut["records"].as_array_mut().unwrap().remove(2);
-    std::fs::write(&file, cut.to_string()).unwrap();
-    assert_eq!(verify(&file, claim_epoch).status.code(), Some(1));
+    // …or a transfer moved an epoch earlier (only the hash covers that),
+    // or the admin's step passed off as the owner's.
+    let mut backdated = served.clone();
+    backdated["records"][1]["effective_epoch"] = json!(claim_epoch);
+    let mut disowned = served.clone();
+    disowned["records"][2]["authorized_by"] = json!("owner");
+    for (name, tampered) in [("cut", cut), ("backdated", backdated), ("disowned", disowned)] {
+        std::fs::write(&file, tampered.to_string()).unwrap();
+        let out = verify(&file, claim_epoch);
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
 }
