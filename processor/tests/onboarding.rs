@@ -111,6 +111,10 @@ async fn every_bad_claim_is_refused_with_its_own_reason_and_changes_nothing() {
     expired["issued_at"] = json!(wattstream_sdk::time::unix_now() - 2 * 86_400);
     let expired = resign(expired, &device);
     let expired_sig = alice.sign(expired["owner_message"].as_str().unwrap());
+    let mut ahead = fresh.clone();
+    ahead["issued_at"] = json!(wattstream_sdk::time::unix_now() + 3600);
+    let ahead = resign(ahead, &device);
+    let ahead_sig = alice.sign(ahead["owner_message"].as_str().unwrap());
     // The owner signed a message with other fields (another nonce) than the request's.
     let other_fields = bind_with(&free_key, &alice.address, 1337);
     let other_fields_sig = alice.sign(other_fields["owner_message"].as_str().unwrap());
@@ -142,6 +146,13 @@ async fn every_bad_claim_is_refused_with_its_own_reason_and_changes_nothing() {
             reused_nonce_sig,
             409,
             "nonce_reused",
+        ),
+        (
+            "a request dated an hour ahead",
+            &ahead,
+            ahead_sig,
+            400,
+            "request_from_future",
         ),
         (
             "the wrong chain id",
