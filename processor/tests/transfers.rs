@@ -123,6 +123,18 @@ async fn transfers_need_the_current_owner_and_the_new_one_and_the_chain_verifies
     .await;
     assert_eq!(s, 200, "{a}");
     assert_eq!(owner_of(&server, &id).await, None);
+    // Claimed again by carol: a device that had an owner changes hands from
+    // the next epoch, like a transfer.
+    let reclaim = bind_with(&key, &carol.address, 1337);
+    let (s, a) = claim(
+        &server,
+        &reclaim,
+        &carol.sign(reclaim["owner_message"].as_str().unwrap()),
+        None,
+    )
+    .await;
+    assert_eq!(s, 201, "{a}");
+    assert_eq!(a["effective_epoch"], a["at"].as_u64().unwrap() / 3600 + 1, "{a}");
 
     // The chain, saved and verified offline.
     let served = bindings(&server, &id).await;
@@ -132,7 +144,7 @@ async fn transfers_need_the_current_owner_and_the_new_one_and_the_chain_verifies
         .iter()
         .map(|r| r["kind"].as_str().unwrap())
         .collect();
-    assert_eq!(kinds, ["claim", "transfer", "transfer", "unbind"]);
+    assert_eq!(kinds, ["claim", "transfer", "transfer", "unbind", "claim"]);
     let file = dir.path().join("bindings.json");
     std::fs::write(&file, served.to_string()).unwrap();
     let verify = |path: &Path, epoch: u64| {
