@@ -28,7 +28,7 @@ struct RegisterRequest {
     owner: Option<String>,
 }
 
-fn parse_id(text: &str) -> Result<DeviceId, ApiError> {
+pub(super) fn parse_id(text: &str) -> Result<DeviceId, ApiError> {
     DeviceId::from_hex(text).ok_or_else(|| {
         ApiError::new(
             StatusCode::BAD_REQUEST,

@@ -161,15 +161,7 @@ pub async fn bindings(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let id = DeviceId::from_hex(&id)
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "malformed",
-                format!("`{id}` is not a device id"),
-            )
-        })?
-        .to_string();
+    let id = super::devices::parse_id(&id)?.to_string();
     let onboarding = state.onboarding.clone();
     let lookup = id.clone();
     let records = tokio::task::spawn_blocking(move || onboarding.records(&lookup))

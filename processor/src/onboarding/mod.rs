@@ -189,10 +189,6 @@ impl Onboarding {
         })
     }
 
-    pub fn policy(&self) -> Policy {
-        self.config.policy
-    }
-
     fn check_time(&self, chain_id: u64, issued_at: u64, now: u64) -> Result<(), OnboardError> {
         if chain_id != self.config.chain_id {
             return Err(OnboardError::WrongChain {
