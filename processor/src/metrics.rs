@@ -101,6 +101,8 @@ pub struct Metrics {
     /// The applet worker's health (also in `/healthz`).
     pub worker: WorkerHealth,
     events: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
+    /// (claim|transfer, recorded or the refusal reason) -> requests.
+    onboarding: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
     requests: Mutex<BTreeMap<(&'static str, String, u16), u64>>,
     commit_events: Histogram,
     commit_seconds: Histogram,
@@ -120,6 +122,7 @@ impl Default for Metrics {
         Metrics {
             worker: WorkerHealth::default(),
             events: Mutex::default(),
+            onboarding: Mutex::default(),
             requests: Mutex::default(),
             commit_events: Histogram::new(&[1.0, 2.0, 5.0, 10.0, 50.0, 100.0, 500.0, 1000.0, 5000.0]),
             commit_seconds: Histogram::new(&[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0]),
@@ -142,6 +145,16 @@ impl Metrics {
             .lock()
             .expect("metrics lock")
             .entry((status, reason))
+            .or_default() += 1;
+    }
+
+    /// One claim or transfer: `recorded`, or the reason it was refused.
+    pub fn record_onboarding(&self, what: &'static str, outcome: &'static str) {
+        *self
+            .onboarding
+            .lock()
+            .expect("metrics lock")
+            .entry((what, outcome))
             .or_default() += 1;
     }
 
@@ -217,6 +230,16 @@ impl Metrics {
             let _ = writeln!(
                 out,
                 "wattstream_events_total{{status=\"{status}\",reason=\"{reason}\"}} {n}"
+            );
+        }
+        out.push_str(
+            "# HELP wattstream_onboarding_total Claims and transfers, by outcome (recorded or the refusal reason).\n",
+        );
+        out.push_str("# TYPE wattstream_onboarding_total counter\n");
+        for ((what, outcome), n) in self.onboarding.lock().expect("metrics lock").iter() {
+            let _ = writeln!(
+                out,
+                "wattstream_onboarding_total{{request=\"{what}\",outcome=\"{outcome}\"}} {n}"
             );
         }
         out.push_str("# HELP wattstream_http_requests_total HTTP requests, by method, route and status.\n");

@@ -242,6 +242,15 @@ async fn every_bad_claim_is_refused_with_its_own_reason_and_changes_nothing() {
     }
     // And the fresh request, untouched, still binds.
     assert_eq!(claim(&server, &fresh, &fresh_sig, None).await.0, 201);
+    // An operator sees each outcome in /metrics.
+    let metrics = metrics_text(&server).await;
+    for line in [
+        r#"wattstream_onboarding_total{request="claim",outcome="recorded"} 2"#,
+        r#"wattstream_onboarding_total{request="claim",outcome="nonce_reused"} 2"#,
+        r#"wattstream_onboarding_total{request="claim",outcome="owner_signature_mismatch"} 2"#,
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} not in:\n{metrics}");
+    }
 
     // A revoked device cannot be bound or moved again, even unbound first by
     // its owner.

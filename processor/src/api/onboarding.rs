@@ -94,9 +94,11 @@ async fn settle(
         Ok(r) => r,
         Err(e) => {
             tracing::info!(reason = e.code(), "{what} refused: {e}");
+            state.metrics.record_onboarding(what, e.code());
             return Err(refused(e));
         }
     };
+    state.metrics.record_onboarding(what, "recorded");
     if let Some(id) = DeviceId::from_hex(&record.device_id) {
         state.registry.set_owner(id, record.owner.clone());
     }
