@@ -224,24 +224,36 @@ fn event_type_env_and_kv() {
 }
 
 #[test]
-fn a_failed_call_rolls_back_its_writes() {
+fn a_negative_return_rolls_back_its_writes_and_a_positive_one_keeps_them() {
+    // W3bstream v1: a handler's return value `< 0` is a failure, `>= 0` a
+    // success (a positive value is a resource id it may answer with).
     let mut h = Harness::new();
-    let o = h.run(
-        &module(
-            &[(16, "k"), (32, "v")],
-            "(drop (call $set_db (i32.const 16) (i32.const 1) (i32.const 32) (i32.const 1))) (i32.const 3)",
-        ),
-        "x",
-    );
-    assert_eq!(o.code, Some(3));
-    let o = h.run(
-        &module(
-            &[(16, "k")],
+    let set = |key: &str, code: i32| {
+        module(
+            &[(16, key), (32, "v")],
+            &format!(
+                "(drop (call $set_db (i32.const 16) (i32.const 1) (i32.const 32) (i32.const 1))) (i32.const {code})"
+            ),
+        )
+    };
+    let get = |key: &str| {
+        module(
+            &[(16, key)],
             "(call $get_db (i32.const 16) (i32.const 1) (i32.const 0) (i32.const 4))",
-        ),
-        "x",
+        )
+    };
+    let o = h.run(&set("k", -3), "x");
+    assert_eq!(o.code, Some(-3));
+    assert!(!o.ok());
+    assert_eq!(
+        h.run(&get("k"), "x").code,
+        Some(2),
+        "a failed call leaves nothing behind"
     );
-    assert_eq!(o.code, Some(2), "a rejected call leaves nothing behind");
+    let o = h.run(&set("p", 3), "x");
+    assert_eq!(o.code, Some(3));
+    assert!(o.ok(), "a positive return is a success");
+    assert_eq!(h.run(&get("p"), "x").code, Some(0), "and its writes are kept");
 }
 
 fn sql(statement: &str, params: &str) -> String {
@@ -441,16 +453,39 @@ fn hostile_applets_are_stopped_and_the_next_event_is_served() {
 }
 
 #[test]
+fn a_module_without_alloc_runs_and_a_copy_into_it_answers_status_5() {
+    // W3bstream v1 looks `alloc` up only when it must copy into the module
+    // ("alloc is nil"): a module that only logs runs without it.
+    let mut h = Harness::new();
+    let logs_only = br#"(module
+        (import "env" "ws_log" (func $log (param i32 i32 i32) (result i32)))
+        (memory (export "memory") 1)
+        (data (i32.const 16) "hello")
+        (func (export "start") (param i32) (result i32)
+          (call $log (i32.const 4) (i32.const 16) (i32.const 5))))"#;
+    let o = h.run(logs_only, "x");
+    assert_eq!(o.code, Some(0), "{o:?}");
+    assert_eq!(o.effects.logs[0].message, "hello");
+    let wants_data = br#"(module
+        (import "env" "ws_get_data" (func $get_data (param i32 i32 i32) (result i32)))
+        (memory (export "memory") 1)
+        (func (export "start") (param $rid i32) (result i32)
+          (call $get_data (local.get $rid) (i32.const 0) (i32.const 4))))"#;
+    assert_eq!(h.run(wants_data, "payload").code, Some(5));
+    h.still_serves();
+}
+
+#[test]
 fn modules_without_the_abi_exports_are_refused() {
     let runtime = Runtime::new(None).unwrap();
-    let no_alloc = br#"(module (memory (export "memory") 1) (func (export "start") (param i32) (result i32) (i32.const 0)))"#;
+    let no_memory = br#"(module (func (export "start") (param i32) (result i32) (i32.const 0)))"#;
     assert!(
         runtime
-            .compile(no_alloc)
+            .compile(no_memory)
             .err()
             .unwrap()
             .to_string()
-            .contains("alloc")
+            .contains("memory")
     );
     let bad_import = br#"(module (import "env" "steal_keys" (func)) (memory (export "memory") 1)
         (func (export "alloc") (param i32) (result i32) (i32.const 0)))"#;

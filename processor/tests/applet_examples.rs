@@ -61,10 +61,10 @@ fn identity_accepts_a_verified_owned_device_and_rejects_the_rest() {
     // The Rust SDK and the host agree on ws_log levels (wattstream-abi).
     assert_eq!(accepted["effects"]["logs"][0]["level"], "info", "{accepted}");
     let cases: [(&Path, &[&str], i64); 4] = [
-        (&ok, &["WS_DEVICE_STATUS=revoked"], 1),
-        (&ok, &["WS_DEVICE_OWNER="], 2),
-        (&event_file(dir.path(), &key, &reading(2.5, -1.0)), &[], 3),
-        (&ok, &["MAX_POWER_W=2"], 5),
+        (&ok, &["WS_DEVICE_STATUS=revoked"], -1),
+        (&ok, &["WS_DEVICE_OWNER="], -2),
+        (&event_file(dir.path(), &key, &reading(2.5, -1.0)), &[], -3),
+        (&ok, &["MAX_POWER_W=2"], -5),
     ];
     for (event, env, code) in cases {
         let (exit, o) = run("identity", event, env);
@@ -80,7 +80,7 @@ fn identity_accepts_a_verified_owned_device_and_rejects_the_rest() {
         key.sign_reading(&reading(2.5, 0.0035)).replace("2.5", "0.5"),
     )
     .unwrap();
-    assert_eq!(run("identity", &tampered, &[]).1["code"], 1);
+    assert_eq!(run("identity", &tampered, &[]).1["code"], -1);
 }
 
 #[test]

@@ -120,7 +120,7 @@ async fn identity_gates_and_tiered_rewards_credit_the_ledger(engine: Engine) {
     assert!(
         failures
             .iter()
-            .all(|f| f["applet"] == "identity" && f["code"] == 2)
+            .all(|f| f["applet"] == "identity" && f["code"] == -2)
     );
 
     // 10 tokens/h under 3 W, 4 tokens/h under 5 W, none above; 5 s windows.

@@ -1,6 +1,7 @@
 // A W3bstream applet written against @w3bstream/wasm-sdk, as one would for
 // W3bstream itself: it logs each meter reading and stores it in the project's
-// SQL database. WattStream runs it unmodified.
+// SQL database. WattStream runs it unmodified. As on W3bstream, a return
+// value below zero is a failure (the call's writes are rolled back).
 import { GetDataByRID, Log, ExecSQL, QuerySQL, JSON } from "@w3bstream/wasm-sdk";
 import { String as SQLString, Float64, Int64 } from "@w3bstream/wasm-sdk/assembly/sql";
 export { alloc } from "@w3bstream/wasm-sdk";
@@ -11,14 +12,14 @@ export function start(rid: i32): i32 {
   const data = envelope.getObj("data");
   if (data == null) {
     Log("not a meter envelope");
-    return 1;
+    return -1;
   }
   const watts = data.getValue("sensor_reading");
   const ts = data.getInteger("timestamp");
   const key = envelope.getString("public_key");
   if (watts == null || ts == null || key == null) {
     Log("reading without sensor_reading or timestamp");
-    return 2;
+    return -2;
   }
   let w: f64 = 0;
   if (watts.isFloat) {

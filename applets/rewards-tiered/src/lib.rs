@@ -30,7 +30,7 @@ handler!(start, |event: Event| {
         return Ok(());
     }
     if event.device.address.is_empty() {
-        return Err(Error::reject(1, "no verified device address"));
+        return Err(Error::reject(-1, "no verified device address"));
     }
     mint(&event.device.address, amount)?;
     log_info(&format!("minted {amount} units to {}", event.device.address));

@@ -9,8 +9,10 @@
 //!
 //! 1. A crate of type `cdylib` depending on `wattstream-applet`.
 //! 2. Declare a handler with [`handler!`]; it gets the [`Event`] and returns
-//!    `Ok(())` to accept or an [`Error`] to reject (its code is the handler's
-//!    non-zero return value, and later applets in the chain do not run):
+//!    `Ok(())` to accept or an [`Error`] to reject. As on W3bstream v1, a
+//!    handler's return value `< 0` is a failure and `>= 0` a success, so a
+//!    rejection's code is negative: the call's writes are rolled back and
+//!    later applets in the chain do not run:
 //!
 //! ```ignore
 //! use wattstream_applet::{handler, log_info, Error, Event};
@@ -18,7 +20,7 @@
 //! handler!(start, |event: Event| {
 //!     log_info(&format!("{} W from {}", event.reading.sensor_reading, event.device.id));
 //!     if event.reading.sensor_reading > 10_000.0 {
-//!         return Err(Error::reject(5, "implausible power"));
+//!         return Err(Error::reject(-5, "implausible power"));
 //!     }
 //!     Ok(())
 //! });
@@ -92,16 +94,20 @@ impl Status {
 /// Why a handler refuses an event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Error {
-    /// The handler's return value (non-zero).
+    /// The handler's return value (negative: W3bstream v1 reads `< 0` as
+    /// failure).
     pub code: i32,
     pub reason: String,
 }
 
 impl Error {
-    /// A rejection with a code (>= 1) and a reason (logged at error level).
+    /// A rejection with a negative code and a reason (logged at error level).
+    /// A code that is not negative would read as success to the host, so it
+    /// is made negative: `reject(5, ..)` returns -5, `reject(0, ..)` -1.
     pub fn reject(code: i32, reason: &str) -> Self {
+        let code = if code < 0 { code } else { -code.max(1) };
         Error {
-            code: code.max(1),
+            code,
             reason: reason.to_string(),
         }
     }
@@ -110,7 +116,7 @@ impl Error {
 impl From<Status> for Error {
     fn from(s: Status) -> Self {
         Error {
-            code: 100 + s.0.abs(),
+            code: -(100 + s.0.abs()),
             reason: format!("host call failed with status {}", s.0),
         }
     }
@@ -327,7 +333,7 @@ impl Event {
     pub fn load(rid: i32) -> Result<Event, Error> {
         let payload = get_data(rid)?;
         let body: Body = serde_json::from_slice(&payload)
-            .map_err(|_| Error::reject(90, "payload is not a meter envelope"))?;
+            .map_err(|_| Error::reject(-90, "payload is not a meter envelope"))?;
         let var = |k: &str| get_env(k).unwrap_or_default();
         Ok(Event {
             rid,

@@ -17,7 +17,7 @@ use wasmtime::{
     Trap,
 };
 
-use wattstream_abi::imports::{EXPORT_ALLOC, EXPORT_MEMORY};
+use wattstream_abi::imports::EXPORT_MEMORY;
 use wattstream_sdk::fsutil::{WriteOptions, write_atomic};
 
 use super::abi;
@@ -67,9 +67,11 @@ fn micros<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
 }
 
 impl RunOutcome {
-    /// Whether the handler returned 0.
+    /// Whether the handler succeeded: W3bstream v1 reads a return value `< 0`
+    /// as failure and `>= 0` as success (a positive value is a resource id a
+    /// handler may answer with), and so does this runtime.
     pub fn ok(&self) -> bool {
-        self.code == Some(0)
+        self.code.is_some_and(|c| c >= 0)
     }
 }
 
@@ -177,7 +179,10 @@ impl Runtime {
     }
 
     /// Compiles (or loads from the cache) and checks an applet: it must export
-    /// `memory` and `alloc`, and import nothing but the ABI.
+    /// `memory` and import nothing but the ABI. `alloc` is optional, as on
+    /// W3bstream v1, which looks it up only when it must copy data into the
+    /// module: without it such a copy answers status 5 (`ToVmFailed`), and a
+    /// module that never asks for data (one that only logs) runs.
     pub fn compile(&self, wasm: &[u8]) -> Result<Applet, AppletError> {
         let hash = hex::encode(Sha256::digest(wasm));
         let module = self.module(wasm, &hash)?;
@@ -203,11 +208,6 @@ impl Runtime {
                 _ => None,
             })
             .collect();
-        if !handlers.iter().any(|h| h == EXPORT_ALLOC) {
-            return Err(AppletError::Invalid(
-                "it does not export `alloc(i32) -> i32`".into(),
-            ));
-        }
         let mints = module.imports().any(|i| {
             i.module() == wattstream_abi::imports::ENV && i.name() == wattstream_abi::imports::WS_SEND_TX
         });
@@ -241,7 +241,8 @@ impl Runtime {
     }
 
     /// Runs `handler` of `applet` on one event. The database work of the call is
-    /// one savepoint: kept when the handler returns 0, rolled back otherwise
+    /// one savepoint: kept when the handler succeeds (returns `>= 0`), rolled
+    /// back otherwise
     /// (inside the caller's transaction when one is open, its own otherwise).
     /// The database comes back with the outcome.
     pub fn run(
@@ -286,7 +287,7 @@ impl Runtime {
             Err(e) => (None, Some(describe(&e, limits))),
         };
         let mut state = store.into_data();
-        if code == Some(0) {
+        if code.is_some_and(|c| c >= 0) {
             if let Err(e) = state.db.release() {
                 // Its writes are gone, so the call failed: no credits, and the
                 // chain stops as for any failure.
