@@ -121,7 +121,8 @@ fn replays(db: &TestDb, dir: &Path) {
     );
     assert!(
         text.contains("seal matches") && !text.contains("DIFFERS"),
-        "{text}"
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
     );
 }
 
