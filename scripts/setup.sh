@@ -120,6 +120,19 @@ ensure_npm() {
   command -v npm >/dev/null 2>&1 || apt_install nodejs npm
 }
 
+ensure_contracts() {
+  # The settlement contracts' tools from npm (rewards/contracts/package.json):
+  # solc to compile them, ganache as the local chain of the tests and the
+  # demo, OpenZeppelin's ERC-20. The compiled artifacts are committed; the
+  # check fails when one no longer matches its source.
+  ensure_npm
+  if [ ! -x rewards/contracts/node_modules/.bin/ganache ]; then
+    echo "== installing the contract tools (npm ci in rewards/contracts)"
+    (cd rewards/contracts && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+  fi
+  node rewards/contracts/build.js --check
+}
+
 build_applets() {
   ensure_applet_toolchain
   ensure_npm

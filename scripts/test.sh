@@ -13,6 +13,7 @@ ensure_postgres
 ensure_cross_toolchain arm64
 ensure_cross_toolchain armhf
 build_applets
+ensure_contracts
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

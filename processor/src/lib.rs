@@ -9,6 +9,7 @@
 
 pub mod api;
 pub mod applets;
+pub mod chain;
 pub mod config;
 pub mod engine;
 pub mod http;

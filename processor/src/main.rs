@@ -33,6 +33,11 @@ enum Command {
         #[command(subcommand)]
         command: cmd::rewards::Command,
     },
+    /// Deploy the settlement contracts to an EVM chain.
+    Chain {
+        #[command(subcommand)]
+        command: cmd::chain::Command,
+    },
     /// A device maker's key and certificates (`onboarding.policy = "makers"`).
     Maker {
         #[command(subcommand)]
@@ -59,6 +64,7 @@ fn main() {
         Command::Rewards { command } => cmd::rewards::run(command),
         Command::Applet { command } => cmd::applet::run(command),
         Command::Maker { command } => cmd::onboarding::maker(command),
+        Command::Chain { command } => cmd::chain::run(command),
     };
     std::process::exit(match result {
         Ok(code) => code,

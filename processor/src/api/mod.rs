@@ -344,6 +344,7 @@ pub fn router(state: Shared) -> Router {
         .route("/v1/devices/{id}/bindings", get(onboarding::bindings))
         .route("/v1/devices/{id}/rewards", get(projects::rewards))
         .route("/v1/epochs/{epoch}", get(projects::epoch))
+        .route("/v1/epochs/{epoch}/proofs/{device}", get(projects::epoch_proof))
         .route("/v1/ledger/head", get(projects::ledger_head))
         .route("/v1/projects/{project}/applets", get(projects::list))
         .route(

@@ -299,6 +299,29 @@ pub async fn epoch(State(state): State<Arc<AppState>>, Path(epoch): Path<u64>) -
         })
 }
 
+/// `GET /v1/epochs/{n}/proofs/{device}`: a device's proof in a sealed epoch,
+/// with the seal (public, as rewards are: a claim on chain carries it).
+pub async fn epoch_proof(
+    State(state): State<Arc<AppState>>,
+    Path((epoch, id)): Path<(u64, String)>,
+) -> Result<Response, ApiError> {
+    let id = DeviceId::from_hex(&id)
+        .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "malformed", "not a device id"))?;
+    let rewards = state.rewards.clone();
+    let (seal, proof) = tokio::task::spawn_blocking(move || rewards.proof_in(epoch, &id))
+        .await
+        .map_err(ApiError::store)?
+        .map_err(ApiError::store)?
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("epoch {epoch} is not sealed, or the device has no leaf in it"),
+            )
+        })?;
+    Ok(axum::Json(serde_json::json!({ "seal": seal, "proof": proof })).into_response())
+}
+
 /// `GET /v1/ledger/head`: the chain head and the processor key.
 pub async fn ledger_head(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
     let rewards = state.rewards.clone();

@@ -5,6 +5,7 @@
 
 pub mod applet;
 pub mod bench;
+pub mod chain;
 pub mod client;
 pub mod demo;
 pub mod device;

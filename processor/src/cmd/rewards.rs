@@ -1,4 +1,4 @@
-//! `wattstream rewards verify|replay|show`: the ledger in a data directory
+//! `wattstream rewards verify|replay|show` (and `settle|claim`, in `chain.rs`): the ledger in a data directory
 //! (SQLite) or on PostgreSQL (`--store`, or `store.url` in the config),
 //! checked, replayed from the stored stream, or listed for one device.
 
@@ -43,6 +43,11 @@ impl DataDirArgs {
         Ok(c)
     }
 
+    /// [`DataDirArgs::with_store`] for other commands.
+    pub fn read<T>(&self, f: impl FnOnce(&dyn Sql, &Config) -> Result<T>) -> Result<T> {
+        self.with_store(f)
+    }
+
     /// Runs `f` on a connection to the store: the data directory's SQLite
     /// file (read-only), or PostgreSQL (not migrated: these tools only read).
     fn with_store<T>(&self, f: impl FnOnce(&dyn Sql, &Config) -> Result<T>) -> Result<T> {
@@ -82,6 +87,10 @@ pub enum Command {
         #[arg(long)]
         public_key: Option<String>,
     },
+    /// Publish to the chain's distributor the sealed roots and device owners it does not hold yet (idempotent).
+    Settle(super::chain::SettleArgs),
+    /// Claim a sealed epoch's total for a device from the distributor, paid to the device's owner (idempotent).
+    Claim(super::chain::ClaimArgs),
     /// Re-run the stored events through the deployed applets into a fresh ledger; report whether every seal matches.
     Replay {
         #[command(flatten)]
@@ -98,6 +107,8 @@ pub enum Command {
 
 pub fn run(command: Command) -> Result<i32> {
     match command {
+        Command::Settle(args) => super::chain::settle(args),
+        Command::Claim(args) => super::chain::claim(args),
         Command::Verify { dir, public_key } => {
             let pinned = public_key
                 .map(|h| wattstream_sdk::PublicKey::from_hex(h.trim()))

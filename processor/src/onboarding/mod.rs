@@ -16,7 +16,7 @@
 //! pass.
 
 pub mod record;
-mod store;
+pub(crate) mod store;
 pub mod wallet;
 
 use std::sync::Arc;

@@ -191,7 +191,7 @@ fn write_device(tx: &dyn Sql, exists: bool, request: &ClaimRequest, now: u64) ->
 }
 
 /// A device's records, oldest first.
-pub(super) fn records(conn: &dyn Sql, device_id: &str) -> Result<Vec<Record>, SqlError> {
+pub(crate) fn records(conn: &dyn Sql, device_id: &str) -> Result<Vec<Record>, SqlError> {
     conn.rows(
         "SELECT record FROM bindings WHERE device_id = ?1 ORDER BY seq",
         &[device_id.into()],

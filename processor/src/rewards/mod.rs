@@ -25,7 +25,7 @@ mod check;
 mod conns;
 pub mod queue;
 mod replay;
-mod stored;
+pub(crate) mod stored;
 
 pub(crate) use conns::Conns;
 pub(crate) use conns::conn;
@@ -400,6 +400,33 @@ impl Rewards {
     pub fn seal_view(&self, epoch: u64) -> anyhow::Result<Option<SealView>> {
         let seal = self.conns.read(|c| stored::seal_of(c, Some(epoch)))?;
         Ok(seal.as_ref().map(Seal::view))
+    }
+
+    /// `GET /v1/epochs/{n}/proofs/{device}`: the seal of `epoch` and the
+    /// device's leaf and path in it (`None` when the epoch is not sealed or
+    /// the device has no leaf in it): what a claim on chain carries.
+    pub fn proof_in(&self, epoch: u64, id: &DeviceId) -> anyhow::Result<Option<(SealView, ProofView)>> {
+        let found = self.conns.read(|c| -> anyhow::Result<_> {
+            let tx = Tx::read(c)?;
+            let Some(seal) = stored::seal_of(&*tx, Some(epoch))? else {
+                return Ok(None);
+            };
+            let leaves = stored::seal_leaves(&*tx, epoch)?;
+            Ok(Some((seal, Tree::build(leaves, epoch))))
+        })?;
+        Ok(found.and_then(|(seal, tree)| {
+            tree.proof(&id.0).map(|(leaf, steps)| {
+                (
+                    seal.view(),
+                    ProofView {
+                        address: id.address(),
+                        epoch_total: leaf.epoch_total.to_string(),
+                        balance: leaf.balance.to_string(),
+                        steps,
+                    },
+                )
+            })
+        }))
     }
 
     /// `GET /v1/ledger/head`.

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod broker;
+pub mod ganache;
 pub mod meter;
 pub mod onboard;
 pub mod pg;

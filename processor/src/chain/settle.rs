@@ -1,0 +1,147 @@
+//! `wattstream rewards settle`: puts on chain what the store has sealed and
+//! the chain does not have yet. The store is the truth; the chain is brought
+//! up to it, so running settle again (after a crash, or on a schedule) sends
+//! only what is missing:
+//!
+//! 1. **Owners by epoch.** For each device, who owns it from which epoch on:
+//!    the spans its bindings records prove (`onboarding::record`), or, for a
+//!    device registered by the admin with an EVM address as its owner and no
+//!    records, that address from its registration epoch on. A span the
+//!    distributor does not answer already (`ownerAt`) is sent (`setOwner`),
+//!    oldest first. Devices with no EVM owner are left out: their totals stay
+//!    unclaimable, because a payout never goes to a device's key hash.
+//! 2. **Roots.** Each sealed epoch whose root the distributor does not hold
+//!    (`rootOf` is zero) is published (`settle`), oldest first. Owners go
+//!    first so a claim made right after a root lands pays the right owner.
+
+use alloy::primitives::{Address, FixedBytes};
+use alloy::providers::DynProvider;
+use anyhow::Context;
+
+use super::contracts::EpochDistributor;
+use crate::onboarding::record::{Span, verify_chain};
+use crate::store::sql::{Sql, Val};
+
+/// What the store says must be on chain.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Plan {
+    /// `(epoch, root)` of every seal, oldest first.
+    pub roots: Vec<(u64, [u8; 32])>,
+    /// Devices with an EVM owner, and who owns them from which epoch.
+    pub owners: Vec<DeviceOwners>,
+}
+
+/// A device's owners by epoch.
+#[derive(Debug, PartialEq, Eq)]
+pub struct DeviceOwners {
+    pub device: [u8; 20],
+    /// `(from epoch, owner)`, oldest first; the zero address after an unbinding.
+    pub spans: Vec<(u64, Address)>,
+}
+
+/// What one settle run sent.
+#[derive(Debug, Default)]
+pub struct Sent {
+    /// `(epoch, transaction hash)` of each root published.
+    pub roots: Vec<(u64, String)>,
+    /// `(device, from epoch, owner, transaction hash)` of each owner change.
+    pub owners: Vec<(String, u64, Address, String)>,
+}
+
+fn evm(owner: &str) -> Option<Address> {
+    let hex = owner.strip_prefix("0x")?;
+    if hex.len() != 40 {
+        return None;
+    }
+    owner.parse().ok()
+}
+
+/// Reads the plan from a store.
+pub fn plan(c: &dyn Sql) -> anyhow::Result<Plan> {
+    let mut plan = Plan::default();
+    for s in crate::rewards::stored::seals_after(c, None)? {
+        plan.roots.push((s.epoch, s.root));
+    }
+    let devices = c.rows("SELECT device_id, owner FROM devices ORDER BY device_id", &[])?;
+    for d in devices {
+        let id = d[0].text(0)?.to_string();
+        let Some(address) = wattstream_sdk::DeviceId::from_hex(&id) else {
+            continue;
+        };
+        let records = crate::onboarding::store::records(c, &id)?;
+        let spans: Vec<Span> = if records.is_empty() {
+            let owner = match &d[1] {
+                Val::Text(t) => Some(t.clone()),
+                _ => None,
+            };
+            owner
+                .into_iter()
+                .map(|o| Span {
+                    from_epoch: 0,
+                    owner: Some(o),
+                })
+                .collect()
+        } else {
+            verify_chain(&id, &records).with_context(|| format!("device {id}'s bindings do not verify"))?
+        };
+        let evm_spans: Vec<(u64, Address)> = spans
+            .iter()
+            .filter_map(|s| match &s.owner {
+                None => Some((s.from_epoch, Address::ZERO)),
+                Some(o) => evm(o).map(|a| (s.from_epoch, a)),
+            })
+            .collect();
+        if evm_spans.iter().any(|(_, a)| *a != Address::ZERO) {
+            plan.owners.push(DeviceOwners {
+                device: address.0,
+                spans: evm_spans,
+            });
+        }
+    }
+    Ok(plan)
+}
+
+/// Sends what `plan` has and the distributor at `distributor` does not.
+pub async fn settle(provider: &DynProvider, distributor: Address, plan: &Plan) -> anyhow::Result<Sent> {
+    let d = EpochDistributor::new(distributor, provider);
+    let mut sent = Sent::default();
+    for o in &plan.owners {
+        let device = Address::from(o.device);
+        for (from, owner) in &o.spans {
+            let now = d.ownerAt(device, *from).call().await?;
+            if now == *owner {
+                continue;
+            }
+            let receipt = d
+                .setOwner(device, *owner, *from)
+                .send()
+                .await?
+                .get_receipt()
+                .await?;
+            anyhow::ensure!(receipt.status(), "setOwner for {device} reverted");
+            sent.owners.push((
+                device.to_string(),
+                *from,
+                *owner,
+                receipt.transaction_hash.to_string(),
+            ));
+        }
+    }
+    for (epoch, root) in &plan.roots {
+        if d.rootOf(*epoch).call().await? != FixedBytes::ZERO {
+            continue;
+        }
+        if *root == [0; 32] {
+            continue; // an epoch sealed with no leaves: nothing to claim
+        }
+        let receipt = d
+            .settle(*epoch, FixedBytes::from(*root))
+            .send()
+            .await?
+            .get_receipt()
+            .await?;
+        anyhow::ensure!(receipt.status(), "settle of epoch {epoch} reverted");
+        sent.roots.push((*epoch, receipt.transaction_hash.to_string()));
+    }
+    Ok(sent)
+}
