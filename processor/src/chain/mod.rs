@@ -18,8 +18,55 @@ pub mod settle;
 use std::path::Path;
 
 use alloy::network::EthereumWallet;
+use alloy::primitives::Address;
 use alloy::providers::{DynProvider, Provider, ProviderBuilder};
 use alloy::signers::local::PrivateKeySigner;
+
+/// Where the contracts are: what `wattstream chain deploy` prints.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct AddressBook {
+    pub chain_id: u64,
+    pub token: Address,
+    pub distributor: Address,
+    /// The key that may settle (and is both contracts' admin).
+    pub settler: Address,
+    pub epoch_s: u64,
+}
+
+/// Deploys the token and the distributor with `me` as admin and settler, and
+/// lets the distributor mint.
+pub async fn deploy(
+    p: &DynProvider,
+    me: Address,
+    name: &str,
+    symbol: &str,
+    epoch_s: u64,
+) -> anyhow::Result<AddressBook> {
+    use anyhow::Context;
+    use contracts::{EpochDistributor, WattToken};
+    let chain_id = p.get_chain_id().await.context("the chain does not answer")?;
+    let token = WattToken::deploy(p, name.to_string(), symbol.to_string(), me)
+        .await
+        .context("deploying the token")?;
+    let distributor = EpochDistributor::deploy(p, *token.address(), epoch_s, me, me)
+        .await
+        .context("deploying the distributor")?;
+    let role = token.MINTER_ROLE().call().await?;
+    let receipt = token
+        .grantRole(role, *distributor.address())
+        .send()
+        .await?
+        .get_receipt()
+        .await?;
+    anyhow::ensure!(receipt.status(), "granting the distributor MINTER_ROLE reverted");
+    Ok(AddressBook {
+        chain_id,
+        token: *token.address(),
+        distributor: *distributor.address(),
+        settler: me,
+        epoch_s,
+    })
+}
 
 /// Why a chain key cannot be used.
 #[derive(Debug, thiserror::Error)]

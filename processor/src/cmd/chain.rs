@@ -5,10 +5,8 @@
 use std::path::PathBuf;
 
 use alloy::primitives::Address;
-use alloy::providers::Provider;
 use anyhow::{Context, Result};
 use clap::Args;
-use wattstream_processor::chain::contracts::{EpochDistributor, WattToken};
 use wattstream_processor::chain::{claim, load_key, provider, settle};
 
 use super::rewards::DataDirArgs;
@@ -99,30 +97,11 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 /// prints the address book.
 pub fn deploy(args: DeployArgs) -> Result<i32> {
     runtime()?.block_on(async {
-        let p = args.chain.provider()?;
-        let me = load_key(&args.chain.chain_key)?.address();
-        let chain_id = p.get_chain_id().await.context("the chain does not answer")?;
-        let token = WattToken::deploy(&p, args.name.clone(), args.symbol.clone(), me)
-            .await
-            .context("deploying the token")?;
-        let distributor = EpochDistributor::deploy(&p, *token.address(), args.epoch_s, me, me)
-            .await
-            .context("deploying the distributor")?;
-        let role = token.MINTER_ROLE().call().await?;
-        let receipt = token
-            .grantRole(role, *distributor.address())
-            .send()
-            .await?
-            .get_receipt()
-            .await?;
-        anyhow::ensure!(receipt.status(), "granting the distributor MINTER_ROLE reverted");
-        let book = serde_json::json!({
-            "chain_id": chain_id,
-            "token": token.address().to_string(),
-            "distributor": distributor.address().to_string(),
-            "settler": me.to_string(),
-            "epoch_s": args.epoch_s,
-        });
+        let key = load_key(&args.chain.chain_key)?;
+        let me = key.address();
+        let p = provider(&args.chain.rpc, key)?;
+        let book =
+            wattstream_processor::chain::deploy(&p, me, &args.name, &args.symbol, args.epoch_s).await?;
         let text = serde_json::to_string_pretty(&book)?;
         if let Some(out) = &args.out {
             std::fs::write(out, format!("{text}\n")).with_context(|| format!("writing {}", out.display()))?;

@@ -29,6 +29,13 @@ pub struct Args {
     /// Where the built applets are.
     #[arg(long, default_value = "applets/dist")]
     applets: PathBuf,
+    /// Also settle the rewards on a local EVM chain (ganache) and claim them
+    /// for each meter's owner.
+    #[arg(long)]
+    chain: bool,
+    /// ganache's executable, for `--chain`.
+    #[arg(long, default_value = "rewards/contracts/node_modules/.bin/ganache")]
+    ganache: PathBuf,
 }
 
 /// What the demo is told.
@@ -37,6 +44,8 @@ struct DemoOptions {
     duration: Duration,
     meters: usize,
     applets: PathBuf,
+    /// ganache's executable when the demo settles on a chain.
+    chain: Option<PathBuf>,
 }
 
 pub fn run(args: Args) -> Result<i32> {
@@ -45,6 +54,7 @@ pub fn run(args: Args) -> Result<i32> {
         duration: Duration::from_secs(args.duration),
         meters: args.meters.max(1),
         applets: args.applets,
+        chain: args.chain.then_some(args.ganache),
     })?;
     Ok(0)
 }
@@ -73,6 +83,8 @@ struct Meter {
     name: String,
     dir: PathBuf,
     device_id: String,
+    /// `demo-NAME`, or an EVM address with `--chain`.
+    owner: String,
     child: Option<Child>,
 }
 
@@ -149,6 +161,14 @@ fn run_demo(opts: DemoOptions) -> Result<()> {
         config.data_dir.display()
     );
     let client = ProcessorClient::new(&url, Some(admin), Duration::from_secs(30))?;
+    let chain = match &opts.chain {
+        Some(ganache) => {
+            let c = super::demo_chain::DemoChain::start(&runtime, ganache, dir, config.rewards.epoch_s)?;
+            println!("chain: ganache at {}, distributor {}", c.rpc, c.book.distributor);
+            Some(c)
+        }
+        None => None,
+    };
 
     // Applets: identity first (it gates), then the rewards and the AssemblyScript one.
     let order = ["identity", "rewards-tiered", "rewards-baseline", "as-readings"];
@@ -198,7 +218,11 @@ fn run_demo(opts: DemoOptions) -> Result<()> {
             field(&id, "device_id:").unwrap_or_default(),
             field(&id, "public_key:").unwrap_or_default(),
         );
-        runtime.block_on(client.register_device(&public_key, Some(&format!("demo-{name}"))))?;
+        let owner = match chain {
+            Some(_) => super::demo_chain::owner()?,
+            None => format!("demo-{name}"),
+        };
+        runtime.block_on(client.register_device(&public_key, Some(&owner)))?;
         let cfg = mdir.join("meter.toml");
         std::fs::write(
             &cfg,
@@ -223,6 +247,7 @@ fn run_demo(opts: DemoOptions) -> Result<()> {
             name,
             dir: mdir,
             device_id,
+            owner,
             child: Some(child),
         });
     }
@@ -291,7 +316,15 @@ fn run_demo(opts: DemoOptions) -> Result<()> {
     // Let the applets and the ledger catch up, then render a last screen.
     std::thread::sleep(Duration::from_secs(3));
     render_screen();
-    let summary = summary(&runtime, &client, &meters);
+    let mut summary = summary(&runtime, &client, &meters);
+    if let Some(chain) = &chain {
+        let owners: Vec<(String, String, String)> = meters
+            .iter()
+            .map(|m| (m.name.clone(), m.device_id.clone(), m.owner.clone()))
+            .collect();
+        let store = wattstream_processor::store::db_path(&config.data_dir);
+        summary.push_str(&chain.settle_and_claim(&runtime, &client, &store, &owners, &processor_key)?);
+    }
     let _ = stop_tx.send(());
     runtime.block_on(server)??;
 

@@ -8,6 +8,7 @@ pub mod bench;
 pub mod chain;
 pub mod client;
 pub mod demo;
+pub mod demo_chain;
 pub mod device;
 pub mod onboarding;
 pub mod rewards;
