@@ -101,38 +101,81 @@ pub fn plan(c: &dyn Sql) -> anyhow::Result<Plan> {
     Ok(plan)
 }
 
+/// Owner changes per `setOwners` transaction, and `(device, epoch)` pairs
+/// per `ownersAt` call: a fleet's first settlement has a change per device,
+/// and one transaction (or call) each would take hours on a real chain.
+pub const BATCH: usize = 200;
+
+/// The owner changes the distributor lacks, in order: for each device, its
+/// spans from the first one the chain answers differently. (From there on
+/// every span is sent: once an earlier one changes, what `ownerAt` answers
+/// for a later epoch changes too, so the chain's answers before the change
+/// cannot tell which later spans are already there.)
+async fn owner_changes(
+    d: &EpochDistributor::EpochDistributorInstance<&DynProvider>,
+    plan: &Plan,
+) -> anyhow::Result<Vec<(Address, u64, Address)>> {
+    let spans: Vec<(Address, u64, Address)> = plan
+        .owners
+        .iter()
+        .flat_map(|o| {
+            o.spans
+                .iter()
+                .map(move |(from, owner)| (Address::from(o.device), *from, *owner))
+        })
+        .collect();
+    let mut on_chain = Vec::with_capacity(spans.len());
+    for chunk in spans.chunks(BATCH) {
+        let devices = chunk.iter().map(|s| s.0).collect();
+        let epochs = chunk.iter().map(|s| s.1).collect();
+        on_chain.extend(d.ownersAt(devices, epochs).call().await?);
+    }
+    Ok(missing(&spans, &on_chain))
+}
+
+/// The spans to send, given what the chain answers for each span's epoch
+/// before anything is sent (see [`owner_changes`]).
+fn missing(spans: &[(Address, u64, Address)], on_chain: &[Address]) -> Vec<(Address, u64, Address)> {
+    let mut changes = Vec::new();
+    let mut differs: Option<Address> = None;
+    for (span, now) in spans.iter().zip(on_chain) {
+        if differs != Some(span.0) && *now != span.2 {
+            differs = Some(span.0);
+        }
+        if differs == Some(span.0) {
+            changes.push(*span);
+        }
+    }
+    changes
+}
+
 /// Sends what `plan` has and the distributor at `distributor` does not.
 pub async fn settle(provider: &DynProvider, distributor: Address, plan: &Plan) -> anyhow::Result<Sent> {
     let d = EpochDistributor::new(distributor, provider);
     let mut sent = Sent::default();
-    for o in &plan.owners {
-        let device = Address::from(o.device);
-        for (from, owner) in &o.spans {
-            let now = d.ownerAt(device, *from).call().await?;
-            if now == *owner {
-                continue;
-            }
-            let receipt = d
-                .setOwner(device, *owner, *from)
-                .send()
-                .await?
-                .get_receipt()
-                .await?;
-            anyhow::ensure!(receipt.status(), "setOwner for {device} reverted");
-            sent.owners.push((
-                device.to_string(),
-                *from,
-                *owner,
-                receipt.transaction_hash.to_string(),
-            ));
+    for chunk in owner_changes(&d, plan).await?.chunks(BATCH) {
+        let receipt = d
+            .setOwners(
+                chunk.iter().map(|c| c.0).collect(),
+                chunk.iter().map(|c| c.2).collect(),
+                chunk.iter().map(|c| c.1).collect(),
+            )
+            .send()
+            .await?
+            .get_receipt()
+            .await?;
+        anyhow::ensure!(receipt.status(), "setOwners reverted");
+        let tx = receipt.transaction_hash.to_string();
+        for (device, from, owner) in chunk {
+            sent.owners.push((device.to_string(), *from, *owner, tx.clone()));
         }
     }
     for (epoch, root) in &plan.roots {
-        if d.rootOf(*epoch).call().await? != FixedBytes::ZERO {
-            continue;
-        }
         if *root == [0; 32] {
             continue; // an epoch sealed with no leaves: nothing to claim
+        }
+        if d.rootOf(*epoch).call().await? != FixedBytes::ZERO {
+            continue;
         }
         let receipt = d
             .settle(*epoch, FixedBytes::from(*root))
@@ -144,4 +187,25 @@ pub async fn settle(provider: &DynProvider, distributor: Address, plan: &Plan) -
         sent.roots.push((*epoch, receipt.transaction_hash.to_string()));
     }
     Ok(sent)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn from_the_first_span_the_chain_lacks_every_later_span_of_that_device_is_sent() {
+        let (dev, other) = (Address::repeat_byte(1), Address::repeat_byte(2));
+        let (a, b) = (Address::repeat_byte(0xa), Address::repeat_byte(0xb));
+        // Claimed by A at 5, unbound at 9, claimed by A again at 12; the chain has
+        // nothing. Before anything is sent the chain answers "nobody" for epoch 9,
+        // which is what the unbinding says: it must still be sent, after A@5.
+        let spans = [(dev, 5, a), (dev, 9, Address::ZERO), (dev, 12, a), (other, 3, b)];
+        let empty = [Address::ZERO; 4];
+        assert_eq!(missing(&spans, &empty), spans.to_vec());
+        // Everything there: nothing is sent (a second settle).
+        assert_eq!(missing(&spans, &[a, Address::ZERO, a, b]), vec![]);
+        // The chain has the first claim only: the rest of that device goes.
+        assert_eq!(missing(&spans, &[a, a, a, b]), spans[1..3].to_vec());
+    }
 }

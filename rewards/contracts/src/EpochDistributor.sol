@@ -44,6 +44,7 @@ contract EpochDistributor is AccessControl {
     error BadProof();
     error NoOwner(address device, uint64 epoch);
     error BindingOutOfOrder(uint64 fromEpoch, uint64 last);
+    error LengthMismatch();
 
     constructor(IMintable token_, uint64 epochSeconds_, address admin, address settler) {
         token = token_;
@@ -63,6 +64,22 @@ contract EpochDistributor is AccessControl {
     /// `owner` owns `device` from `fromEpoch` on (address 0: nobody). Changes
     /// come in epoch order; a second change for the same epoch replaces the first.
     function setOwner(address device, address owner, uint64 fromEpoch) external onlyRole(SETTLER_ROLE) {
+        _setOwner(device, owner, fromEpoch);
+    }
+
+    /// Many owner changes in one transaction, applied in the order given (a
+    /// fleet's first settlement has one per device).
+    function setOwners(address[] calldata devices, address[] calldata owners, uint64[] calldata fromEpochs)
+        external
+        onlyRole(SETTLER_ROLE)
+    {
+        if (devices.length != owners.length || devices.length != fromEpochs.length) revert LengthMismatch();
+        for (uint256 i = 0; i < devices.length; i++) {
+            _setOwner(devices[i], owners[i], fromEpochs[i]);
+        }
+    }
+
+    function _setOwner(address device, address owner, uint64 fromEpoch) private {
         Binding[] storage b = bindings[device];
         if (b.length > 0) {
             Binding storage last = b[b.length - 1];
@@ -75,6 +92,15 @@ contract EpochDistributor is AccessControl {
         }
         b.push(Binding(fromEpoch, owner));
         emit OwnerSet(device, owner, fromEpoch);
+    }
+
+    /// `ownerAt` for many `(device, epoch)` pairs in one call.
+    function ownersAt(address[] calldata devices, uint64[] calldata epochs) external view returns (address[] memory owners) {
+        if (devices.length != epochs.length) revert LengthMismatch();
+        owners = new address[](devices.length);
+        for (uint256 i = 0; i < devices.length; i++) {
+            owners[i] = ownerAt(devices[i], epochs[i]);
+        }
     }
 
     /// The owner of `device` in `epoch` (address 0 when none).
