@@ -6,10 +6,12 @@
 //! 1. **Owners by epoch.** For each device, who owns it from which epoch on:
 //!    the spans its bindings records prove (`onboarding::record`), or, for a
 //!    device registered by the admin with an EVM address as its owner and no
-//!    records, that address from its registration epoch on. A span the
-//!    distributor does not answer already (`ownerAt`) is sent (`setOwner`),
-//!    oldest first. Devices with no EVM owner are left out: their totals stay
-//!    unclaimable, because a payout never goes to a device's key hash.
+//!    records, that address from the start (nobody else ever owned it). The
+//!    distributor is asked for all of them in calls of [`BATCH`] (`ownersAt`);
+//!    from a device's first span it answers differently, that device's spans
+//!    are sent, in order, in transactions of [`BATCH`] changes (`setOwners`).
+//!    Devices with no EVM owner are left out: their totals stay unclaimable,
+//!    because a payout never goes to a device's key hash.
 //! 2. **Roots.** Each sealed epoch whose root the distributor does not hold
 //!    (`rootOf` is zero) is published (`settle`), oldest first. Owners go
 //!    first so a claim made right after a root lands pays the right owner.
