@@ -10,7 +10,7 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use alloy::primitives::{Address, FixedBytes};
+use alloy::primitives::Address;
 use common::ganache::Ganache;
 use common::*;
 use reqwest::Method;
@@ -221,17 +221,9 @@ async fn sealed_epochs_settle_on_chain_and_each_owner_claims_its_proven_total_on
 
     // What the contract refuses, sent straight to it (an attacker need not use our CLI).
     let epoch = epochs[1];
-    let v = proof(&server, epoch, &keys[1].device_id().to_string()).await;
-    let p: wattstream_sdk::proof::ProofView = serde_json::from_value(v["proof"].clone()).unwrap();
-    let ClaimCall {
-        device: dev,
-        epoch_total: total,
-        balance,
-        siblings,
-        lefts,
-    } = ClaimCall::of(&p).unwrap();
-    let reverts = async |epoch: u64, total: u128, siblings: Vec<FixedBytes<32>>| {
-        d.claim(epoch, dev, total, balance, siblings, lefts.clone())
+    // The error a claim reverts with, by name.
+    let reverts = async |epoch: u64, c: ClaimCall| {
+        d.claim(epoch, c.device, c.epoch_total, c.balance, c.siblings, c.lefts)
             .call()
             .await
             .expect_err("the claim must revert")
@@ -239,60 +231,23 @@ async fn sealed_epochs_settle_on_chain_and_each_owner_claims_its_proven_total_on
             .map(|e| format!("{e:?}"))
             .unwrap_or_default()
     };
+    let call_for = async |k: &DeviceKey| {
+        let v = proof(&server, epoch, &k.device_id().to_string()).await;
+        let p: wattstream_sdk::proof::ProofView = serde_json::from_value(v["proof"].clone()).unwrap();
+        ClaimCall::of(&p).unwrap()
+    };
     // The second device was claimed above: a second claim reverts, as does an unsettled epoch.
-    assert!(
-        reverts(epoch, total, siblings.clone())
-            .await
-            .contains("AlreadyClaimed")
-    );
-    assert!(
-        reverts(epoch + 5, total, siblings.clone())
-            .await
-            .contains("NotSettled")
-    );
-    // The third device (no EVM owner): a right proof pays nobody; a forged total fails the proof.
-    let v = proof(&server, epoch, &keys[2].device_id().to_string()).await;
-    let p3: wattstream_sdk::proof::ProofView = serde_json::from_value(v["proof"].clone()).unwrap();
-    let ClaimCall {
-        device: dev3,
-        epoch_total: total3,
-        balance: balance3,
-        siblings: siblings3,
-        lefts: lefts3,
-    } = ClaimCall::of(&p3).unwrap();
-    let err = d
-        .claim(
-            epoch,
-            dev3,
-            total3 + 1,
-            balance3,
-            siblings3.clone(),
-            lefts3.clone(),
-        )
-        .call()
-        .await
-        .expect_err("a forged total must revert");
-    assert!(
-        format!(
-            "{:?}",
-            err.as_decoded_interface_error::<EpochDistributor::EpochDistributorErrors>()
-        )
-        .contains("BadProof"),
-        "{err}"
-    );
-    let err = d
-        .claim(epoch, dev3, total3, balance3, siblings3, lefts3)
-        .call()
-        .await
-        .expect_err("a device with no EVM owner pays nobody");
-    assert!(
-        format!(
-            "{:?}",
-            err.as_decoded_interface_error::<EpochDistributor::EpochDistributorErrors>()
-        )
-        .contains("NoOwner"),
-        "{err}"
-    );
+    let second = call_for(&keys[1]).await;
+    assert!(reverts(epoch, second.clone()).await.contains("AlreadyClaimed"));
+    assert!(reverts(epoch + 5, second).await.contains("NotSettled"));
+    // The third device (no EVM owner): a forged total fails the proof; a right proof pays nobody.
+    let third = call_for(&keys[2]).await;
+    let forged = ClaimCall {
+        epoch_total: third.epoch_total + 1,
+        ..third.clone()
+    };
+    assert!(reverts(epoch, forged).await.contains("BadProof"));
+    assert!(reverts(epoch, third).await.contains("NoOwner"));
     let out = claim_cli(
         &server,
         &chain,
