@@ -374,15 +374,7 @@ impl Rewards {
             Ok((balance, last_hour, self.newest_tree(&*tx)?))
         })?;
         let (latest_epoch, proof) = match sealed.as_deref() {
-            Some((seal, tree)) => (
-                Some(seal.view()),
-                tree.proof(&id.0).map(|(leaf, steps)| ProofView {
-                    address: id.address(),
-                    epoch_total: leaf.epoch_total.to_string(),
-                    balance: leaf.balance.to_string(),
-                    steps,
-                }),
-            ),
+            Some((seal, tree)) => (Some(seal.view()), proof_view(tree, id)),
             None => (None, None),
         };
         Ok(RewardsView {
@@ -414,19 +406,7 @@ impl Rewards {
             let leaves = stored::seal_leaves(&*tx, epoch)?;
             Ok(Some((seal, Tree::build(leaves, epoch))))
         })?;
-        Ok(found.and_then(|(seal, tree)| {
-            tree.proof(&id.0).map(|(leaf, steps)| {
-                (
-                    seal.view(),
-                    ProofView {
-                        address: id.address(),
-                        epoch_total: leaf.epoch_total.to_string(),
-                        balance: leaf.balance.to_string(),
-                        steps,
-                    },
-                )
-            })
-        }))
+        Ok(found.and_then(|(seal, tree)| proof_view(&tree, id).map(|proof| (seal.view(), proof))))
     }
 
     /// `GET /v1/ledger/head`.
@@ -448,6 +428,16 @@ impl Rewards {
             through_event,
         })
     }
+}
+
+/// `id`'s leaf and Merkle path in `tree`, as the API answers it.
+fn proof_view(tree: &Tree, id: &DeviceId) -> Option<ProofView> {
+    tree.proof(&id.0).map(|(leaf, steps)| ProofView {
+        address: id.address(),
+        epoch_total: leaf.epoch_total.to_string(),
+        balance: leaf.balance.to_string(),
+        steps,
+    })
 }
 
 /// What one accrual page did.
