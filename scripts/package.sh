@@ -25,21 +25,20 @@ BINARIES=(power-meter power-meter-display)
 ensure_rust
 apt_install lintian binutils file
 started=$(date +%s)
+# The `meter` profile (Cargo.toml): stripped release binaries with overflow
+# checks in our crates, shared with the cross-built tests in scripts/test.sh.
 if [ "$ARCH" = amd64 ]; then
   [ "$(dpkg --print-architecture)" = amd64 ] || { echo "package.sh: amd64 builds on an amd64 machine" >&2; exit 1; }
-  cargo build --release --locked -q -p wattstream-device -p wattstream-display
-  OUT_DIR=target/release
+  cargo build --profile meter --locked -q -p wattstream-device -p wattstream-display
+  OUT_DIR=target/meter
 else
   ensure_cross_toolchain "$ARCH"
   (
     cross_env "$ARCH"
-    # The workspace profile keeps line tables for backtraces; a package ships
-    # stripped binaries (a Pi's SD card and RAM are small).
-    export CARGO_PROFILE_RELEASE_STRIP=symbols CARGO_PROFILE_RELEASE_DEBUG=0
-    cargo build --release --locked -q --target "$TARGET" -Zbuild-std=std,panic_abort \
+    cargo build --profile meter --locked -q --target "$TARGET" -Zbuild-std=std,panic_abort \
       -p wattstream-device -p wattstream-display
   )
-  OUT_DIR="target/cross/$TARGET/release"
+  OUT_DIR="target/cross/$TARGET/meter"
 fi
 built=$(date +%s)
 

@@ -29,10 +29,12 @@ done
 # processor/tests/package.rs runs them: under qemu-user, and installed for real.
 export WATTSTREAM_TEST_PACKAGES="$PWD/dist"
 cross_test() {
-  # cross_test ARCH CARGO_TEST_ARGS...: the tests built for ARCH, run under qemu-user.
+  # cross_test ARCH CARGO_TEST_ARGS...: the tests built for ARCH, run under
+  # qemu-user. With the packages' own `meter` profile, so the dependencies and
+  # std that package.sh just built for ARCH are reused, not built again.
   (
     cross_env "$1"
-    cargo test --locked --target "$(deb_target "$1")" -Zbuild-std=std,panic_abort "${@:2}"
+    cargo test --profile meter --locked --target "$(deb_target "$1")" -Zbuild-std=std,panic_abort "${@:2}"
   )
 }
 echo "== the meter's and the screen's tests on aarch64, under qemu-user"
