@@ -31,6 +31,9 @@ pub struct Config {
     pub mqtt: MqttConfig,
     /// Who may bind devices to owners, and on which chain.
     pub onboarding: crate::onboarding::OnboardingConfig,
+    /// EVM chains applets send transactions to and call (`ws_send_tx`,
+    /// `ws_call_contract`), by chain id: `[chains.4690]`.
+    pub chains: std::collections::BTreeMap<String, crate::chain::adapter::ChainConfig>,
 }
 
 /// HTTPS: both keys or neither.
@@ -202,6 +205,7 @@ impl Default for Config {
             tls: TlsConfig::default(),
             mqtt: MqttConfig::default(),
             onboarding: crate::onboarding::OnboardingConfig::default(),
+            chains: Default::default(),
         }
     }
 }
@@ -247,6 +251,27 @@ impl Default for StoreConfig {
 pub use wattstream_sdk::config::ConfigError;
 
 impl Config {
+    /// `[chains.ID]` by numeric chain id.
+    pub fn chain_configs(
+        &self,
+    ) -> Result<std::collections::BTreeMap<u64, crate::chain::adapter::ChainConfig>, String> {
+        let mut out = std::collections::BTreeMap::new();
+        for (id, c) in &self.chains {
+            let n: u64 = id
+                .parse()
+                .ok()
+                .filter(|n| *n > 0 && *n <= i32::MAX as u64)
+                .ok_or_else(|| format!("chains.{id}: the key must be a chain id (1 to 2^31-1)"))?;
+            if c.confirmations == 0 || c.max_gas == 0 {
+                return Err(format!("chains.{id}: confirmations and max_gas must be > 0"));
+            }
+            out.insert(n, c.clone());
+        }
+        Ok(out)
+    }
+}
+
+impl Config {
     /// Reads a TOML file. Unknown keys and wrong types are errors that name the key.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         wattstream_sdk::config::load_toml(path, Self::check)
@@ -282,6 +307,7 @@ impl Config {
                 "mqtt: max_inflight must be > 0 and share_group a non-empty name without / + #".into(),
             );
         }
+        self.chain_configs()?;
         if matches!(&self.admin_token, Some(t) if t.len() < 16) {
             return Err("admin_token: must be at least 16 characters".into());
         }
@@ -313,5 +339,15 @@ mod tests {
         assert!(e.contains("mqtt.url"), "{e}");
         let e = Config::parse("[tls]\ncert = \"a.pem\"\n").unwrap_err();
         assert!(e.contains("tls"), "{e}");
+        let e = Config::parse("[chains.goerli]\nrpc = \"http://x\"\nkey_file = \"k\"\n").unwrap_err();
+        assert!(e.contains("chains.goerli"), "{e}");
+        let e = Config::parse("[chains.5]\nrpc = \"http://x\"\n").unwrap_err();
+        assert!(e.contains("key_file"), "{e}");
+        let c = Config::parse("[chains.4690]\nrpc = \"http://x\"\nkey_file = \"k\"\n").unwrap();
+        let chains = c.chain_configs().unwrap();
+        assert_eq!(
+            (chains[&4690].confirmations, chains[&4690].max_gas),
+            (1, 2_000_000)
+        );
     }
 }

@@ -115,6 +115,10 @@ pub struct Metrics {
     applet_metrics: Mutex<BTreeMap<(String, String, String), f64>>,
     /// The MQTT broker link (also in `/healthz`).
     pub mqtt: crate::mqtt::LinkHealth,
+    /// (chain id, what happened to a transaction) -> times (`chain::sender`).
+    chain_txs: Mutex<BTreeMap<(u64, &'static str), u64>>,
+    /// chain id -> intents not yet confirmed or given up.
+    chain_open: Mutex<BTreeMap<u64, u64>>,
 }
 
 impl Default for Metrics {
@@ -132,6 +136,8 @@ impl Default for Metrics {
             applet_seconds: Histogram::new(&[0.00001, 0.00005, 0.0001, 0.0005, 0.001, 0.005, 0.01, 0.1, 1.0]),
             applet_metrics: Mutex::default(),
             mqtt: crate::mqtt::LinkHealth::default(),
+            chain_txs: Mutex::default(),
+            chain_open: Mutex::default(),
         }
     }
 }
@@ -219,6 +225,23 @@ impl Metrics {
         }
     }
 
+    /// A chain sender's step: `signed`, `broadcast`, `confirmed`,
+    /// `reverted`, `retried`, `failed`, `replaced`, `broadcast_failed`,
+    /// `pass_failed`.
+    pub fn record_chain_tx(&self, chain: u64, what: &'static str) {
+        *self
+            .chain_txs
+            .lock()
+            .expect("metrics lock")
+            .entry((chain, what))
+            .or_default() += 1;
+    }
+
+    /// Intents of `chain` not yet confirmed or given up.
+    pub fn set_chain_open(&self, chain: u64, open: u64) {
+        self.chain_open.lock().expect("metrics lock").insert(chain, open);
+    }
+
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
         let mut out = String::new();
@@ -277,6 +300,19 @@ impl Metrics {
                 out,
                 "wattstream_applet_calls_total{{project=\"{p}\",applet=\"{a}\",outcome=\"{o}\"}} {n}"
             );
+        }
+        out.push_str("# HELP wattstream_chain_transactions_total Applet transactions by chain and step (signed, broadcast, confirmed, reverted, retried, failed, ...).\n");
+        out.push_str("# TYPE wattstream_chain_transactions_total counter\n");
+        for ((chain, what), n) in self.chain_txs.lock().expect("metrics lock").iter() {
+            let _ = writeln!(
+                out,
+                "wattstream_chain_transactions_total{{chain=\"{chain}\",step=\"{what}\"}} {n}"
+            );
+        }
+        out.push_str("# HELP wattstream_chain_outbox_open Applet transactions not yet confirmed or given up, by chain.\n");
+        out.push_str("# TYPE wattstream_chain_outbox_open gauge\n");
+        for (chain, n) in self.chain_open.lock().expect("metrics lock").iter() {
+            let _ = writeln!(out, "wattstream_chain_outbox_open{{chain=\"{chain}\"}} {n}");
         }
         self.applet_seconds.render(
             &mut out,

@@ -51,6 +51,26 @@ pub async fn serve_until(
         tracing::warn!("no admin token configured: the admin API (register, revoke) is disabled");
     }
     tracing::info!(processor_public_key = %rewards.public_key(), "rewards ledger ready");
+    // The chains applets send to: their calls see them from the first event on.
+    let chains = Arc::new(crate::chain::adapter::Chains::open(
+        &config.chain_configs().map_err(anyhow::Error::msg)?,
+        tokio::runtime::Handle::current(),
+    )?);
+    projects.runtime.set_chains(chains.clone());
+    let senders: Vec<crate::chain::sender::Sender> = chains
+        .ids()
+        .into_iter()
+        .filter_map(|id| chains.get(id).cloned())
+        .map(|conn| {
+            tracing::info!(chain = conn.id, address = %conn.address, "sending applet transactions");
+            crate::chain::sender::Sender::start(
+                conn,
+                projects.clone(),
+                metrics.clone(),
+                tokio::runtime::Handle::current(),
+            )
+        })
+        .collect();
     let worker = Worker::start(
         projects.clone(),
         stream,
@@ -127,6 +147,9 @@ pub async fn serve_until(
     wattstream_sdk::notify::stopping();
     tracing::info!("stopped accepting; finishing the applet batch in progress and the store writer");
     tokio::task::spawn_blocking(move || worker.stop()).await?;
+    // What the last batch left is sent on the next start, if not now.
+    tokio::task::spawn_blocking(move || senders.into_iter().for_each(crate::chain::sender::Sender::stop))
+        .await?;
     ledger_task.abort();
     retention_task.abort();
     if let Some(f) = follower {

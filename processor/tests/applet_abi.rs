@@ -66,6 +66,7 @@ fn event(payload: &str) -> EventInput {
         token: Some(LEDGER_TOKEN.into()),
         seed: 42,
         time_ns: 0,
+        chains: Vec::new(),
     }
 }
 

@@ -173,6 +173,7 @@ fn baseline_rewards_savings_and_holds_the_cap() {
             token: Some(LEDGER_TOKEN.into()),
             seed: i,
             time_ns: 0,
+            chains: Vec::new(),
         };
         let (o, back) = runtime.run_sqlite(
             &applet,

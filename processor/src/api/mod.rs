@@ -358,6 +358,7 @@ pub fn router(state: Shared) -> Router {
         .route("/v1/projects/{project}/publishers", post(projects::new_publisher))
         .route("/v1/projects/{project}/logs", get(projects::logs))
         .route("/v1/projects/{project}/failures", get(projects::failures))
+        .route("/v1/projects/{project}/txs", get(projects::txs))
         .route("/srv-applet-mgr/v0/event/{project}", post(w3bstream::http_event))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))

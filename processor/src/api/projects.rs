@@ -265,6 +265,26 @@ pub async fn failures(
     recent_rows(&state, &headers, project, q.limit, "failures", (sql, names)).await
 }
 
+/// `GET /v1/projects/{project}/txs`: the transactions applets left for
+/// configured chains, newest `limit` (admin): state, nonce, hash, block,
+/// tries and the last error.
+pub async fn txs(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(project): Path<String>,
+    Query(q): Query<LimitQuery>,
+) -> Result<Response, ApiError> {
+    recent_rows(
+        &state,
+        &headers,
+        project,
+        q.limit,
+        "txs",
+        crate::chain::outbox::RECENT,
+    )
+    .await
+}
+
 /// `GET /v1/devices/{id}/rewards`: balance, rate over the last hour of
 /// readings, the latest sealed epoch and this device's proof in it.
 pub async fn rewards(

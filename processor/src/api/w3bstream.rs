@@ -109,6 +109,7 @@ pub async fn run(
                     token: None,
                     seed: 0,
                     time_ns: 0,
+                    chains: Vec::new(),
                 };
                 let (o, back) =
                     projects

@@ -220,7 +220,14 @@ impl ProjectDb {
              CREATE TABLE IF NOT EXISTS _ws_seen (event_id INTEGER PRIMARY KEY, seen TEXT NOT NULL);
              CREATE TABLE IF NOT EXISTS _ws_failures (
                  event_id INTEGER NOT NULL, applet TEXT NOT NULL, code INTEGER, error TEXT, at INTEGER NOT NULL);
-             CREATE TABLE IF NOT EXISTS _ws_balances (address TEXT PRIMARY KEY, amount TEXT NOT NULL) WITHOUT ROWID;",
+             CREATE TABLE IF NOT EXISTS _ws_balances (address TEXT PRIMARY KEY, amount TEXT NOT NULL) WITHOUT ROWID;
+             CREATE TABLE IF NOT EXISTS _ws_txs (
+                 id INTEGER PRIMARY KEY, event_id INTEGER NOT NULL, applet TEXT NOT NULL, idx INTEGER NOT NULL,
+                 chain_id INTEGER NOT NULL, to_addr TEXT NOT NULL, value TEXT NOT NULL, data TEXT NOT NULL,
+                 state TEXT NOT NULL, nonce INTEGER, hash TEXT, raw TEXT, block INTEGER,
+                 attempts INTEGER NOT NULL, next_at INTEGER NOT NULL, error TEXT, at INTEGER NOT NULL,
+                 UNIQUE (event_id, applet, idx));
+             CREATE INDEX IF NOT EXISTS _ws_txs_open ON _ws_txs(chain_id, state);",
         )?;
         let db = ProjectDb {
             conn,

@@ -67,6 +67,9 @@ pub(crate) struct Seen {
     env: BTreeMap<String, String>,
     /// `name:hash` of every applet of the chain, in order.
     chain: Vec<String>,
+    /// The chains configured (`[chains.ID]`): where `ws_send_tx` may send.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    chains: Vec<u64>,
 }
 
 impl Seen {
@@ -124,6 +127,7 @@ fn seen(chain: &Chain<'_>, db: &HostDb, ev: &StoredEvent) -> anyhow::Result<Seen
             .chain("DATA")
             .map(|a| format!("{}:{}", a.name, a.hash))
             .collect(),
+        chains: chain.runtime.chain_ids(),
     };
     if chain.replay_of.is_none() {
         seen.store(db, ev.id)?;
@@ -189,6 +193,7 @@ pub(crate) fn run_event(chain: &Chain<'_>, db: HostDb, ev: &StoredEvent) -> (Hos
             token: Some(token.to_string()),
             seed: ev.id as u64,
             time_ns: (ev.timestamp as u64).saturating_mul(1_000_000_000),
+            chains: seen.chains.clone(),
         };
         let (o, back) = runtime.run(&applet.applet, &applet.handler, input, db, &applet.limits);
         db = back;
@@ -206,7 +211,7 @@ pub(crate) fn run_event(chain: &Chain<'_>, db: HostDb, ev: &StoredEvent) -> (Hos
     (db, Ok(()))
 }
 
-/// Stores a call's logs, and its credits or its failure.
+/// Stores a call's logs, and its credits and transactions or its failure.
 /// `who` is the applet's name, module hash and place in the chain.
 fn record(
     db: &HostDb,
@@ -227,6 +232,10 @@ fn record(
     }
     for (i, credit) in o.effects.credits.iter().enumerate() {
         db.credit((ev.id, ev.timestamp), who, i, &credit.address, credit.amount)?;
+    }
+    // Sent by the chain's sender once this batch commits (`chain::outbox`).
+    for (i, tx) in o.effects.txs.iter().enumerate() {
+        crate::chain::outbox::add(c, ev.id, applet, i, tx, now)?;
     }
     for m in &o.effects.metrics {
         metrics.record_applet_metrics(project, applet, m);

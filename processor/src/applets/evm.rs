@@ -1,8 +1,8 @@
 //! The settlement calls applets make through `ws_send_tx` and `ws_call_contract`
 //! (DESIGN §4): ERC-20 `mint(address,uint256)` (selector `0x40c10f19`) to the
 //! ledger token credits the rewards ledger; `balanceOf(address)` (`0x70a08231`)
-//! reads it. Anything else needs a configured chain adapter, which this
-//! processor does not have: those calls fail with a clear log line.
+//! reads it. Anything aimed elsewhere goes to a configured chain
+//! (`chain::adapter`), or fails with a clear log line.
 
 use serde::Deserialize;
 
@@ -35,14 +35,12 @@ fn address_word(word: &[u8]) -> Result<[u8; 20], String> {
     Ok(word[12..32].try_into().expect("20 bytes"))
 }
 
-/// Decodes a transaction or call JSON aimed at `token` (case-insensitive).
-pub fn decode(json: &[u8], token: &str) -> Result<LedgerCall, String> {
+/// Decodes a transaction or call JSON aimed at `token` (case-insensitive);
+/// `None` when it is aimed elsewhere (a configured chain's, `chain::adapter`).
+pub fn decode(json: &[u8], token: &str) -> Result<Option<LedgerCall>, String> {
     let tx: Tx = serde_json::from_slice(json).map_err(|e| format!("bad transaction JSON: {e}"))?;
     if !tx.to.trim().eq_ignore_ascii_case(token) {
-        return Err(format!(
-            "no chain adapter for {}: only the rewards ledger token {token} is settled here",
-            tx.to
-        ));
+        return Ok(None);
     }
     let data = hex_bytes(&tx.data)?;
     match (data.get(..4), data.len()) {
@@ -51,14 +49,14 @@ pub fn decode(json: &[u8], token: &str) -> Result<LedgerCall, String> {
             if amount[..16].iter().any(|b| *b != 0) {
                 return Err("mint amount above 2^128".into());
             }
-            Ok(LedgerCall::Mint {
+            Ok(Some(LedgerCall::Mint {
                 address: address_word(&data[4..36])?,
                 amount: u128::from_be_bytes(amount[16..].try_into().expect("16 bytes")),
-            })
+            }))
         }
-        (Some(sel), 36) if sel == BALANCE_OF => Ok(LedgerCall::BalanceOf {
+        (Some(sel), 36) if sel == BALANCE_OF => Ok(Some(LedgerCall::BalanceOf {
             address: address_word(&data[4..36])?,
-        }),
+        })),
         _ => Err("only mint(address,uint256) and balanceOf(address) are supported on the ledger".into()),
     }
 }
@@ -82,22 +80,18 @@ mod tests {
             let tx = format!(r#"{{"to":"{LEDGER_TOKEN}","value":"0","data":"{d}"}}"#);
             assert_eq!(
                 decode(tx.as_bytes(), LEDGER_TOKEN),
-                Ok(LedgerCall::Mint {
+                Ok(Some(LedgerCall::Mint {
                     address: [0xab; 20],
                     amount: 12345
-                })
+                }))
             );
         }
     }
 
     #[test]
-    fn refuses_other_targets_and_calls() {
+    fn leaves_other_targets_and_refuses_other_calls() {
         let tx = r#"{"to":"0x00000000000000000000000000000000000000ff","data":"0x"}"#;
-        assert!(
-            decode(tx.as_bytes(), LEDGER_TOKEN)
-                .unwrap_err()
-                .contains("no chain adapter")
-        );
+        assert_eq!(decode(tx.as_bytes(), LEDGER_TOKEN), Ok(None));
         let tx = format!(r#"{{"to":"{LEDGER_TOKEN}","data":"0xa9059cbb"}}"#);
         assert!(decode(tx.as_bytes(), LEDGER_TOKEN).is_err());
         let big = format!(

@@ -77,6 +77,22 @@ pub fn in_schema<T>(
     f(&*tx)
 }
 
+/// Runs `f` in a transaction that writes in `project`'s tables, committed
+/// when `f` succeeds (the chain sender's outbox updates).
+pub fn in_schema_write<T>(
+    work: &PgWork,
+    project: &str,
+    f: impl FnOnce(&dyn Sql) -> Result<T, SqlError>,
+) -> Result<T, SqlError> {
+    let c = PgSql::get(&work.pool, &work.rt)?;
+    c.batch("BEGIN")?;
+    let tx = crate::store::sql::Tx::adopt(&c);
+    super::host_db::host_path(&*tx, project)?;
+    let out = f(&*tx)?;
+    tx.commit()?;
+    Ok(out)
+}
+
 /// Events of `project` still to run (the worker's lag).
 pub fn lag(work: &PgWork, project: &str) -> Result<u64, SqlError> {
     let c = PgSql::get(&work.pool, &work.rt)?;

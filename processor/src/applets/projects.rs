@@ -214,6 +214,24 @@ impl Projects {
         }
     }
 
+    /// Runs `f` on `project`'s database in a transaction that writes,
+    /// committed when `f` succeeds. Call from a blocking thread.
+    pub fn write_project<T>(
+        &self,
+        project: &Project,
+        f: impl FnOnce(&dyn Sql) -> Result<T, SqlError>,
+    ) -> Result<T, ProjectError> {
+        match &self.defs {
+            Definitions::Sqlite(_) => Ok(project.db.read(|db| {
+                let tx = crate::store::sql::Tx::write(db.conn(), 0)?;
+                let out = f(&*tx)?;
+                tx.commit()?;
+                Ok::<T, SqlError>(out)
+            })??),
+            Definitions::Postgres(w) => Ok(super::lease::in_schema_write(w, &project.name, f)?),
+        }
+    }
+
     /// Every project's name.
     pub fn names(&self) -> Vec<String> {
         self.projects

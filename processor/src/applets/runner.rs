@@ -43,11 +43,17 @@ pub struct LocalRun<'a> {
     pub handler: String,
     pub env: Vec<(String, String)>,
     pub limits: AppletLimits,
+    /// Chains to call and leave transactions for (`--chain ID=URL`).
+    pub chains: Option<std::sync::Arc<crate::chain::adapter::Chains>>,
 }
 
 /// Runs it; returns the applet's hash, its handlers and the outcome.
 pub fn run_local(req: LocalRun<'_>) -> anyhow::Result<(String, Vec<String>, RunOutcome)> {
     let runtime = Runtime::new(None)?;
+    let chains = req.chains.as_ref().map(|c| c.ids()).unwrap_or_default();
+    if let Some(c) = req.chains {
+        runtime.set_chains(c);
+    }
     let applet = runtime.compile(req.wasm)?;
     if !applet.handlers.contains(&req.handler) {
         anyhow::bail!(
@@ -85,6 +91,7 @@ pub fn run_local(req: LocalRun<'_>) -> anyhow::Result<(String, Vec<String>, RunO
         token: Some(LEDGER_TOKEN.to_string()),
         seed: 1,
         time_ns,
+        chains,
     };
     let (outcome, _db) = runtime.run_sqlite(&applet, &req.handler, event, db, &req.limits);
     Ok((applet.hash, applet.handlers, outcome))

@@ -82,6 +82,8 @@ pub struct Runtime {
     cache_dir: Option<PathBuf>,
     pooling: bool,
     stop: Arc<AtomicBool>,
+    /// The configured chains (`ws_call_contract`), once `serve` has them.
+    chains: std::sync::OnceLock<Arc<crate::chain::adapter::Chains>>,
 }
 
 impl Drop for Runtime {
@@ -141,7 +143,18 @@ impl Runtime {
             cache_dir: cache_dir.map(Path::to_path_buf),
             pooling,
             stop,
+            chains: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Gives applet calls the configured chains (once; later calls are ignored).
+    pub fn set_chains(&self, chains: Arc<crate::chain::adapter::Chains>) {
+        let _ = self.chains.set(chains);
+    }
+
+    /// The configured chains' ids (none before [`Runtime::set_chains`]).
+    pub fn chain_ids(&self) -> Vec<u64> {
+        self.chains.get().map(|c| c.ids()).unwrap_or_default()
     }
 
     /// Whether instances come from the pooling allocator.
@@ -266,6 +279,7 @@ impl Runtime {
                 log_bytes: 0,
                 rng,
                 exports: Default::default(),
+                chains: self.chains.get().cloned(),
             },
         );
         store.limiter(|s| &mut s.limits);

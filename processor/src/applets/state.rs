@@ -1,7 +1,8 @@
 //! What one applet call sees and what it leaves behind: the event it runs on, the
 //! project database, limits, and the effects it produced (logs, ledger credits,
-//! metrics, a response). Effects other than database writes are collected here
-//! and applied by the caller only when the handler returns 0.
+//! metrics, a response, transactions). Effects other than database writes are
+//! collected here and applied by the caller only when the handler succeeds
+//! (returns `>= 0`).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -76,6 +77,9 @@ pub struct EventInput {
     /// so a replay computes the same).
     pub seed: u64,
     pub time_ns: u64,
+    /// The chains `ws_send_tx` may leave transactions for (`[chains.ID]`,
+    /// as configured when the event first ran: a replay sees the same).
+    pub chains: Vec<u64>,
 }
 
 /// One log line.
@@ -104,6 +108,8 @@ pub struct Effects {
     pub response: Option<String>,
     /// `(statement, rows changed)` for every executed statement.
     pub sql: Vec<(String, usize)>,
+    /// Transactions for configured chains, sent after the event commits.
+    pub txs: Vec<crate::chain::adapter::TxIntent>,
 }
 
 /// Most effects of each kind one call may leave (beyond them the import
@@ -112,6 +118,7 @@ pub const MAX_CREDITS: usize = 64;
 pub const MAX_SQL_STATEMENTS: usize = 1000;
 pub const MAX_METRICS: usize = 64;
 pub const MAX_LOG_LINES: usize = 1000;
+pub const MAX_TXS: usize = 16;
 
 /// The kinds of effect a call is limited in.
 #[derive(Debug, Clone, Copy)]
@@ -119,6 +126,7 @@ pub enum Effect {
     Credit,
     Sql,
     Metrics,
+    Tx,
 }
 
 /// The store's data for one call.
@@ -133,6 +141,9 @@ pub struct HostState {
     /// The instance's `memory` and `alloc`, looked up once after it is
     /// instantiated instead of by name in every host call (the profile).
     pub exports: Exports,
+    /// The configured chains, for `ws_call_contract` (none in a replay or a
+    /// local run without `--chain`).
+    pub chains: Option<std::sync::Arc<crate::chain::adapter::Chains>>,
 }
 
 /// Exports the host functions use, once the instance exists.
@@ -181,6 +192,7 @@ impl HostState {
             Effect::Credit => (self.effects.credits.len(), MAX_CREDITS),
             Effect::Sql => (self.effects.sql.len(), MAX_SQL_STATEMENTS),
             Effect::Metrics => (self.effects.metrics.len(), MAX_METRICS),
+            Effect::Tx => (self.effects.txs.len(), MAX_TXS),
         };
         if have < max {
             return true;

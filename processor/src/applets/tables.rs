@@ -1,6 +1,6 @@
 //! The host's own tables in a project database (`_ws_*`): the key-value
-//! store, balances, paid time, what each event's applets saw, logs and
-//! failures. The statements are the same on SQLite (a project file) and on
+//! store, balances, paid time, what each event's applets saw, logs,
+//! failures and the transactions outbox (`chain::outbox`). The statements are the same on SQLite (a project file) and on
 //! PostgreSQL (the project's schema, [`pg_schema`]), so the chain runs the
 //! same way on both; the engine-specific parts are the credits (a cursor-read
 //! table on SQLite, the ledger's queue on PostgreSQL) and applet SQL.
@@ -172,6 +172,14 @@ pub fn ensure_pg(c: &dyn Sql, project: &str) -> Result<()> {
              level TEXT NOT NULL, message TEXT NOT NULL, at BIGINT NOT NULL);
          CREATE TABLE IF NOT EXISTS {s}._ws_failures (
              id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-             event_id BIGINT NOT NULL, applet TEXT NOT NULL, code BIGINT, error TEXT, at BIGINT NOT NULL);"
+             event_id BIGINT NOT NULL, applet TEXT NOT NULL, code BIGINT, error TEXT, at BIGINT NOT NULL);
+         CREATE TABLE IF NOT EXISTS {s}._ws_txs (
+             id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, event_id BIGINT NOT NULL,
+             applet TEXT NOT NULL, idx BIGINT NOT NULL,
+             chain_id BIGINT NOT NULL, to_addr TEXT NOT NULL, value TEXT NOT NULL, data TEXT NOT NULL,
+             state TEXT NOT NULL, nonce BIGINT, hash TEXT, raw TEXT, block BIGINT,
+             attempts BIGINT NOT NULL, next_at BIGINT NOT NULL, error TEXT, at BIGINT NOT NULL,
+             UNIQUE (event_id, applet, idx));
+         CREATE INDEX IF NOT EXISTS _ws_txs_open ON {s}._ws_txs(chain_id, state);"
     ))
 }

@@ -9,11 +9,19 @@
 //! - [`settle`]: what a store says must be on chain (sealed roots, owners by
 //!   epoch) and publishing what is not there yet, idempotently;
 //! - [`claim`]: a device owner's claim of one epoch, with the proof the meter
-//!   verifies.
+//!   verifies;
+//! - [`adapter`]: `[chains.ID]`, the chains applets call and send to;
+//! - [`outbox`]: the transactions applets left, in each project's database;
+//! - [`sender`]: sends them, once each, after their events commit;
+//! - [`sign`]: one transaction signed within the chain's caps.
 
+pub mod adapter;
 pub mod claim;
 pub mod contracts;
+pub mod outbox;
+pub mod sender;
 pub mod settle;
+pub mod sign;
 
 use std::path::Path;
 

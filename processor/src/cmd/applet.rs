@@ -110,7 +110,25 @@ pub enum Command {
         /// Print the outcome as JSON.
         #[arg(long)]
         json: bool,
+        /// A chain to run against, ID=URL (repeatable): `ws_call_contract`
+        /// calls it, and each transaction `ws_send_tx` leaves for it is
+        /// signed with --chain-key, sent, and waited for.
+        #[arg(long = "chain", value_parser = parse_chain, requires = "chain_key")]
+        chain: Vec<(u64, String)>,
+        /// The key file (`0x` hex, mode 0600) that signs for every --chain.
+        #[arg(long, requires = "chain")]
+        chain_key: Option<PathBuf>,
     },
+}
+
+fn parse_chain(s: &str) -> Result<(u64, String), String> {
+    let (id, url) = s.split_once('=').ok_or("expected ID=URL")?;
+    let id = id
+        .parse::<u64>()
+        .ok()
+        .filter(|n| *n > 0 && *n <= i32::MAX as u64)
+        .ok_or("the chain id must be a number from 1 to 2^31-1")?;
+    Ok((id, url.to_string()))
 }
 
 fn read(path: &PathBuf) -> Result<Vec<u8>> {
@@ -181,7 +199,10 @@ pub fn run(command: Command) -> Result<i32> {
             env,
             deadline_ms,
             json,
+            chain,
+            chain_key,
         } => {
+            let chains = super::applet_chain::open(&chain, chain_key)?;
             let (hash, handlers, outcome) = run_local(LocalRun {
                 wasm: &read(&wasm)?,
                 payload: read(&event)?,
@@ -192,13 +213,20 @@ pub fn run(command: Command) -> Result<i32> {
                     deadline_ms,
                     ..AppletLimits::default()
                 },
+                chains: chains.as_ref().map(|(c, _)| c.clone()),
             })?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&outcome)?);
             } else {
                 print_outcome(&hash, &handlers, &handler, &event_type, &outcome);
             }
-            Ok(if outcome.ok() { 0 } else { 1 })
+            if !outcome.ok() {
+                return Ok(1);
+            }
+            if let Some((chains, _rt)) = &chains {
+                return super::applet_chain::send(chains, &outcome.effects.txs);
+            }
+            Ok(0)
         }
     }
 }
@@ -218,7 +246,7 @@ fn print_outcome(hash: &str, handlers: &[String], handler: &str, event_type: &st
     println!("handlers {}", handlers.join(", "));
     println!("ran      {handler} on a {event_type} event");
     match (o.code, &o.error) {
-        (Some(0), _) => println!("result   0 (accepted; effects committed)"),
+        (Some(c), _) if c >= 0 => println!("result   {c} (accepted; effects committed)"),
         (Some(c), _) => println!("result   {c} (rejected; database changes rolled back, no credits)"),
         (None, Some(e)) => println!("result   failed: {e}"),
         (None, None) => println!("result   failed"),
@@ -246,6 +274,13 @@ fn print_outcome(hash: &str, handlers: &[String], handler: &str, event_type: &st
             c.address,
             c.amount,
             c.amount as f64 / 1e18
+        );
+    }
+    heading("txs", e.txs.is_empty());
+    for t in &e.txs {
+        println!(
+            "  chain {} to {} value {} data {}",
+            t.chain_id, t.to, t.value, t.data
         );
     }
     for m in &e.metrics {

@@ -4,6 +4,7 @@
 //! programs that drive it, so they live here, in the binary.
 
 pub mod applet;
+pub mod applet_chain;
 pub mod bench;
 pub mod chain;
 pub mod client;

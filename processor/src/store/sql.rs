@@ -247,6 +247,11 @@ impl<'a> Tx<'a> {
         Ok(Tx { conn, open: true })
     }
 
+    /// The transaction the caller has just begun (rolled back if dropped).
+    pub fn adopt(conn: &'a dyn Sql) -> Self {
+        Tx { conn, open: true }
+    }
+
     /// A transaction that only reads, from one snapshot.
     pub fn read(conn: &'a dyn Sql) -> Result<Self, SqlError> {
         conn.batch(match conn.engine() {

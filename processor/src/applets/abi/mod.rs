@@ -90,6 +90,7 @@ pub(crate) mod testing {
             token: Some(wattstream_abi::LEDGER_TOKEN.into()),
             seed: 42,
             time_ns: 1_000_000_007,
+            chains: vec![1337],
         }
     }
 
@@ -111,6 +112,7 @@ pub(crate) mod testing {
                 log_bytes: 0,
                 rng: 42,
                 exports: Default::default(),
+                chains: None,
             };
             let mut store = Store::new(&engine, state);
             store.limiter(|s| &mut s.limits);

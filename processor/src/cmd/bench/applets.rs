@@ -60,6 +60,7 @@ pub fn applet_overhead(
             token: Some(LEDGER_TOKEN.into()),
             seed: runs,
             time_ns: 0,
+            chains: Vec::new(),
         };
         let started = Instant::now();
         let (outcome, back) = runtime.run_sqlite(&applet, "start", input, db.take().expect("db"), &limits);
