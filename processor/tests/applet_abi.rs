@@ -341,7 +341,7 @@ fn mint_credits_the_ledger_and_balance_of_reads_it() {
         "x",
     );
     assert_eq!(o.code, Some(-1));
-    assert!(o.effects.logs[0].message.contains("no chain adapter"));
+    assert!(o.effects.logs[0].message.contains("no chain 0 is configured"));
 }
 
 #[test]
