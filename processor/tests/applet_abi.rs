@@ -67,6 +67,7 @@ fn event(payload: &str) -> EventInput {
         seed: 42,
         time_ns: 0,
         chains: Vec::new(),
+        calls: None,
     }
 }
 

@@ -174,6 +174,7 @@ fn baseline_rewards_savings_and_holds_the_cap() {
             seed: i,
             time_ns: 0,
             chains: Vec::new(),
+            calls: None,
         };
         let (o, back) = runtime.run_sqlite(
             &applet,

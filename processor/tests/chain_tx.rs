@@ -322,3 +322,90 @@ async fn applet_run_with_a_chain_calls_it_and_sends_what_the_module_left() {
     assert_eq!(outcome["code"].as_i64(), Some(-999), "{outcome}");
     assert!(outcome.to_string().contains("[chains.1337]"), "{outcome}");
 }
+
+/// Readings two and three hours old seal at once (see `settlement.rs`).
+const SEALING: &str = "[rewards]\nepoch_s = 3600\nseal_after_s = 0\ncap_per_epoch = 1000\n\
+                       [limits]\nmax_future_s = 14400\n";
+
+fn replay(data: &Path, cfg: &str) -> String {
+    let out = cli(&[
+        "rewards",
+        "replay",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--config",
+        cfg,
+    ]);
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_gets_the_chain_answers_the_event_first_got() {
+    let dir = tempfile::tempdir().unwrap();
+    let chain = Ganache::start(dir.path());
+    let token = token(&chain).await;
+    let cfg = config(dir.path(), &chain.rpc, &chain.key_file);
+    let mut text = std::fs::read_to_string(&cfg).unwrap();
+    text.push_str(SEALING);
+    std::fs::write(&cfg, text).unwrap();
+    let data = dir.path().join("data");
+    let mut server = Server::start_with(&data, &["--admin-token", TOKEN, "--config", &cfg]);
+    // A gate that reads the chain, then the minter: no answer, no mint.
+    deploy_ok(&server, "default", "reader", balance_reader(token)).await;
+    let tiered = std::fs::read(dist("rewards-tiered")).unwrap();
+    deploy_ok(&server, "default", "rewards-tiered", tiered).await;
+    let key = DeviceKey::generate();
+    let body = json!({ "public_key": key.public_key().to_hex(), "owner": OWNER });
+    let (s, v) = admin(
+        Method::POST,
+        &format!("{}/v1/devices", server.url),
+        TOKEN,
+        Some(body),
+    )
+    .await;
+    assert!(s == 201 || s == 200, "{s} {v}");
+    let epoch = now() / 3600 - 3;
+    let readings = signed_windows(&key, 2.0, epoch * 3600 + 10, 6, 5);
+    let (s, v) = post(
+        &format!("{}/v1/events", server.url),
+        format!("[{}]", readings.join(",")),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    wait_for("the epoch's seal", Duration::from_secs(30), async || {
+        let head = get(&format!("{}/v1/ledger/head", server.url)).await.1;
+        head["seq"] == 6 && head["last_sealed_epoch"] == epoch
+    })
+    .await;
+    server.kill();
+
+    // The chain has moved on since (another mint): the replay still gets
+    // what each call got then, and every seal matches.
+    let p = wattstream_processor::chain::provider(
+        &chain.rpc,
+        wattstream_processor::chain::load_key(&chain.key_file).unwrap(),
+    )
+    .unwrap();
+    let t = WattToken::new(token, &p);
+    let minted = t
+        .mint(OWNER.parse().unwrap(), U256::from(1u8))
+        .send()
+        .await
+        .unwrap();
+    assert!(minted.get_receipt().await.unwrap().status());
+    let out = replay(&data, &cfg);
+    assert!(out.contains("seal matches") && !out.contains("DIFFERS"), "{out}");
+
+    // Without the kept answers the gate cannot answer, nothing mints, and
+    // the replay says so: what is kept is what makes it match.
+    rusqlite::Connection::open(data.join("projects/default.db"))
+        .unwrap()
+        .execute("DELETE FROM _ws_calls", [])
+        .unwrap();
+    let out = replay(&data, &cfg);
+    assert!(out.contains("DIFFERS"), "{out}");
+}

@@ -110,6 +110,7 @@ pub async fn run(
                     seed: 0,
                     time_ns: 0,
                     chains: Vec::new(),
+                    calls: None,
                 };
                 let (o, back) =
                     projects

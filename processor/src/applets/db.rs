@@ -227,7 +227,10 @@ impl ProjectDb {
                  state TEXT NOT NULL, nonce INTEGER, hash TEXT, raw TEXT, block INTEGER,
                  attempts INTEGER NOT NULL, next_at INTEGER NOT NULL, error TEXT, at INTEGER NOT NULL,
                  UNIQUE (event_id, applet, idx));
-             CREATE INDEX IF NOT EXISTS _ws_txs_open ON _ws_txs(chain_id, state);",
+             CREATE INDEX IF NOT EXISTS _ws_txs_open ON _ws_txs(chain_id, state);
+             CREATE TABLE IF NOT EXISTS _ws_calls (
+                 event_id INTEGER NOT NULL, applet TEXT NOT NULL, idx INTEGER NOT NULL, answer TEXT,
+                 PRIMARY KEY (event_id, applet, idx));",
         )?;
         let db = ProjectDb {
             conn,

@@ -194,6 +194,13 @@ pub(crate) fn run_event(chain: &Chain<'_>, db: HostDb, ev: &StoredEvent) -> (Hos
             seed: ev.id as u64,
             time_ns: (ev.timestamp as u64).saturating_mul(1_000_000_000),
             chains: seen.chains.clone(),
+            calls: match chain.replay_of {
+                Some(live) => match tables::calls(live, ev.id, &applet.name) {
+                    Ok(kept) => Some(kept),
+                    Err(e) => return (db, Err(e.into())),
+                },
+                None => None,
+            },
         };
         let (o, back) = runtime.run(&applet.applet, &applet.handler, input, db, &applet.limits);
         db = back;
@@ -225,6 +232,11 @@ fn record(
     let (applet, c) = (who.0, db.sql());
     for l in &o.effects.logs {
         tables::log(c, ev.id, applet, l.level, &l.message, now)?;
+    }
+    // What its chain calls answered, whatever the outcome: a replay needs them
+    // to fail, too, where the call failed.
+    for (i, answer) in o.effects.calls.iter().enumerate() {
+        tables::keep_call(c, ev.id, applet, i, answer.as_deref())?;
     }
     if !o.ok() {
         tables::failure(c, ev.id, applet, o.code, o.error.as_deref(), now)?;

@@ -92,6 +92,7 @@ pub fn run_local(req: LocalRun<'_>) -> anyhow::Result<(String, Vec<String>, RunO
         seed: 1,
         time_ns,
         chains,
+        calls: None,
     };
     let (outcome, _db) = runtime.run_sqlite(&applet, &req.handler, event, db, &req.limits);
     Ok((applet.hash, applet.handlers, outcome))

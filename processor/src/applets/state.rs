@@ -80,6 +80,10 @@ pub struct EventInput {
     /// The chains `ws_send_tx` may leave transactions for (`[chains.ID]`,
     /// as configured when the event first ran: a replay sees the same).
     pub chains: Vec<u64>,
+    /// In a replay: the answers its `ws_call_contract` calls to chains got
+    /// when the event first ran, in order (`None` for one that failed).
+    /// `None` live: the calls are made.
+    pub calls: Option<Vec<Option<Vec<u8>>>>,
 }
 
 /// One log line.
@@ -110,6 +114,9 @@ pub struct Effects {
     pub sql: Vec<(String, usize)>,
     /// Transactions for configured chains, sent after the event commits.
     pub txs: Vec<crate::chain::adapter::TxIntent>,
+    /// What each `ws_call_contract` to a chain answered (`None`: it failed),
+    /// kept with the event so a replay answers the same.
+    pub calls: Vec<Option<Vec<u8>>>,
 }
 
 /// Most effects of each kind one call may leave (beyond them the import
@@ -119,6 +126,7 @@ pub const MAX_SQL_STATEMENTS: usize = 1000;
 pub const MAX_METRICS: usize = 64;
 pub const MAX_LOG_LINES: usize = 1000;
 pub const MAX_TXS: usize = 16;
+pub const MAX_CALLS: usize = 16;
 
 /// The kinds of effect a call is limited in.
 #[derive(Debug, Clone, Copy)]
@@ -127,6 +135,7 @@ pub enum Effect {
     Sql,
     Metrics,
     Tx,
+    Call,
 }
 
 /// The store's data for one call.
@@ -193,6 +202,7 @@ impl HostState {
             Effect::Sql => (self.effects.sql.len(), MAX_SQL_STATEMENTS),
             Effect::Metrics => (self.effects.metrics.len(), MAX_METRICS),
             Effect::Tx => (self.effects.txs.len(), MAX_TXS),
+            Effect::Call => (self.effects.calls.len(), MAX_CALLS),
         };
         if have < max {
             return true;

@@ -150,6 +150,42 @@ pub fn rollback_call(c: &dyn Sql) {
     let _ = c.batch("ROLLBACK TO applet_call; RELEASE applet_call");
 }
 
+/// Keeps what a chain call answered (`None`: it failed) for `rewards replay`.
+pub fn keep_call(c: &dyn Sql, event_id: i64, applet: &str, idx: usize, answer: Option<&[u8]>) -> Result<()> {
+    c.exec(
+        "INSERT INTO _ws_calls (event_id, applet, idx, answer) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (event_id, applet, idx) DO NOTHING",
+        &[
+            Val::Int(event_id),
+            applet.into(),
+            Val::Int(idx as i64),
+            answer.map(hex::encode).into(),
+        ],
+    )?;
+    Ok(())
+}
+
+/// The answers `applet`'s chain calls got on `event_id`, in order.
+pub fn calls(c: &dyn Sql, event_id: i64, applet: &str) -> Result<Vec<Option<Vec<u8>>>> {
+    c.rows(
+        "SELECT answer FROM _ws_calls WHERE event_id = ?1 AND applet = ?2 ORDER BY idx",
+        &[Val::Int(event_id), applet.into()],
+    )?
+    .iter()
+    .map(|r| {
+        r[0].opt_text(0)?
+            .map(|h| {
+                hex::decode(h).map_err(|_| SqlError::Malformed {
+                    col: 0,
+                    what: "hex",
+                    value: h.to_string(),
+                })
+            })
+            .transpose()
+    })
+    .collect()
+}
+
 /// The schema holding a project's tables on PostgreSQL (quoted: project
 /// names may hold `-`).
 pub fn pg_schema(project: &str) -> String {
@@ -180,6 +216,9 @@ pub fn ensure_pg(c: &dyn Sql, project: &str) -> Result<()> {
              state TEXT NOT NULL, nonce BIGINT, hash TEXT, raw TEXT, block BIGINT,
              attempts BIGINT NOT NULL, next_at BIGINT NOT NULL, error TEXT, at BIGINT NOT NULL,
              UNIQUE (event_id, applet, idx));
-         CREATE INDEX IF NOT EXISTS _ws_txs_open ON {s}._ws_txs(chain_id, state);"
+         CREATE INDEX IF NOT EXISTS _ws_txs_open ON {s}._ws_txs(chain_id, state);
+         CREATE TABLE IF NOT EXISTS {s}._ws_calls (
+             event_id BIGINT NOT NULL, applet TEXT NOT NULL, idx BIGINT NOT NULL, answer TEXT,
+             PRIMARY KEY (event_id, applet, idx));"
     ))
 }

@@ -243,6 +243,16 @@ mod tests {
             (back.len(), back[0].nonce, back[0].raw.as_deref()),
             (1, None, None)
         );
+        // A refused broadcast is counted and said on the row, which stays signed.
+        note(c, due[1].id, "refused: underpriced").unwrap();
+        let flying = in_flight(c, 1337).unwrap();
+        assert_eq!((flying[0].attempts, flying[0].state.as_str()), (1, "signed"));
+        let error: String = c
+            .query_row("SELECT error FROM _ws_txs WHERE id = ?1", [due[1].id], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(error, "refused: underpriced");
         settle(c, due[1].id, "confirmed", Some(12)).unwrap();
         assert!(in_flight(c, 1337).unwrap().is_empty());
         assert_eq!(open_count(c, 1337).unwrap(), 1);

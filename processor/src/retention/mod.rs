@@ -4,9 +4,12 @@
 //! Removed once older than `store.retention_days` (0 keeps everything):
 //! - **events** whose applets have run (at or before the default project's
 //!   cursor) and whose epoch is sealed (their credits are in the signed
-//!   ledger), and what the project database kept about them (`_ws_seen`);
+//!   ledger), and what the project database kept about them (`_ws_seen`,
+//!   `_ws_calls`);
 //! - **credits** the ledger has taken (at or before its credits cursor);
-//! - **applet failures** of every project.
+//! - **applet failures** of every project;
+//! - **applet transactions** that ended (confirmed, reverted or given up),
+//!   of every project: one still on its way is kept however old.
 //!
 //! And compiled applet modules in the cache that no deployed applet uses any
 //! more, once a day old.
@@ -45,8 +48,15 @@ pub struct Removed {
     pub seen: u64,
     pub credits: u64,
     pub failures: u64,
+    /// Applet transactions that reached their end (confirmed, reverted,
+    /// given up) before the cutoff.
+    pub txs: u64,
     pub cache_files: u64,
 }
+
+/// The outbox rows retention removes: ended, and older than `?1` (a
+/// transaction still on its way is kept, however old).
+pub const TXS_DONE_BEFORE: &str = "state IN ('confirmed', 'reverted', 'failed') AND at < ?1";
 
 /// One pass at `now` (Unix seconds).
 pub fn run_once(
@@ -74,6 +84,7 @@ pub fn run_once(
         let accrued = ledger_meta(&c, "credits_rowid")?.unwrap_or(0);
         if let Some(p) = &project {
             removed.seen = batched(&p.db, "_ws_seen", "event_id <= ?1", params![upto])?;
+            batched(&p.db, "_ws_calls", "event_id <= ?1", params![upto])?;
             removed.credits = batched(
                 &p.db,
                 "_ws_credits",
@@ -84,6 +95,7 @@ pub fn run_once(
         for name in projects.names() {
             if let Some(p) = projects.get(&name) {
                 removed.failures += batched(&p.db, "_ws_failures", "at < ?1", params![cutoff])?;
+                removed.txs += batched(&p.db, "_ws_txs", TXS_DONE_BEFORE, params![cutoff])?;
             }
         }
     }
@@ -286,6 +298,16 @@ mod tests {
                      INSERT INTO _ws_failures (event_id, applet, code, error, at) VALUES (2, 'a', 1, 'x', {NOW});"
                 ))
                 .unwrap();
+            // Old ended transactions go; an old one still on its way and a new one stay.
+            db.conn()
+                .execute_batch(&format!(
+                    "INSERT INTO _ws_txs (event_id, applet, idx, chain_id, to_addr, value, data, state, attempts, next_at, at)
+                     VALUES (1, 'a', 0, 1, '0x', '0', '0x', 'confirmed', 0, 0, {OLD}),
+                            (1, 'a', 1, 1, '0x', '0', '0x', 'failed', 20, 0, {OLD}),
+                            (1, 'a', 2, 1, '0x', '0', '0x', 'signed', 0, 0, {OLD}),
+                            (2, 'a', 0, 1, '0x', '0', '0x', 'confirmed', 0, 0, {NOW});"
+                ))
+                .unwrap();
         })
         .unwrap();
         Connection::open(crate::store::db_path(dir.path()))
@@ -296,7 +318,20 @@ mod tests {
             )
             .unwrap();
         let r = pass(&dir, &projects, DAYS);
-        assert_eq!((r.credits, r.failures), (3, 1), "{r:?}");
+        assert_eq!((r.credits, r.failures, r.txs), (3, 1, 2), "{r:?}");
+        let states: Vec<String> =
+            p.db.read(|db| {
+                let mut st = db
+                    .conn()
+                    .prepare("SELECT state FROM _ws_txs ORDER BY id")
+                    .unwrap();
+                st.query_map([], |r| r.get(0))
+                    .unwrap()
+                    .map(Result::unwrap)
+                    .collect()
+            })
+            .unwrap();
+        assert_eq!(states, ["signed", "confirmed"]);
         let (left, balance) =
             p.db.read(|db| {
                 let left: i64 = db

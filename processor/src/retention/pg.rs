@@ -82,6 +82,16 @@ fn pass(
             &[Val::Int(upto)],
             None,
         )?;
+        batched(
+            c,
+            &format!(
+                "DELETE FROM {s}._ws_calls WHERE (event_id, applet, idx) IN (
+                     SELECT event_id, applet, idx FROM {s}._ws_calls WHERE event_id <= ?1 LIMIT ?2)
+                 RETURNING event_id"
+            ),
+            &[Val::Int(upto)],
+            None,
+        )?;
     }
     for name in projects.names() {
         let s = pg_schema(&name);
@@ -94,6 +104,17 @@ fn pass(
                 "DELETE FROM {s}._ws_failures WHERE id IN (
                      SELECT id FROM {s}._ws_failures WHERE at < ?1 LIMIT ?2)
                  RETURNING id"
+            ),
+            &[Val::Int(cutoff)],
+            None,
+        )?;
+        removed.txs += batched(
+            c,
+            &format!(
+                "DELETE FROM {s}._ws_txs WHERE id IN (
+                     SELECT id FROM {s}._ws_txs WHERE {} LIMIT ?2)
+                 RETURNING id",
+                super::TXS_DONE_BEFORE
             ),
             &[Val::Int(cutoff)],
             None,
@@ -233,9 +254,16 @@ mod tests {
             "INSERT INTO \"ws_project_default\"._ws_failures (event_id, applet, code, error, at)
              VALUES (1, 'a', 1, 'x', {OLD}), (2, 'a', 1, 'x', {NOW})"
         ));
+        s.sql(&format!(
+            "INSERT INTO \"ws_project_default\"._ws_txs
+                 (event_id, applet, idx, chain_id, to_addr, value, data, state, attempts, next_at, at)
+             VALUES (1, 'a', 0, 1, '0x', '0', '0x', 'reverted', 0, 0, {OLD}),
+                    (1, 'a', 1, 1, '0x', '0', '0x', 'pending', 3, 0, {OLD}),
+                    (2, 'a', 0, 1, '0x', '0', '0x', 'confirmed', 0, 0, {NOW})"
+        ));
         assert_eq!(s.pass(0), Some(Removed::default()), "0 days keeps everything");
         let r = s.pass(DAYS).unwrap();
-        assert_eq!((r.events, r.seen, r.failures), (2, 2, 1), "{r:?}");
+        assert_eq!((r.events, r.seen, r.failures, r.txs), (2, 2, 1, 1), "{r:?}");
         assert_eq!(s.count("SELECT COUNT(*) FROM events WHERE id IN (3, 4, 5)"), 3);
         assert_eq!(s.count("SELECT COUNT(*) FROM events"), 3);
         assert_eq!(

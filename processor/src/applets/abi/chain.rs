@@ -129,21 +129,36 @@ fn to_chain(
 }
 
 /// `ws_call_contract` to a configured chain: an `eth_call` within the
-/// applet's deadline; the answer is the call's raw return data.
+/// applet's deadline; the answer is the call's raw return data. Each answer
+/// is kept with the event; a replay gets the kept one, not the chain's now.
 fn call_chain(c: &mut C<'_>, chain: i32, bytes: &[u8], out_ptr: i32, out_len: i32) -> wasmtime::Result<i32> {
     let token = c.data().event.token.clone().unwrap_or_default();
     let Some(id) = configured(c, "ws_call_contract", chain, &token) else {
         return Ok(Status::Failed.code());
     };
-    let Some(chains) = c.data().chains.clone() else {
-        c.data_mut().log(
-            Level::Error.name(),
-            b"ws_call_contract: chain calls are not made here (a replay, or a local run without --chain)",
-        );
+    if !c.data_mut().room_for(Effect::Call) {
         return Ok(Status::Failed.code());
+    }
+    let n = c.data().effects.calls.len();
+    let answer = match (&c.data().event.calls, c.data().chains.clone()) {
+        (Some(kept), _) => match kept.get(n) {
+            Some(Some(a)) => Ok(a.clone()),
+            Some(None) => Err("it failed when the event first ran".to_string()),
+            None => Err("no answer was kept for it when the event first ran".to_string()),
+        },
+        (None, Some(chains)) => {
+            let within = std::time::Duration::from_millis(c.data().applet_limits.deadline_ms);
+            adapter::parse(bytes).and_then(|(to, _, data)| chains.call(id, to, data, within))
+        }
+        (None, None) => {
+            c.data_mut().log(
+                Level::Error.name(),
+                b"ws_call_contract: chain calls are not made here (a local run without --chain)",
+            );
+            return Ok(Status::Failed.code());
+        }
     };
-    let within = std::time::Duration::from_millis(c.data().applet_limits.deadline_ms);
-    let answer = adapter::parse(bytes).and_then(|(to, _, data)| chains.call(id, to, data, within));
+    c.data_mut().effects.calls.push(answer.as_ref().ok().cloned());
     match answer {
         Ok(out) => write_out(c, &out, out_ptr, out_len),
         Err(e) => {
@@ -278,10 +293,32 @@ mod tests {
             Status::Failed.code()
         );
         assert!(g.state().effects.logs[0].message.contains("not made here"));
+        assert!(g.state().effects.calls.is_empty());
         assert_eq!(
             g.call(WS_CALL_CONTRACT, &[5, 400, n, 100, 104]),
             Status::Failed.code()
         );
         assert!(g.state().effects.logs[1].message.contains("[chains.5]"));
+    }
+
+    #[test]
+    fn a_replayed_chain_call_gets_the_answer_kept_when_the_event_first_ran() {
+        let call = br#"{"to":"0x5fbdb2315678afecb367f032d93f642f64180aa3","data":"70a08231"}"#;
+        let mut g = Guest::new(&wat(&[(ENV, WS_CALL_CONTRACT, 5)], &[(400, call)]), link);
+        g.store.data_mut().event.calls = Some(vec![Some(vec![7; 32]), None]);
+        let n = call.len() as i32;
+        assert_eq!(g.call(WS_CALL_CONTRACT, &[1337, 400, n, 100, 104]), 0);
+        assert_eq!(g.out(), vec![7; 32]);
+        // The second failed then, so it fails now; a third was never made.
+        assert_eq!(
+            g.call(WS_CALL_CONTRACT, &[1337, 400, n, 100, 104]),
+            Status::Failed.code()
+        );
+        assert_eq!(
+            g.call(WS_CALL_CONTRACT, &[1337, 400, n, 100, 104]),
+            Status::Failed.code()
+        );
+        assert!(g.state().effects.logs[1].message.contains("no answer was kept"));
+        assert_eq!(g.state().effects.calls, vec![Some(vec![7; 32]), None, None]);
     }
 }

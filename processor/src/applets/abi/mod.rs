@@ -91,6 +91,7 @@ pub(crate) mod testing {
             seed: 42,
             time_ns: 1_000_000_007,
             chains: vec![1337],
+            calls: None,
         }
     }
 

@@ -61,6 +61,7 @@ pub fn applet_overhead(
             seed: runs,
             time_ns: 0,
             chains: Vec::new(),
+            calls: None,
         };
         let started = Instant::now();
         let (outcome, back) = runtime.run_sqlite(&applet, "start", input, db.take().expect("db"), &limits);
