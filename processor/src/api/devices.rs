@@ -261,3 +261,67 @@ pub async fn events(
     })
     .into_response())
 }
+
+#[derive(Deserialize)]
+pub struct SeriesQuery {
+    /// `hour` (60 buckets of a minute), `day` (96 of 15 minutes) or `week`
+    /// (168 of an hour).
+    range: Option<String>,
+    /// End of the span, Unix seconds (default: now, rounded up to a bucket).
+    to: Option<i64>,
+    /// Bucket length instead of the range's own (at least 5 s, at most
+    /// 1,000 buckets): `range=week&bucket_s=86400` is energy per day.
+    bucket_s: Option<i64>,
+}
+
+/// `GET /v1/devices/{id}/series`: the device's power downsampled in the
+/// store (`store::series`), for charts. Admin or the device's read token.
+pub async fn series(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    query: Result<Query<SeriesQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let id = parse_id(&id)?.to_string();
+    require_reader(&state, &headers, &id)?;
+    let Query(q) = query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "malformed", e.body_text()))?;
+    let bad = |why: &str| ApiError::new(StatusCode::BAD_REQUEST, "malformed", why.to_string());
+    let (span_s, default_bucket) = match q.range.as_deref().unwrap_or("hour") {
+        "hour" => (3600, 60),
+        "day" => (86_400, 900),
+        "week" => (604_800, 3600),
+        _ => return Err(bad("range is hour, day or week")),
+    };
+    let bucket_s = q.bucket_s.unwrap_or(default_bucket);
+    if bucket_s < 5 || span_s / bucket_s > 1000 || bucket_s > span_s {
+        return Err(bad(
+            "bucket_s must be at least 5, at most the range, and give at most 1000 buckets",
+        ));
+    }
+    let to = match q.to {
+        Some(t) => t,
+        None => (unix_now() as i64).div_euclid(bucket_s) * bucket_s + bucket_s,
+    };
+    let span = crate::store::series::Span {
+        from: to - span_s,
+        to,
+        bucket_s,
+        max_window_s: state.pipeline.limits.max_window_s as i64,
+    };
+    if state.reads.device(&id).await.map_err(ApiError::store)?.is_none() {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_device",
+            format!("device {id} is not registered"),
+        ));
+    }
+    let buckets = state.reads.series(&id, span).await.map_err(ApiError::store)?;
+    Ok(axum::Json(json!({
+        "device_id": id,
+        "from": span.from,
+        "to": span.to,
+        "bucket_s": bucket_s,
+        "buckets": buckets,
+    }))
+    .into_response())
+}

@@ -338,6 +338,7 @@ pub fn router(state: Shared) -> Router {
         .route("/v1/devices", post(devices::register).get(devices::list))
         .route("/v1/devices/{id}", get(devices::show).delete(devices::revoke))
         .route("/v1/devices/{id}/events", get(devices::events))
+        .route("/v1/devices/{id}/series", get(devices::series))
         .route("/v1/devices/{id}/read-token", post(devices::read_token))
         .route("/v1/devices/claim", post(onboarding::claim))
         .route("/v1/devices/{id}/transfer", post(onboarding::transfer))

@@ -13,6 +13,7 @@ mod ops;
 pub mod pg;
 mod reads;
 mod schema;
+pub mod series;
 pub mod sql;
 mod writer;
 
@@ -131,6 +132,17 @@ impl Reads {
                     .await
             }
             Reads::Postgres(r) => r.events(id, from, to, after, limit).await,
+        }
+    }
+
+    /// A device's power in buckets (`series`).
+    pub async fn series(&self, id: &str, span: series::Span) -> Result<Vec<series::Bucket>, StoreError> {
+        match self {
+            Reads::Sqlite(r) => {
+                let id = id.to_string();
+                r.with(move |c| series::sqlite(c, &id, span)).await
+            }
+            Reads::Postgres(r) => r.series(id, span).await,
         }
     }
 }

@@ -121,4 +121,17 @@ impl PgReads {
         let rows = on_live_connection!(self.pool, |c| c.query(&sql, &params).await);
         rows.iter().map(event_row).collect()
     }
+
+    /// A device's power in buckets (`store::series`).
+    pub async fn series(
+        &self,
+        id: &str,
+        span: crate::store::series::Span,
+    ) -> Result<Vec<crate::store::series::Bucket>, StoreError> {
+        use crate::store::series;
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 5] =
+            [&id, &span.from, &span.to, &span.bucket_s, &span.max_window_s];
+        let rows = on_live_connection!(self.pool, |c| c.query(series::PG, &params).await);
+        Ok(rows.iter().map(|r| series::pg_row(r, span)).collect())
+    }
 }
