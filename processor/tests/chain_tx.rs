@@ -82,6 +82,11 @@ async fn set_up(server: &Server, token: Address) -> DeviceKey {
     let url = format!("{}/v1/projects/default/env", server.url);
     let (s, v) = admin(Method::PUT, &url, TOKEN, Some(env)).await;
     assert!(s < 300, "{s} {v}");
+    owned_device(server).await
+}
+
+/// A device registered with [`OWNER`] as its owner.
+async fn owned_device(server: &Server) -> DeviceKey {
     let key = DeviceKey::generate();
     let body = json!({ "public_key": key.public_key().to_hex(), "owner": OWNER });
     let (s, v) = admin(
@@ -358,16 +363,7 @@ async fn a_replay_gets_the_chain_answers_the_event_first_got() {
     deploy_ok(&server, "default", "reader", balance_reader(token)).await;
     let tiered = std::fs::read(dist("rewards-tiered")).unwrap();
     deploy_ok(&server, "default", "rewards-tiered", tiered).await;
-    let key = DeviceKey::generate();
-    let body = json!({ "public_key": key.public_key().to_hex(), "owner": OWNER });
-    let (s, v) = admin(
-        Method::POST,
-        &format!("{}/v1/devices", server.url),
-        TOKEN,
-        Some(body),
-    )
-    .await;
-    assert!(s == 201 || s == 200, "{s} {v}");
+    let key = owned_device(&server).await;
     let epoch = now() / 3600 - 3;
     let readings = signed_windows(&key, 2.0, epoch * 3600 + 10, 6, 5);
     let (s, v) = post(

@@ -194,12 +194,14 @@ pub(crate) fn run_event(chain: &Chain<'_>, db: HostDb, ev: &StoredEvent) -> (Hos
             seed: ev.id as u64,
             time_ns: (ev.timestamp as u64).saturating_mul(1_000_000_000),
             chains: seen.chains.clone(),
+            // (No chain configured when it first ran: no call could have
+            // been answered, and none is looked up.)
             calls: match chain.replay_of {
-                Some(live) => match tables::calls(live, ev.id, &applet.name) {
+                Some(live) if !seen.chains.is_empty() => match tables::calls(live, ev.id, &applet.name) {
                     Ok(kept) => Some(kept),
                     Err(e) => return (db, Err(e.into())),
                 },
-                None => None,
+                _ => None,
             },
         };
         let (o, back) = runtime.run(&applet.applet, &applet.handler, input, db, &applet.limits);
