@@ -163,8 +163,6 @@ impl Pass {
         let Ok(c) = PgSql::get(&w.pool, &w.rt) else {
             return false;
         };
-        // Closed, not pooled, when dropped: the lock goes with the session.
-        c.taint();
         let won = c
             .row(
                 "SELECT CASE WHEN pg_try_advisory_lock(?1) THEN 1 ELSE 0 END",
@@ -174,6 +172,11 @@ impl Pass {
             .flatten()
             .is_some_and(|r| matches!(r[0], Val::Int(1)));
         if won {
+            // Closed, not pooled, when dropped: the lock goes with the
+            // session. (A session that did not win holds nothing and goes
+            // back to the pool: the processors that wait open no connection
+            // a poll.)
+            c.taint();
             self.lock = Some(c);
         }
         won
