@@ -111,11 +111,7 @@ pub async fn revoke(
         .await
         .map_err(ApiError::store)?;
     if !found {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "unknown_device",
-            format!("device {id} is not registered"),
-        ));
+        return Err(unknown_device(&id));
     }
     state.registry.revoked(&id);
     tracing::info!(device = %id, "device revoked");
@@ -145,11 +141,7 @@ pub async fn show(
     let device = state.reads.device(&id).await.map_err(ApiError::store)?;
     let last = state.reads.last_event(&id).await.map_err(ApiError::store)?;
     let Some(d) = device else {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "unknown_device",
-            format!("device {id} is not registered"),
-        ));
+        return Err(unknown_device(&id));
     };
     Ok(axum::Json(DeviceView {
         status: if d.revoked_at.is_some() {
@@ -243,11 +235,7 @@ pub async fn events(
         .await
         .map_err(ApiError::store)?;
     if !known {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "unknown_device",
-            format!("device {id} is not registered"),
-        ));
+        return Err(unknown_device(&id));
     }
     let next = (rows.len() == limit)
         .then(|| rows.last().map(|r| format!("{}.{}", r.timestamp, r.id)))
@@ -309,11 +297,7 @@ pub async fn series(
         max_window_s: state.pipeline.limits.max_window_s as i64,
     };
     if state.reads.device(&id).await.map_err(ApiError::store)?.is_none() {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "unknown_device",
-            format!("device {id} is not registered"),
-        ));
+        return Err(unknown_device(&id));
     }
     let buckets = state.reads.series(&id, span).await.map_err(ApiError::store)?;
     Ok(axum::Json(json!({
@@ -324,4 +308,13 @@ pub async fn series(
         "buckets": buckets,
     }))
     .into_response())
+}
+
+/// The answer for a device that is not registered (404 `unknown_device`).
+fn unknown_device(id: &impl std::fmt::Display) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "unknown_device",
+        format!("device {id} is not registered"),
+    )
 }
