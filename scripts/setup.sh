@@ -133,6 +133,17 @@ ensure_contracts() {
   node rewards/contracts/build.js --check
 }
 
+ensure_dashboard_tools() {
+  # The dashboard's browser tests: Debian's chromium, driven by playwright-core
+  # from npm (processor/web/package.json; no browser is downloaded).
+  ensure_npm
+  command -v chromium >/dev/null 2>&1 || apt_install chromium
+  if [ ! -d processor/web/node_modules/playwright-core ]; then
+    echo "== installing the dashboard's test tools (npm ci in processor/web)"
+    (cd processor/web && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+  fi
+}
+
 build_applets() {
   ensure_applet_toolchain
   ensure_npm

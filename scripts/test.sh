@@ -14,6 +14,7 @@ ensure_cross_toolchain arm64
 ensure_cross_toolchain armhf
 build_applets
 ensure_contracts
+ensure_dashboard_tools
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

@@ -34,6 +34,32 @@ pub struct Config {
     /// EVM chains applets send transactions to and call (`ws_send_tx`,
     /// `ws_call_contract`), by chain id: `[chains.4690]`.
     pub chains: std::collections::BTreeMap<String, crate::chain::adapter::ChainConfig>,
+    /// The web dashboard at `/` and its live stream.
+    pub dashboard: DashboardConfig,
+}
+
+/// The web dashboard (`processor/web`, served at `/`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DashboardConfig {
+    /// Serve the pages at `/` (the JSON API is there either way).
+    pub enabled: bool,
+    /// Live streams (`GET /v1/stream`) open at once; one more is refused
+    /// with 503 rather than holding a connection and a subscriber.
+    pub max_streams: usize,
+    /// A device counts as online when its last reading arrived at most this
+    /// long ago (three 5-second windows).
+    pub online_after_s: u64,
+}
+
+impl Default for DashboardConfig {
+    fn default() -> Self {
+        DashboardConfig {
+            enabled: true,
+            max_streams: 64,
+            online_after_s: 15,
+        }
+    }
 }
 
 /// HTTPS: both keys or neither.
@@ -206,6 +232,7 @@ impl Default for Config {
             mqtt: MqttConfig::default(),
             onboarding: crate::onboarding::OnboardingConfig::default(),
             chains: Default::default(),
+            dashboard: DashboardConfig::default(),
         }
     }
 }

@@ -13,6 +13,7 @@ pub mod chain;
 pub mod config;
 pub mod engine;
 pub mod http;
+pub mod live;
 pub mod metrics;
 pub mod mqtt;
 pub mod onboarding;
@@ -24,6 +25,7 @@ pub mod rewards;
 pub mod server;
 pub mod store;
 pub mod tls;
+pub mod web;
 
 /// A PostgreSQL database per test (shared with the integration tests).
 #[cfg(test)]

@@ -113,6 +113,8 @@ pub struct Metrics {
     applet_seconds: Histogram,
     /// (project, applet, key) -> sum of the numbers applets submitted.
     applet_metrics: Mutex<BTreeMap<(String, String, String), f64>>,
+    /// Per-applet counts and recent times (the dashboard's applets page).
+    pub applet_stats: crate::applets::stats::AppletStats,
     /// The MQTT broker link (also in `/healthz`).
     pub mqtt: crate::mqtt::LinkHealth,
     /// (chain id, what happened to a transaction) -> times (`chain::sender`).
@@ -135,6 +137,7 @@ impl Default for Metrics {
             applet_calls: Mutex::default(),
             applet_seconds: Histogram::new(&[0.00001, 0.00005, 0.0001, 0.0005, 0.001, 0.005, 0.01, 0.1, 1.0]),
             applet_metrics: Mutex::default(),
+            applet_stats: Default::default(),
             mqtt: crate::mqtt::LinkHealth::default(),
             chain_txs: Mutex::default(),
             chain_open: Mutex::default(),
@@ -209,6 +212,7 @@ impl Metrics {
             .entry((project.to_string(), applet.to_string(), outcome))
             .or_default() += 1;
         self.applet_seconds.observe(took.as_secs_f64());
+        self.applet_stats.record(project, applet, ok, took);
     }
 
     /// What an applet passed to `ws_submit_metrics`: numeric fields are summed.

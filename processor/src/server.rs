@@ -79,6 +79,8 @@ pub async fn serve_until(
         metrics.clone(),
     );
     let projects_for_ledger = projects.clone();
+    let live = crate::live::Live::default();
+    let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
     let state = Arc::new(AppState {
         pipeline: Pipeline {
             registry: registry.clone(),
@@ -86,6 +88,7 @@ pub async fn serve_until(
             limits: config.limits.clone(),
             metrics: metrics.clone(),
             applets: Some(worker.waker.clone()),
+            live: Some(live.clone()),
         },
         reads,
         writer,
@@ -100,6 +103,10 @@ pub async fn serve_until(
         rewards: rewards.clone(),
         read_tokens: crate::read_tokens::ReadTokens::open(&config.data_dir)?,
         onboarding,
+        live: live.clone(),
+        streams: Arc::new(tokio::sync::Semaphore::new(config.dashboard.max_streams)),
+        dashboard: config.dashboard.clone(),
+        stopping,
     });
     let retention_task = tokio::spawn(run_retention(config.clone(), projects_for_ledger.clone(), pg));
     let ledger_task = tokio::spawn(run_ledger(
@@ -107,6 +114,7 @@ pub async fn serve_until(
         projects_for_ledger,
         config.applets.default_project.clone(),
         config.store.url.is_some(),
+        live,
     ));
     let tls = match (&config.tls.cert, &config.tls.key) {
         (Some(cert), Some(key)) => Some(crate::tls::Tls::open(cert, key)?),
@@ -133,6 +141,12 @@ pub async fn serve_until(
         state.metrics.clone(),
         state.worker_stall,
     ));
+    // Live streams never finish on their own: they end when shutdown begins,
+    // so the drain waits only for real requests.
+    let shutdown = async move {
+        shutdown.await;
+        let _ = stopping_tx.send(true);
+    };
     crate::http::serve(listener, router(state), &config.limits, tls, shutdown).await;
     watchdog.abort();
     if let Some(reload) = reload {
@@ -194,18 +208,33 @@ async fn watchdog(
 /// Every second: move every new applet credit into the ledger, seal what is
 /// due. On PostgreSQL the credits come from the queue, whichever processor's
 /// worker made them; one processor at a time holds the ledger.
-async fn run_ledger(rewards: Arc<Rewards>, projects: Arc<Projects>, project: String, queue: bool) {
+async fn run_ledger(
+    rewards: Arc<Rewards>,
+    projects: Arc<Projects>,
+    project: String,
+    queue: bool,
+    live: crate::live::Live,
+) {
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
     loop {
         tick.tick().await;
         let (r, p, name) = (rewards.clone(), projects.clone(), project.clone());
+        let live = live.clone();
         let result = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
-            if queue {
-                r.accrue(&crate::rewards::Credits::Queue(&name))?;
+            use crate::live::LiveEvent;
+            let credits = if queue {
+                r.accrue(&crate::rewards::Credits::Queue(&name))?
             } else if let Some(project) = p.get(&name) {
-                r.accrue(&crate::rewards::Credits::Project(&project.db))?;
+                r.accrue(&crate::rewards::Credits::Project(&project.db))?
+            } else {
+                0
+            };
+            if credits > 0 {
+                live.publish(LiveEvent::Ledger { credits });
             }
-            r.seal_due(crate::pipeline::unix_now())?;
+            for epoch in r.seal_due(crate::pipeline::unix_now())? {
+                live.publish(LiveEvent::Seal { epoch });
+            }
             Ok(())
         })
         .await;

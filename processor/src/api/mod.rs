@@ -3,9 +3,12 @@
 //! `events.rs` (ingest) and `devices.rs` (registry and queries).
 
 mod devices;
+mod epochs;
 pub(crate) mod events;
+mod fleet;
 mod onboarding;
 mod projects;
+mod stream;
 pub(crate) mod w3bstream;
 
 use std::sync::Arc;
@@ -47,6 +50,14 @@ pub struct AppState {
     pub read_tokens: crate::read_tokens::ReadTokens,
     /// Device-to-owner bindings.
     pub onboarding: Arc<crate::onboarding::Onboarding>,
+    /// What the live stream (`GET /v1/stream`) forwards.
+    pub live: crate::live::Live,
+    /// One permit per open live stream (`dashboard.max_streams`).
+    pub streams: Arc<tokio::sync::Semaphore>,
+    /// `[dashboard]`.
+    pub dashboard: crate::config::DashboardConfig,
+    /// Turns true when shutdown begins (live streams end on it).
+    pub stopping: tokio::sync::watch::Receiver<bool>,
 }
 
 impl AppState {
@@ -333,12 +344,21 @@ async fn metrics(State(state): State<Shared>) -> Response {
 
 /// The whole API.
 pub fn router(state: Shared) -> Router {
-    Router::new()
+    let pages = if state.dashboard.enabled {
+        crate::web::routes()
+    } else {
+        Router::new()
+    };
+    pages
         .route("/v1/events", post(events::post_events))
         .route("/v1/devices", post(devices::register).get(devices::list))
         .route("/v1/devices/{id}", get(devices::show).delete(devices::revoke))
         .route("/v1/devices/{id}/events", get(devices::events))
         .route("/v1/devices/{id}/series", get(devices::series))
+        .route("/v1/devices/{id}/epochs", get(epochs::device))
+        .route("/v1/fleet", get(fleet::fleet))
+        .route("/v1/epochs", get(epochs::list))
+        .route("/v1/projects", get(projects::names))
         .route("/v1/devices/{id}/read-token", post(devices::read_token))
         .route("/v1/devices/claim", post(onboarding::claim))
         .route("/v1/devices/{id}/transfer", post(onboarding::transfer))
@@ -361,6 +381,7 @@ pub fn router(state: Shared) -> Router {
         .route("/v1/projects/{project}/failures", get(projects::failures))
         .route("/v1/projects/{project}/txs", get(projects::txs))
         .route("/srv-applet-mgr/v0/event/{project}", post(w3bstream::http_event))
+        .route("/v1/stream", get(stream::stream))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .method_not_allowed_fallback(method_not_allowed)

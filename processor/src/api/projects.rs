@@ -114,7 +114,23 @@ pub async fn list(
     Path(project): Path<String>,
 ) -> Result<Response, ApiError> {
     require_admin(&state, &headers)?;
-    Ok(axum::Json(json!({ "project": project, "applets": state.projects.list(&project) })).into_response())
+    Ok(axum::Json(json!({
+        "project": project,
+        "applets": state.projects.list(&project),
+        "stats": state.metrics.applet_stats.of(&project),
+    }))
+    .into_response())
+}
+
+/// `GET /v1/projects` (admin): the projects, and which one `POST /v1/events`
+/// runs.
+pub async fn names(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Result<Response, ApiError> {
+    require_admin(&state, &headers)?;
+    Ok(axum::Json(json!({
+        "default": state.default_project,
+        "projects": state.projects.names(),
+    }))
+    .into_response())
 }
 
 pub async fn remove(

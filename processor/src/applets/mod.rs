@@ -32,5 +32,6 @@ pub mod runner;
 pub mod runtime;
 pub mod slot;
 pub mod state;
+pub mod stats;
 pub mod tables;
 pub mod worker;

@@ -3,17 +3,17 @@
 //! deployed, N simulated meters (the real `power-meter` daemon on an emulated
 //! INA219, as child processes) with frugal, average and heavy loads, the first
 //! meter's screen rendered to a PNG every few seconds, a live table, and a
-//! summary at the end with the rewards ledger verified.
+//! summary at the end with the rewards ledger verified. The web dashboard is
+//! served at the printed URL while it runs, and with `--serve` after the
+//! meters stop, until Ctrl-C.
 
 use std::io::{IsTerminal, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use serde_json::Value;
-use wattstream_sdk::client::{ProcessorClient, RewardsView};
-use wattstream_sdk::state::MeterState;
+use wattstream_sdk::client::ProcessorClient;
 
 use wattstream_processor::config::Config;
 
@@ -36,6 +36,14 @@ pub struct Args {
     /// ganache's executable, for `--chain`.
     #[arg(long, default_value = "rewards/contracts/node_modules/.bin/ganache")]
     ganache: PathBuf,
+    /// Where the processor (and its dashboard) listens; when the port is
+    /// taken, any free port.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: std::net::SocketAddr,
+    /// Keep the processor and its dashboard up after the meters stop, until
+    /// Ctrl-C or SIGTERM.
+    #[arg(long)]
+    serve: bool,
 }
 
 /// What the demo is told.
@@ -46,6 +54,8 @@ struct DemoOptions {
     applets: PathBuf,
     /// ganache's executable when the demo settles on a chain.
     chain: Option<PathBuf>,
+    listen: std::net::SocketAddr,
+    serve: bool,
 }
 
 pub fn run(args: Args) -> Result<i32> {
@@ -55,6 +65,8 @@ pub fn run(args: Args) -> Result<i32> {
         meters: args.meters.max(1),
         applets: args.applets,
         chain: args.chain.then_some(args.ganache),
+        listen: args.listen,
+        serve: args.serve,
     })?;
     Ok(0)
 }
@@ -79,13 +91,13 @@ const PROFILES: [Profile; 3] = [
     },
 ];
 
-struct Meter {
-    name: String,
-    dir: PathBuf,
-    device_id: String,
+pub(super) struct Meter {
+    pub(super) name: String,
+    pub(super) dir: PathBuf,
+    pub(super) device_id: String,
     /// `demo-NAME`, or an EVM address with `--chain`.
-    owner: String,
-    child: Option<Child>,
+    pub(super) owner: String,
+    pub(super) child: Option<Child>,
 }
 
 fn sibling(name: &str) -> Result<PathBuf> {
@@ -130,9 +142,22 @@ fn run_demo(opts: DemoOptions) -> Result<()> {
     // A fresh processor and fresh outboxes each run; meter keys are kept.
     let _ = std::fs::remove_dir_all(dir.join("processor"));
     let admin = token()?;
+    // The dashboard's login reads it from here too (0600, like every secret).
+    wattstream_sdk::fsutil::write_atomic(
+        &dir.join("admin-token"),
+        admin.as_bytes(),
+        wattstream_sdk::fsutil::WriteOptions::SECRET,
+    )?;
+    let listen = match std::net::TcpListener::bind(opts.listen) {
+        Ok(_) => opts.listen,
+        Err(e) => {
+            println!("{} is not free ({e}): listening on any free port", opts.listen);
+            std::net::SocketAddr::new(opts.listen.ip(), 0)
+        }
+    };
     let mut config = Config {
         data_dir: dir.join("processor"),
-        listen: "127.0.0.1:0".parse()?,
+        listen,
         admin_token: Some(admin.clone()),
         ..Config::default()
     };
@@ -159,6 +184,10 @@ fn run_demo(opts: DemoOptions) -> Result<()> {
     println!(
         "WattStream demo: processor on {url}, store in {}",
         config.data_dir.display()
+    );
+    println!(
+        "dashboard: {url}/ (log in with the admin token {admin}, also in {})",
+        dir.join("admin-token").display()
     );
     let client = ProcessorClient::new(&url, Some(admin), Duration::from_secs(30))?;
     let chain = match &opts.chain {
@@ -287,7 +316,7 @@ fn run_demo(opts: DemoOptions) -> Result<()> {
             render_screen();
             last_render = Instant::now();
         }
-        let table = table(&runtime, &client, &meters, start.elapsed(), opts.duration);
+        let table = super::demo_report::table(&runtime, &client, &meters, start.elapsed(), opts.duration);
         if tty {
             if printed > 0 {
                 print!("\x1b[{printed}A");
@@ -316,7 +345,7 @@ fn run_demo(opts: DemoOptions) -> Result<()> {
     // Let the applets and the ledger catch up, then render a last screen.
     std::thread::sleep(Duration::from_secs(3));
     render_screen();
-    let mut summary = summary(&runtime, &client, &meters);
+    let mut summary = super::demo_report::summary(&runtime, &client, &meters);
     if let Some(chain) = &chain {
         let owners: Vec<(String, String, String)> = meters
             .iter()
@@ -325,12 +354,28 @@ fn run_demo(opts: DemoOptions) -> Result<()> {
         let store = wattstream_processor::store::db_path(&config.data_dir);
         summary.push_str(&chain.settle_and_claim(&runtime, &client, &store, &owners, &processor_key)?);
     }
+    let interrupted = interrupted.load(std::sync::atomic::Ordering::Relaxed);
+    if opts.serve && !interrupted {
+        println!("\n{summary}");
+        println!("the meters have stopped; the dashboard stays up at {url}/ until Ctrl-C");
+        std::io::stdout().flush()?;
+        runtime.block_on(async {
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            Ok::<_, std::io::Error>(())
+        })?;
+    }
     let _ = stop_tx.send(());
     runtime.block_on(server)??;
 
     // The ledger, checked from the store as `wattstream rewards verify` does.
     let verdict = wattstream_processor::rewards::verify_stored(&config.data_dir, &config.rewards, None)?;
-    println!("\n{summary}");
+    if !opts.serve || interrupted {
+        println!("\n{summary}");
+    }
     match verdict {
         Ok(v) => println!(
             "rewards verify: ok ({} entries, {} sealed epochs)",
@@ -341,84 +386,4 @@ fn run_demo(opts: DemoOptions) -> Result<()> {
     println!("screen of the {} meter: {}", meters[0].name, screen.display());
     println!("everything is kept in {}", dir.display());
     Ok(())
-}
-
-fn state(dir: &Path) -> Option<MeterState> {
-    MeterState::read(&dir.join("data/state.json")).ok()
-}
-
-/// A device's registration answer and its rewards (`None` before the first).
-fn device(
-    runtime: &tokio::runtime::Runtime,
-    client: &ProcessorClient,
-    id: &str,
-) -> (Value, Option<RewardsView>) {
-    let d = runtime.block_on(client.device(id)).unwrap_or(Value::Null);
-    (d, runtime.block_on(client.rewards(id)).ok())
-}
-
-fn table(
-    runtime: &tokio::runtime::Runtime,
-    client: &ProcessorClient,
-    meters: &[Meter],
-    elapsed: Duration,
-    total: Duration,
-) -> String {
-    let width = 30usize;
-    let done = ((elapsed.as_secs_f64() / total.as_secs_f64()) * width as f64).min(width as f64) as usize;
-    let mut out = format!(
-        "[{}{}] {:>3}/{} s\n{:<10} {:>9} {:>9} {:>7} {:>7} {:>14} {:>10}\n",
-        "#".repeat(done),
-        ".".repeat(width - done),
-        elapsed.as_secs(),
-        total.as_secs(),
-        "meter",
-        "power W",
-        "window W",
-        "sent",
-        "outbox",
-        "rewards",
-        "proof"
-    );
-    for m in meters {
-        let s = state(&m.dir);
-        let (d, r) = device(runtime, client, &m.device_id);
-        out.push_str(&format!(
-            "{:<10} {:>9.2} {:>9.2} {:>7} {:>7} {:>14.6} {:>10}\n",
-            m.name,
-            s.as_ref().and_then(|s| s.power_w).unwrap_or(0.0),
-            s.as_ref().and_then(|s| s.window_w).unwrap_or(0.0),
-            d["counts"]["accepted"].as_i64().unwrap_or(0),
-            s.as_ref().map_or(0, |s| s.link.outbox_depth),
-            r.map_or(0.0, |r| r.balance),
-            s.as_ref()
-                .map_or("-".to_string(), |s| format!("{:?}", s.rewards.proof)
-                    .to_lowercase()),
-        ));
-    }
-    out
-}
-
-fn summary(runtime: &tokio::runtime::Runtime, client: &ProcessorClient, meters: &[Meter]) -> String {
-    let mut out = String::from("Summary\n");
-    let mut total = 0;
-    let mut best: Option<(&str, f64)> = None;
-    for m in meters {
-        let (d, r) = device(runtime, client, &m.device_id);
-        let accepted = d["counts"]["accepted"].as_i64().unwrap_or(0);
-        let (balance, rate) = r.map_or((0.0, 0.0), |r| (r.balance, r.rate_per_h));
-        total += accepted;
-        if best.is_none_or(|(_, b)| balance > b) {
-            best = Some((&m.name, balance));
-        }
-        out.push_str(&format!(
-            "  {:<10} {:>4} events accepted, {:>12.6} tokens, {:>8.4} tokens/h\n",
-            m.name, accepted, balance, rate
-        ));
-    }
-    out.push_str(&format!("events accepted: {total}\n"));
-    if let Some((name, b)) = best {
-        out.push_str(&format!("most rewarded: {name} ({b:.6} tokens)\n"));
-    }
-    out
 }

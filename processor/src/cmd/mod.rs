@@ -10,6 +10,7 @@ pub mod chain;
 pub mod client;
 pub mod demo;
 pub mod demo_chain;
+mod demo_report;
 pub mod device;
 pub mod onboarding;
 pub mod rewards;

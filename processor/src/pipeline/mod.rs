@@ -64,6 +64,8 @@ pub struct Pipeline {
     pub metrics: Arc<Metrics>,
     /// Woken after a commit that stored new events (stage 3 runs on it).
     pub applets: Option<crate::applets::worker::Waker>,
+    /// Told of every reading stored (the dashboard's live stream).
+    pub live: Option<crate::live::Live>,
 }
 
 pub use wattstream_sdk::time::unix_now;
@@ -155,6 +157,7 @@ impl Pipeline {
 
         // Stage 4: commit.
         let device_ids: Vec<String> = admitted.iter().map(|e| e.device_id.clone()).collect();
+        let readings: Vec<(u64, f64)> = admitted.iter().map(|e| (e.timestamp, e.sensor_reading)).collect();
         let committed = self.writer.insert_events(admitted).await?;
         // Stage 3: applets run over what was stored (once per event, never on a
         // duplicate), on the applet worker, which this wakes.
@@ -163,9 +166,21 @@ impl Pipeline {
         {
             waker.wake();
         }
-        for ((slot, outcome), device_id) in slots.into_iter().zip(committed).zip(device_ids) {
+        for (((slot, outcome), device_id), (timestamp, w)) in
+            slots.into_iter().zip(committed).zip(device_ids).zip(readings)
+        {
             let (status, event_id) = match outcome {
-                Committed::Accepted(id) => (EventStatus::Accepted, Some(id)),
+                Committed::Accepted(id) => {
+                    if let Some(live) = &self.live {
+                        live.publish(crate::live::LiveEvent::Reading {
+                            device_id: device_id.clone(),
+                            event_id: id,
+                            timestamp,
+                            w,
+                        });
+                    }
+                    (EventStatus::Accepted, Some(id))
+                }
                 Committed::Duplicate => (EventStatus::Duplicate, None),
                 Committed::Conflict => {
                     self.metrics.record_event("rejected", "conflict");

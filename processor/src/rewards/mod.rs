@@ -26,6 +26,7 @@ mod conns;
 pub mod queue;
 mod replay;
 pub(crate) mod stored;
+pub mod views;
 
 pub(crate) use conns::Conns;
 pub(crate) use conns::conn;

@@ -109,6 +109,17 @@ pub fn seals_after(conn: &dyn Sql, after: Option<u64>) -> Result<Vec<Seal>> {
     .collect()
 }
 
+/// The newest `limit` seals, newest first.
+pub fn seals_newest(conn: &dyn Sql, limit: u32) -> Result<Vec<Seal>> {
+    conn.rows(
+        &format!("SELECT {SEAL_COLUMNS} FROM seals ORDER BY epoch DESC LIMIT ?1"),
+        &[Val::Int(limit.into())],
+    )?
+    .iter()
+    .map(|r| seal(r))
+    .collect()
+}
+
 /// The seal of `epoch`, or the newest one when `None`.
 pub fn seal_of(conn: &dyn Sql, epoch: Option<u64>) -> Result<Option<Seal>> {
     let row = match epoch {

@@ -130,6 +130,9 @@ const MIGRATIONS: &[&str] = &[
         record          TEXT NOT NULL,
         PRIMARY KEY (device_id, seq)
     ) STRICT;",
+    // 9: a device's rewards per epoch (the dashboard's device page) without
+    // scanning every device's totals.
+    "CREATE INDEX ledger_totals_address ON ledger_totals(address, epoch);",
 ];
 
 /// Settings every connection gets: WAL so readers never block the writer,

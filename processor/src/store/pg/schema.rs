@@ -150,6 +150,9 @@ const MIGRATIONS: &[&str] = &[
         record          TEXT NOT NULL,
         PRIMARY KEY (device_id, seq)
     );",
+    // A device's rewards per epoch (the dashboard's device page) without
+    // scanning every device's totals.
+    "CREATE INDEX ledger_totals_address ON ledger_totals (address, epoch);",
 ];
 
 /// Lock id for migrations (any constant shared by every process).
