@@ -5,18 +5,23 @@
 # summary with the rewards ledger verified. Installs and builds what it needs.
 # DURATION (seconds, default 60) and DATA_DIR (default demo-data) can be set;
 # CHAIN=1 also settles the rewards on a local EVM chain (ganache from npm).
+# The web dashboard is at the URL printed first while the demo runs; SERVE=1
+# keeps it up after the meters stop, until Ctrl-C.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/setup.sh
 . scripts/setup.sh
 ensure_rust
 build_applets
-chain=()
+extra=()
+if [ "${SERVE:-0}" = 1 ]; then
+  extra+=(--serve)
+fi
 if [ "${CHAIN:-0}" = 1 ]; then
   ensure_contracts
-  chain=(--chain)
+  extra+=(--chain)
 fi
 echo "== building (release; the first build takes a few minutes)"
 cargo build --release --locked -q
-exec target/release/wattstream demo --duration "${DURATION:-60}" --data-dir "${DATA_DIR:-demo-data}" --applets applets/dist "${chain[@]}"
+exec target/release/wattstream demo --duration "${DURATION:-60}" --data-dir "${DATA_DIR:-demo-data}" --applets applets/dist "${extra[@]}"
 

@@ -18,7 +18,8 @@ function powerChart(el, series) {
   /* global uPlot */
   return new uPlot({
     width, height: 260,
-    scales: { x: { time: true } },
+    // The whole range asked for, whatever part of it has readings.
+    scales: { x: { time: true, range: [series.from, series.to] } },
     series: [
       {},
       { label: 'mean', stroke: '#1d4ed8', width: 2, value: (u, v) => fmtW(v) },
@@ -51,13 +52,13 @@ function energyTable(week) {
 }
 
 function epochsTable(epochs, epochS) {
-  return h('table', {},
+  return h('div', { class: 'scroll' }, h('table', {},
     h('caption', {}, 'Rewards per epoch'),
     h('thead', {}, h('tr', {}, ...['Epoch', 'Starts', 'Tokens', 'Sealed'].map((t) => h('th', { scope: 'col' }, t)))),
     h('tbody', {}, ...(epochs.length ? epochs.map((e) => h('tr', {},
       h('td', { class: 'num' }, e.epoch), h('td', {}, fmtTime(e.epoch * epochS)),
       h('td', { class: 'num' }, fmtTok(e.tokens)), h('td', {}, e.sealed ? 'yes' : 'open'))) :
-      [h('tr', {}, h('td', { colspan: 4 }, 'No rewards yet.'))])));
+      [h('tr', {}, h('td', { colspan: 4 }, 'No rewards yet.'))]))));
 }
 
 export async function devicePage({ main, listen, onTeardown }, id) {
