@@ -50,6 +50,11 @@ pub struct DashboardConfig {
     /// A device counts as online when its last reading arrived at most this
     /// long ago (three 5-second windows).
     pub online_after_s: u64,
+    /// The chain rewards settle on (`rewards settle`): the epochs page shows
+    /// each seal's settlement read from there. Needs `[chains.ID]` for it.
+    pub settlement_chain: Option<u64>,
+    /// The `EpochDistributor` on that chain (`0x` address).
+    pub distributor: Option<String>,
 }
 
 impl Default for DashboardConfig {
@@ -58,6 +63,8 @@ impl Default for DashboardConfig {
             enabled: true,
             max_streams: 64,
             online_after_s: 15,
+            settlement_chain: None,
+            distributor: None,
         }
     }
 }

@@ -8,7 +8,14 @@
 //! (and reloads what it shows) rather than holding memory for it. Nothing is
 //! published for a duplicate or a rejected envelope, and nothing before its
 //! commit: what a viewer sees is in the store.
+//!
+//! Each event is serialized once, into the SSE frame every viewer gets, and
+//! not at all while nobody watches: ingest pays nothing for the dashboard
+//! until one is open.
 
+use std::sync::Arc;
+
+use axum::body::Bytes;
 use serde::Serialize;
 use tokio::sync::broadcast;
 
@@ -53,10 +60,29 @@ impl LiveEvent {
     }
 }
 
+/// An event as the stream sends it.
+#[derive(Debug)]
+pub struct Frame {
+    /// The device it is about (`None`: the whole fleet).
+    pub device: Option<String>,
+    /// `event: NAME\ndata: JSON\n\n`.
+    pub bytes: Bytes,
+}
+
+impl Frame {
+    /// A frame named `name` carrying `data` (one line of JSON).
+    pub fn new(name: &str, data: &str, device: Option<String>) -> Frame {
+        Frame {
+            device,
+            bytes: Bytes::from(format!("event: {name}\ndata: {data}\n\n")),
+        }
+    }
+}
+
 /// The publishing side; clones share one channel.
 #[derive(Clone)]
 pub struct Live {
-    tx: broadcast::Sender<LiveEvent>,
+    tx: broadcast::Sender<Arc<Frame>>,
 }
 
 impl Default for Live {
@@ -68,19 +94,24 @@ impl Default for Live {
 }
 
 impl Live {
-    /// Tells every subscriber (none listening is fine).
+    /// Tells every subscriber; with none, does nothing (not even serialize).
     pub fn publish(&self, event: LiveEvent) {
-        let _ = self.tx.send(event);
+        if !self.watched() {
+            return;
+        }
+        let data = serde_json::to_string(&event).expect("a live event serializes");
+        let frame = Frame::new(event.name(), &data, event.device().map(str::to_string));
+        let _ = self.tx.send(Arc::new(frame));
+    }
+
+    /// Whether anyone is subscribed (callers skip building events otherwise).
+    pub fn watched(&self) -> bool {
+        self.tx.receiver_count() > 0
     }
 
     /// A new subscriber, seeing what is published from now on.
-    pub fn subscribe(&self) -> broadcast::Receiver<LiveEvent> {
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Frame>> {
         self.tx.subscribe()
-    }
-
-    /// How many are subscribed now.
-    pub fn watchers(&self) -> usize {
-        self.tx.receiver_count()
     }
 }
 
@@ -91,6 +122,7 @@ mod tests {
     #[tokio::test]
     async fn a_slow_subscriber_is_told_it_lagged_and_publishing_never_blocks() {
         let live = Live::default();
+        live.publish(LiveEvent::Seal { epoch: 99 }); // nobody watches: dropped
         let mut rx = live.subscribe();
         for epoch in 0..(CAPACITY as u64 + 10) {
             live.publish(LiveEvent::Seal { epoch });
@@ -99,6 +131,30 @@ mod tests {
             rx.recv().await,
             Err(broadcast::error::RecvError::Lagged(10))
         ));
-        assert_eq!(rx.recv().await.unwrap(), LiveEvent::Seal { epoch: 10 });
+        let next = rx.recv().await.unwrap();
+        assert_eq!(
+            &next.bytes[..],
+            b"event: seal\ndata: {\"kind\":\"seal\",\"epoch\":10}\n\n"
+        );
+        assert_eq!(next.device, None);
+    }
+
+    #[test]
+    fn a_reading_names_its_device() {
+        let live = Live::default();
+        let mut rx = live.subscribe();
+        live.publish(LiveEvent::Reading {
+            device_id: "ab".into(),
+            event_id: 7,
+            timestamp: 5,
+            w: 2.5,
+        });
+        let f = rx.try_recv().unwrap();
+        assert_eq!(f.device.as_deref(), Some("ab"));
+        assert!(
+            std::str::from_utf8(&f.bytes)
+                .unwrap()
+                .starts_with("event: reading\ndata: {")
+        );
     }
 }

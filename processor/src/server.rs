@@ -57,6 +57,7 @@ pub async fn serve_until(
         tokio::runtime::Handle::current(),
     )?);
     projects.runtime.set_chains(chains.clone());
+    let settlement = settlement_of(&config.dashboard, &chains)?;
     let senders: Vec<crate::chain::sender::Sender> = chains
         .ids()
         .into_iter()
@@ -106,6 +107,8 @@ pub async fn serve_until(
         live: live.clone(),
         streams: Arc::new(tokio::sync::Semaphore::new(config.dashboard.max_streams)),
         dashboard: config.dashboard.clone(),
+        chains: chains.clone(),
+        settlement,
         stopping,
     });
     let retention_task = tokio::spawn(run_retention(config.clone(), projects_for_ledger.clone(), pg));
@@ -174,6 +177,28 @@ pub async fn serve_until(
     writer_done.wait().await?;
     tracing::info!("shut down cleanly");
     Ok(())
+}
+
+/// `dashboard.settlement_chain` and `distributor`: both or neither, an
+/// address, and a configured chain.
+fn settlement_of(
+    d: &crate::config::DashboardConfig,
+    chains: &crate::chain::adapter::Chains,
+) -> anyhow::Result<Option<(u64, alloy::primitives::Address)>> {
+    match (d.settlement_chain, &d.distributor) {
+        (None, None) => Ok(None),
+        (Some(id), Some(a)) => {
+            let address = a
+                .parse()
+                .map_err(|e| anyhow::anyhow!("dashboard.distributor {a:?} is not an address: {e}"))?;
+            anyhow::ensure!(
+                chains.get(id).is_some(),
+                "dashboard.settlement_chain = {id} needs [chains.{id}] (its rpc and key_file)"
+            );
+            Ok(Some((id, address)))
+        }
+        _ => anyhow::bail!("dashboard.settlement_chain and dashboard.distributor go together"),
+    }
 }
 
 /// The systemd watchdog: pinged only while the event loop runs, the store

@@ -185,11 +185,9 @@ struct Stream {
 }
 
 impl Stream {
-    async fn open(server: &Server, device: Option<&str>, token: &str) -> Result<Stream, (u16, Value)> {
-        let url = match device {
-            Some(d) => format!("{}/v1/stream?device={d}", server.url),
-            None => format!("{}/v1/stream", server.url),
-        };
+    /// `query`: `""`, `"device=ID"` or `"devices=A,B"`.
+    async fn open(server: &Server, query: &str, token: &str) -> Result<Stream, (u16, Value)> {
+        let url = format!("{}/v1/stream?{query}", server.url);
         let _ = client(); // installs the TLS provider reqwest needs
         // No overall timeout: a stream stays open.
         let resp = reqwest::Client::new()
@@ -208,8 +206,10 @@ impl Stream {
             buf: String::new(),
         };
         let (name, hello) = s.next().await.expect("a hello frame");
-        assert_eq!(name, "hello");
-        assert_eq!(hello["device"], json!(device));
+        assert_eq!(
+            (name.as_str(), hello["heartbeat_s"].as_u64()),
+            ("hello", Some(15))
+        );
         Ok(s)
     }
 
@@ -278,17 +278,33 @@ async fn the_stream_sends_each_stored_reading_once_and_only_to_who_may_see_it(en
     let token_a = read_token(&server, &id_a).await;
 
     // Who may open which stream.
-    for (device, token, status) in [
-        (None, token_a.as_str(), 401),
-        (Some(id_b.as_str()), token_a.as_str(), 401),
-        (None, "wrong", 401),
-        (Some("not-an-id"), TOKEN, 400),
+    let too_many = format!("devices={}", vec![id_a.as_str(); 201].join(","));
+    let not_ids = format!("devices={id_a},nope");
+    let both = format!("device={id_a}&devices={id_a}");
+    for (query, token, status) in [
+        ("", token_a.as_str(), 401),
+        (&format!("device={id_b}"), token_a.as_str(), 401),
+        (&format!("devices={id_a}"), token_a.as_str(), 401),
+        ("", "wrong", 401),
+        ("device=not-an-id", TOKEN, 400),
+        (&not_ids, TOKEN, 400),
+        (&both, TOKEN, 400),
     ] {
-        let refused = Stream::open(&server, device, token).await.err();
-        assert_eq!(refused.map(|r| r.0), Some(status), "{device:?}");
+        let refused = Stream::open(&server, query, token).await.err();
+        assert_eq!(refused.map(|r| r.0), Some(status), "{query}");
     }
-    let mut fleet = Stream::open(&server, None, TOKEN).await.unwrap();
-    let mut own = Stream::open(&server, Some(&id_a), &token_a).await.unwrap();
+    // 201 copies of one id are one device: allowed.
+    drop(Stream::open(&server, &too_many, TOKEN).await.unwrap());
+    let mut fleet = Stream::open(&server, "", TOKEN).await.unwrap();
+    let mut own = Stream::open(&server, &format!("device={id_a}"), &token_a)
+        .await
+        .unwrap();
+    let mut rows = Stream::open(&server, &format!("devices={id_b},{id_a}"), TOKEN)
+        .await
+        .unwrap();
+    let mut only_b = Stream::open(&server, &format!("devices={id_b}"), TOKEN)
+        .await
+        .unwrap();
 
     let t = now();
     let a1 = a.sign_reading(&Reading::new(2.5, t - 2).with_seq(1));
@@ -324,6 +340,13 @@ async fn the_stream_sends_each_stored_reading_once_and_only_to_who_may_see_it(en
     // The owner's stream: A's readings only (and the fleet-wide ledger news).
     let r = own.readings_and_a_ledger_event(2).await;
     assert_eq!((&r[0]["event_id"], &r[1]["event_id"]), (&a1_id, &a2_id));
+    // The fleet page's stream for the rows it shows: those devices only.
+    assert_eq!(rows.readings_and_a_ledger_event(3).await.len(), 3);
+    let r = only_b.next_named("reading").await;
+    assert_eq!(r["device_id"], id_b.as_str());
+    // The next reading B's stream sees is B's next, not A's second.
+    send(&server, &[b.sign_reading(&Reading::new(6.0, t).with_seq(2))]).await;
+    assert_eq!(only_b.next_named("reading").await["w"], 6.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -335,9 +358,9 @@ async fn streams_past_the_limit_are_refused_and_every_stream_ends_when_the_proce
         dir.path(),
         &["--admin-token", TOKEN, "--config", cfg.to_str().unwrap()],
     );
-    let mut first = Stream::open(&server, None, TOKEN).await.unwrap();
-    let _second = Stream::open(&server, None, TOKEN).await.unwrap();
-    let (s, v) = Stream::open(&server, None, TOKEN).await.err().unwrap();
+    let mut first = Stream::open(&server, "", TOKEN).await.unwrap();
+    let _second = Stream::open(&server, "", TOKEN).await.unwrap();
+    let (s, v) = Stream::open(&server, "", TOKEN).await.err().unwrap();
     assert_eq!((s, v["reason"].as_str()), (503, Some("too_many_streams")), "{v}");
     // The JSON API is not held up by the streams.
     assert_eq!(admin_get(&format!("{}/v1/fleet", server.url)).await.0, 200);
@@ -377,7 +400,7 @@ async fn epoch_totals_agree_with_the_sealed_proofs() {
         std::fs::read(dist("rewards-tiered")).unwrap(),
     )
     .await;
-    let mut stream = Stream::open(&server, None, TOKEN).await.unwrap();
+    let mut stream = Stream::open(&server, "", TOKEN).await.unwrap();
     let epoch = now() / 3600 - 2;
     let keys: Vec<DeviceKey> = (0..2).map(|_| DeviceKey::generate()).collect();
     let mut ids = Vec::new();

@@ -104,7 +104,23 @@ async fn sealed_epochs_settle_on_chain_and_each_owner_claims_its_proven_total_on
     let data = dir.path().join("processor");
     std::fs::create_dir_all(&data).unwrap();
     let cfg = config(&data);
-    let server = Server::start_with(&data, &["--admin-token", TOKEN, "--config", &cfg]);
+    // The processor reads each seal's settlement from the distributor (the
+    // dashboard's epochs page).
+    let served = data.join("served.toml");
+    std::fs::write(
+        &served,
+        format!(
+            "{CONFIG}[chains.1337]\nrpc = \"{}\"\nkey_file = \"{}\"\n\
+             [dashboard]\nsettlement_chain = 1337\ndistributor = \"{distributor}\"\n",
+            chain.rpc,
+            chain.key_file.display()
+        ),
+    )
+    .unwrap();
+    let server = Server::start_with(
+        &data,
+        &["--admin-token", TOKEN, "--config", served.to_str().unwrap()],
+    );
     let wasm = std::fs::read(dist("rewards-tiered")).unwrap();
     deploy_ok(&server, "default", "rewards-tiered", wasm).await;
     // Two devices with EVM owners, one whose owner is not an EVM address.
@@ -162,6 +178,31 @@ async fn sealed_epochs_settle_on_chain_and_each_owner_claims_its_proven_total_on
         .unwrap()
         .to_string();
 
+    let settlements = async || {
+        let (s, v) = get(&format!("{}/v1/epochs", server.url)).await;
+        assert_eq!((s, v["settlement_chain"].as_u64()), (200, Some(1337)), "{v}");
+        let mut by_epoch: Vec<(u64, String)> = v["epochs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                (
+                    e["epoch"].as_u64().unwrap(),
+                    e["settlement"]["state"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        by_epoch.sort();
+        by_epoch
+    };
+    assert_eq!(
+        settlements().await,
+        epochs
+            .iter()
+            .map(|e| (*e, "not_settled".to_string()))
+            .collect::<Vec<_>>()
+    );
+
     // Settle: owners and the root go on chain; a second run sends nothing.
     let mut settle = vec![
         "rewards",
@@ -179,6 +220,14 @@ async fn sealed_epochs_settle_on_chain_and_each_owner_claims_its_proven_total_on
     assert!(out.contains("2 roots and 2 owner changes sent"), "{out}");
     let again = ok(cli(&settle));
     assert!(again.contains("0 roots and 0 owner changes sent"), "{again}");
+    assert_eq!(
+        settlements().await,
+        epochs
+            .iter()
+            .map(|e| (*e, "settled".to_string()))
+            .collect::<Vec<_>>(),
+        "the epochs page reads each settled root from the distributor"
+    );
 
     let provider = wattstream_processor::chain::reader(&chain.rpc).unwrap();
     let erc20 = WattToken::new(token, &provider);

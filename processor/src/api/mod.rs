@@ -56,6 +56,10 @@ pub struct AppState {
     pub streams: Arc<tokio::sync::Semaphore>,
     /// `[dashboard]`.
     pub dashboard: crate::config::DashboardConfig,
+    /// The configured chains (the epochs page reads settlements there).
+    pub chains: Arc<crate::chain::adapter::Chains>,
+    /// `dashboard.settlement_chain` and `distributor`, checked at start.
+    pub settlement: Option<(u64, alloy::primitives::Address)>,
     /// Turns true when shutdown begins (live streams end on it).
     pub stopping: tokio::sync::watch::Receiver<bool>,
 }

@@ -21,6 +21,7 @@ pub mod contracts;
 pub mod outbox;
 pub mod sender;
 pub mod settle;
+pub mod settled;
 pub mod sign;
 
 use std::path::Path;

@@ -171,7 +171,7 @@ impl Pipeline {
         {
             let (status, event_id) = match outcome {
                 Committed::Accepted(id) => {
-                    if let Some(live) = &self.live {
+                    if let Some(live) = self.live.as_ref().filter(|l| l.watched()) {
                         live.publish(crate::live::LiveEvent::Reading {
                             device_id: device_id.clone(),
                             event_id: id,

@@ -32,11 +32,16 @@ export async function get(path) {
 }
 
 // Reads `/v1/stream` (Server-Sent Events) until `stop()`; reconnects with
-// backoff. `onEvent(name, data)` for each event, `onState(state)` with
-// `connecting`, `live`, `reconnecting` or `unauthorized`.
-export function subscribe(device, onEvent, onState) {
+// backoff. `only`: `{device}` (a meter owner), `{devices: [...]}` (the rows a
+// page shows) or nothing (everything). `onEvent(name, data)` for each event,
+// `onState(state)` with `connecting`, `live`, `reconnecting` or
+// `unauthorized`.
+export function subscribe(only, onEvent, onState) {
   const ctl = new AbortController();
-  const path = device ? `/v1/stream?device=${encodeURIComponent(device)}` : '/v1/stream';
+  const q = new URLSearchParams();
+  if (only?.device) q.set('device', only.device);
+  if (only?.devices) q.set('devices', only.devices.join(','));
+  const path = `/v1/stream?${q}`;
   (async () => {
     let backoff = 1000;
     while (!ctl.signal.aborted) {

@@ -14,10 +14,11 @@ const nav = document.getElementById('nav');
 let stopStream = null;
 let teardown = null;
 
-// Shown page's stream: `device` (or the whole fleet), events to `onEvent`.
-export function listen(device, onEvent) {
+// The shown page's stream (`only`: see api.js `subscribe`), events to
+// `onEvent`; a page calls it again when what it shows changes.
+export function listen(only, onEvent) {
   if (stopStream) stopStream();
-  stopStream = subscribe(device, onEvent, (state) => {
+  stopStream = subscribe(only, onEvent, (state) => {
     linkEl.textContent = state === 'live' ? 'live' : state;
     linkEl.dataset.state = state;
     if (state === 'unauthorized') logout('The token was refused.');

@@ -114,7 +114,7 @@ export async function devicePage({ main, listen, onTeardown }, id) {
 
   const refreshChart = throttle(() => drawChart().catch(() => {}), 5000);
   const refreshRewards = throttle(() => drawRewards().catch(() => {}), 3000);
-  listen(id, (name, e) => {
+  listen({ device: id }, (name, e) => {
     if (name === 'reading') {
       lastAt = e.timestamp;
       showLast(e.w, e.timestamp);

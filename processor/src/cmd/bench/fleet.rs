@@ -105,6 +105,8 @@ pub fn run(
     if !latency {
         return Ok((summary, Value::Null));
     }
+    let mut summary = summary;
+    summary["fleet_page"] = super::dashboard::fleet_page(rt, &admin, devices)?;
     let rate = s.events_per_s / 2.0;
     let bodies = fleet.sign(args.latency_requests * args.latency_batch);
     println!(

@@ -9,6 +9,7 @@
 //! 5. the meter's footprint (`power-meter run --sim`).
 
 mod applets;
+mod dashboard;
 mod fleet;
 mod ingest;
 mod load;
