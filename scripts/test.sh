@@ -15,6 +15,7 @@ ensure_cross_toolchain armhf
 build_applets
 ensure_contracts
 ensure_dashboard_tools
+scripts/web-vendor.sh --check
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

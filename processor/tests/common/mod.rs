@@ -9,6 +9,7 @@ pub mod meter;
 pub mod onboard;
 pub mod pg;
 pub mod pki;
+pub mod stream;
 pub mod wallet;
 
 use std::io::{BufRead, BufReader};
