@@ -42,4 +42,20 @@ fn the_demo_settles_its_epochs_on_a_local_chain_and_each_owner_holds_its_proven_
     assert!(text.contains("frugal: claimed epoch"), "{text}");
     assert!(!owners[0].contains(" 0.000000 WATT"), "{text}");
     assert!(text.contains("rewards verify: ok"), "{text}");
+    // The processor reads the settlements back from the distributor (the
+    // dashboard's epochs page): every epoch settled above, none different.
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("epochs page: "))
+        .unwrap_or_else(|| panic!("{text}"));
+    let settled: usize = line["epochs page: ".len()..]
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        settled >= 1 && line.contains(", 0 root differs,") && line.ends_with("(chain 1337)"),
+        "{line}"
+    );
 }

@@ -165,6 +165,21 @@ fn run_demo(opts: DemoOptions) -> Result<()> {
     config.rewards.seal_after_s = 1;
 
     let runtime = super::runtime()?;
+    // With a chain, the processor reads each seal's settlement from its
+    // distributor (the dashboard's epochs page).
+    let chain = match &opts.chain {
+        Some(ganache) => {
+            let c = super::demo_chain::DemoChain::start(&runtime, ganache, dir, config.rewards.epoch_s)?;
+            config.chains.insert(
+                "1337".into(),
+                serde_json::from_value(serde_json::json!({"rpc": c.rpc, "key_file": dir.join("chain.key")}))?,
+            );
+            config.dashboard.settlement_chain = Some(1337);
+            config.dashboard.distributor = Some(c.book.distributor.to_string());
+            Some(c)
+        }
+        None => None,
+    };
     let (addr_tx, addr_rx) = std::sync::mpsc::channel();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server_config = config.clone();
@@ -190,14 +205,9 @@ fn run_demo(opts: DemoOptions) -> Result<()> {
         dir.join("admin-token").display()
     );
     let client = ProcessorClient::new(&url, Some(admin), Duration::from_secs(30))?;
-    let chain = match &opts.chain {
-        Some(ganache) => {
-            let c = super::demo_chain::DemoChain::start(&runtime, ganache, dir, config.rewards.epoch_s)?;
-            println!("chain: ganache at {}, distributor {}", c.rpc, c.book.distributor);
-            Some(c)
-        }
-        None => None,
-    };
+    if let Some(c) = &chain {
+        println!("chain: ganache at {}, distributor {}", c.rpc, c.book.distributor);
+    }
 
     // Applets: identity first (it gates), then the rewards and the AssemblyScript one.
     let order = ["identity", "rewards-tiered", "rewards-baseline", "as-readings"];
@@ -353,6 +363,7 @@ fn run_demo(opts: DemoOptions) -> Result<()> {
             .collect();
         let store = wattstream_processor::store::db_path(&config.data_dir);
         summary.push_str(&chain.settle_and_claim(&runtime, &client, &store, &owners, &processor_key)?);
+        summary.push_str(&super::demo_report::settlements(&runtime, &client)?);
     }
     let interrupted = interrupted.load(std::sync::atomic::Ordering::Relaxed);
     if opts.serve && !interrupted {

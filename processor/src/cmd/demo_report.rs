@@ -93,3 +93,26 @@ pub(super) fn summary(
     }
     out
 }
+
+/// What the dashboard's epochs page shows of the settlement: how many sealed
+/// epochs the distributor on chain holds the root of.
+pub(super) fn settlements(
+    runtime: &tokio::runtime::Runtime,
+    client: &ProcessorClient,
+) -> anyhow::Result<String> {
+    let page = runtime.block_on(client.get_json("/v1/epochs?limit=200"))?;
+    let epochs = page["epochs"].as_array().cloned().unwrap_or_default();
+    let count = |state: &str| {
+        epochs
+            .iter()
+            .filter(|e| e["settlement"]["state"] == state)
+            .count()
+    };
+    Ok(format!(
+        "epochs page: {} settled, {} root differs, of {} sealed epochs (chain {})\n",
+        count("settled"),
+        count("root_differs"),
+        epochs.len(),
+        page["settlement_chain"]
+    ))
+}
