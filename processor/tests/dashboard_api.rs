@@ -7,6 +7,8 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::stream::Stream;
 use common::*;
 use reqwest::Method;
@@ -61,6 +63,13 @@ async fn the_fleet_is_filtered_sorted_and_paginated_by_the_server(engine: Engine
     let store = TestStore::new(engine).await;
     let dir = tempfile::tempdir().unwrap();
     let server = store.start(dir.path(), &[]);
+    deploy_ok(
+        &server,
+        "default",
+        "rewards-tiered",
+        std::fs::read(dist("rewards-tiered")).unwrap(),
+    )
+    .await;
     // Five devices: i sends i + 1 readings of (i + 1) W ending now, except
     // the silent one (index 3) and the revoked one (index 4).
     let keys: Vec<DeviceKey> = (0..5).map(|_| DeviceKey::generate()).collect();
@@ -69,6 +78,7 @@ async fn the_fleet_is_filtered_sorted_and_paginated_by_the_server(engine: Engine
         ids.push(register_owned(&server, k, &format!("Owner-{i}")).await);
     }
     let t = now();
+    let mut last_id = 0;
     for (i, k) in keys.iter().enumerate() {
         if i == 3 {
             continue;
@@ -81,7 +91,8 @@ async fn the_fleet_is_filtered_sorted_and_paginated_by_the_server(engine: Engine
                 )
             })
             .collect();
-        send(&server, &bodies).await;
+        let stored = send(&server, &bodies).await;
+        last_id = last_id.max(stored[n as usize - 1]["event_id"].as_i64().unwrap());
     }
     let (s, _) = admin(
         Method::DELETE,
@@ -91,6 +102,14 @@ async fn the_fleet_is_filtered_sorted_and_paginated_by_the_server(engine: Engine
     )
     .await;
     assert_eq!(s, 200);
+    // Every reading's credits in the ledger.
+    let head = format!("{}/v1/ledger/head", server.url);
+    wait_for(
+        "the ledger to take every credit",
+        Duration::from_secs(60),
+        async || get(&head).await.1["through_event"].as_i64() >= Some(last_id),
+    )
+    .await;
 
     let fleet = |q: &str| format!("{}/v1/fleet?{q}", server.url);
     let (s, v) = admin_get(&fleet("sort=accepted&desc=true")).await;
@@ -164,6 +183,20 @@ async fn the_fleet_is_filtered_sorted_and_paginated_by_the_server(engine: Engine
     assert_eq!(v["devices"][0]["device_id"], ids[0].as_str());
     let (_, v) = admin_get(&fleet("sort=owner&desc=true&limit=1")).await;
     assert_eq!(v["devices"][0]["owner"], "Owner-4");
+
+    // Balances are the ledger's, and sort as numbers.
+    let (_, v) = admin_get(&fleet("sort=balance&desc=true")).await;
+    let mut units = Vec::new();
+    for d in v["devices"].as_array().unwrap() {
+        let id = d["device_id"].as_str().unwrap();
+        let (_, r) = get(&format!("{}/v1/devices/{id}/rewards", server.url)).await;
+        assert_eq!(d["balance_units"], r["balance_units"], "{id}");
+        let u: u128 = r["balance_units"].as_str().unwrap().parse().unwrap();
+        assert!((d["balance"].as_f64().unwrap() - u as f64 / 1e18).abs() < 1e-12);
+        units.push(u);
+    }
+    assert!(units[0] > 0, "the readings earned something: {units:?}");
+    assert!(units.windows(2).all(|w| w[0] >= w[1]), "{units:?}");
 
     // Bad input is refused; only the admin sees the fleet.
     for q in ["sort=power", "status=asleep", "limit=x"] {
@@ -360,11 +393,14 @@ async fn epoch_totals_agree_with_the_sealed_proofs() {
             e["units"], proof["proof"]["epoch_total"],
             "the device's total is its sealed leaf"
         );
+        let units: u128 = e["units"].as_str().unwrap().parse().unwrap();
+        assert!((e["tokens"].as_f64().unwrap() - units as f64 / 1e18).abs() < 1e-12);
         assert_eq!(sealed["root"], proof["seal"]["root"]);
         sum += e["units"].as_str().unwrap().parse::<u128>().unwrap();
     }
     assert!(sum > 0);
     assert_eq!(sealed["total_units"], sum.to_string());
+    assert!((sealed["total_tokens"].as_f64().unwrap() - sum as f64 / 1e18).abs() < 1e-12);
     assert_eq!(sealed["devices"], 2);
     for bad in ["limit=-1", "limit=x", "other=1"] {
         let (s, _) = get(&format!("{}/v1/epochs?{bad}", server.url)).await;
