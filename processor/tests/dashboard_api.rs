@@ -63,13 +63,7 @@ async fn the_fleet_is_filtered_sorted_and_paginated_by_the_server(engine: Engine
     let store = TestStore::new(engine).await;
     let dir = tempfile::tempdir().unwrap();
     let server = store.start(dir.path(), &[]);
-    deploy_ok(
-        &server,
-        "default",
-        "rewards-tiered",
-        std::fs::read(dist("rewards-tiered")).unwrap(),
-    )
-    .await;
+    deploy_example(&server, "rewards-tiered").await;
     // Five devices: i sends i + 1 readings of (i + 1) W ending now, except
     // the silent one (index 3) and the revoked one (index 4).
     let keys: Vec<DeviceKey> = (0..5).map(|_| DeviceKey::generate()).collect();
@@ -214,13 +208,7 @@ async fn the_stream_sends_each_stored_reading_once_and_only_to_who_may_see_it(en
     let store = TestStore::new(engine).await;
     let dir = tempfile::tempdir().unwrap();
     let server = store.start(dir.path(), &[]);
-    deploy_ok(
-        &server,
-        "default",
-        "rewards-tiered",
-        std::fs::read(dist("rewards-tiered")).unwrap(),
-    )
-    .await;
+    deploy_example(&server, "rewards-tiered").await;
     let (a, b) = (DeviceKey::generate(), DeviceKey::generate());
     let id_a = register_owned(&server, &a, "alice").await;
     let id_b = register_owned(&server, &b, "bob").await;
@@ -314,14 +302,7 @@ async fn streams_past_the_limit_are_refused_and_every_stream_ends_when_the_proce
     // The JSON API is not held up by the streams.
     assert_eq!(admin_get(&format!("{}/v1/fleet", server.url)).await.0, 200);
 
-    let pid = server.child.id().to_string();
-    assert!(
-        std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    server.terminate();
     assert_eq!(first.next().await, None, "the stream ends cleanly on shutdown");
     let status = server.child.wait().unwrap();
     assert!(status.success(), "{status}");
@@ -342,13 +323,7 @@ async fn epoch_totals_agree_with_the_sealed_proofs() {
         dir.path(),
         &["--admin-token", TOKEN, "--config", cfg.to_str().unwrap()],
     );
-    deploy_ok(
-        &server,
-        "default",
-        "rewards-tiered",
-        std::fs::read(dist("rewards-tiered")).unwrap(),
-    )
-    .await;
+    deploy_example(&server, "rewards-tiered").await;
     let mut stream = Stream::open(&server, "", TOKEN).await.unwrap();
     let epoch = now() / 3600 - 2;
     let keys: Vec<DeviceKey> = (0..2).map(|_| DeviceKey::generate()).collect();

@@ -138,14 +138,7 @@ async fn sigterm_finishes_in_flight_work_and_exits_cleanly() {
         }
     });
     tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    let pid = server.child.id().to_string();
-    assert!(
-        std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    server.terminate();
     let status = tokio::task::spawn_blocking(move || {
         let status = server.child.wait().unwrap();
         std::mem::forget(server);

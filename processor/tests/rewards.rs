@@ -392,13 +392,7 @@ async fn the_head_names_the_event_through_which_every_credit_is_in_the_ledger(en
     let store = TestStore::new(engine).await;
     let dir = tempfile::tempdir().unwrap();
     let server = store.start(dir.path(), &[]);
-    deploy_ok(
-        &server,
-        "default",
-        "rewards-tiered",
-        std::fs::read(dist("rewards-tiered")).unwrap(),
-    )
-    .await;
+    deploy_example(&server, "rewards-tiered").await;
     let (_, head) = get(&format!("{}/v1/ledger/head", server.url)).await;
     assert!(head["through_event"].as_i64().is_none_or(|t| t < 1), "{head}");
     let keys: Vec<DeviceKey> = (0..4).map(|_| DeviceKey::generate()).collect();

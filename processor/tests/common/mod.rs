@@ -65,6 +65,18 @@ impl Server {
         }
     }
 
+    /// SIGTERM, as systemd stops the service.
+    pub fn terminate(&self) {
+        let pid = self.child.id().to_string();
+        assert!(
+            Command::new("kill")
+                .args(["-TERM", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+    }
+
     /// SIGKILL, as a power cut would.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
@@ -228,6 +240,12 @@ pub async fn deploy_ok(
         "deploying {name_and_query}: {}",
         r.text().await.unwrap()
     );
+}
+
+/// Deploys the built example applet `name` (`applets/dist`) to the default
+/// project, at the end of its chain.
+pub async fn deploy_example(server: &Server, name: &str) {
+    deploy_ok(server, "default", name, std::fs::read(dist(name)).unwrap()).await;
 }
 
 /// The Prometheus text of `/metrics`.
