@@ -12,7 +12,6 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
-use wattstream_sdk::DeviceId;
 
 use super::{ApiError, AppState};
 
@@ -81,8 +80,7 @@ pub async fn device(
     Path(id): Path<String>,
     query: Result<Query<EpochsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let id = DeviceId::from_hex(&id)
-        .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "malformed", "not a device id"))?;
+    let id = super::devices::parse_id(&id)?;
     let limit = limit_of(query)?;
     let rewards = state.rewards.clone();
     let epochs = tokio::task::spawn_blocking(move || rewards.device_epochs(&id, limit))

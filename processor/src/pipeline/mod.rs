@@ -156,8 +156,12 @@ impl Pipeline {
         }
 
         // Stage 4: commit.
-        let device_ids: Vec<String> = admitted.iter().map(|e| e.device_id.clone()).collect();
-        let readings: Vec<(u64, f64)> = admitted.iter().map(|e| (e.timestamp, e.sensor_reading)).collect();
+        // What the answer (the device) and the live stream (the reading) need
+        // of each event once the store has it.
+        let kept: Vec<(String, u64, f64)> = admitted
+            .iter()
+            .map(|e| (e.device_id.clone(), e.timestamp, e.sensor_reading))
+            .collect();
         let committed = self.writer.insert_events(admitted).await?;
         // Stage 3: applets run over what was stored (once per event, never on a
         // duplicate), on the applet worker, which this wakes.
@@ -166,9 +170,7 @@ impl Pipeline {
         {
             waker.wake();
         }
-        for (((slot, outcome), device_id), (timestamp, w)) in
-            slots.into_iter().zip(committed).zip(device_ids).zip(readings)
-        {
+        for ((slot, outcome), (device_id, timestamp, w)) in slots.into_iter().zip(committed).zip(kept) {
             let (status, event_id) = match outcome {
                 Committed::Accepted(id) => {
                     if let Some(live) = self.live.as_ref().filter(|l| l.watched()) {
