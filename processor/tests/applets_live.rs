@@ -8,8 +8,6 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use reqwest::Method;
-use serde_json::json;
 use wattstream_abi::LEDGER_TOKEN;
 use wattstream_sdk::{DeviceKey, Reading};
 
@@ -36,18 +34,6 @@ fn deploy_with(server: &Server, name: &str, extra: &[&str]) -> Result<(), String
     let mut args = vec!["--name", name];
     args.extend_from_slice(&extra);
     cli_deploy(server, name, &args)
-}
-
-async fn register_with_owner(server: &Server, key: &DeviceKey, owner: Option<&str>) -> String {
-    let (s, a) = admin(
-        Method::POST,
-        &format!("{}/v1/devices", server.url),
-        TOKEN,
-        Some(json!({"public_key": key.public_key().to_hex(), "owner": owner})),
-    )
-    .await;
-    assert_eq!(s, 201, "{a}");
-    a["device_id"].as_str().unwrap().to_string()
 }
 
 fn windows(key: &DeviceKey, watts: f64, n: u64, t0: u64) -> Vec<String> {

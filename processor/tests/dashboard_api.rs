@@ -24,18 +24,6 @@ fn now() -> u64 {
     wattstream_sdk::time::unix_now()
 }
 
-async fn register_owned(server: &Server, key: &DeviceKey, owner: &str) -> String {
-    let (s, v) = admin(
-        Method::POST,
-        &format!("{}/v1/devices", server.url),
-        TOKEN,
-        Some(json!({"public_key": key.public_key().to_hex(), "owner": owner})),
-    )
-    .await;
-    assert_eq!(s, 201, "{v}");
-    v["device_id"].as_str().unwrap().to_string()
-}
-
 /// Posts a batch; its per-envelope results.
 async fn send(server: &Server, bodies: &[String]) -> Value {
     let (s, v) = post(
@@ -69,7 +57,7 @@ async fn the_fleet_is_filtered_sorted_and_paginated_by_the_server(engine: Engine
     let keys: Vec<DeviceKey> = (0..5).map(|_| DeviceKey::generate()).collect();
     let mut ids = Vec::new();
     for (i, k) in keys.iter().enumerate() {
-        ids.push(register_owned(&server, k, &format!("Owner-{i}")).await);
+        ids.push(register_with_owner(&server, k, Some(&format!("Owner-{i}"))).await);
     }
     let t = now();
     let mut last_id = 0;
@@ -210,8 +198,8 @@ async fn the_stream_sends_each_stored_reading_once_and_only_to_who_may_see_it(en
     let server = store.start(dir.path(), &[]);
     deploy_example(&server, "rewards-tiered").await;
     let (a, b) = (DeviceKey::generate(), DeviceKey::generate());
-    let id_a = register_owned(&server, &a, "alice").await;
-    let id_b = register_owned(&server, &b, "bob").await;
+    let id_a = register_with_owner(&server, &a, Some("alice")).await;
+    let id_b = register_with_owner(&server, &b, Some("bob")).await;
     let token_a = read_token(&server, &id_a).await;
 
     // Who may open which stream.
@@ -329,7 +317,7 @@ async fn epoch_totals_agree_with_the_sealed_proofs() {
     let keys: Vec<DeviceKey> = (0..2).map(|_| DeviceKey::generate()).collect();
     let mut ids = Vec::new();
     for (i, k) in keys.iter().enumerate() {
-        ids.push(register_owned(&server, k, &format!("o{i}")).await);
+        ids.push(register_with_owner(&server, k, Some(&format!("o{i}"))).await);
         let bodies: Vec<String> = (0..6u64)
             .map(|w| {
                 let mut r = Reading::new(1.0 + i as f64 * 1.5, epoch * 3600 + 10 + w * 5).with_seq(w + 1);

@@ -143,6 +143,23 @@ pub async fn admin(method: reqwest::Method, url: &str, token: &str, body: Option
     (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
 }
 
+/// Registers `key` with `owner` as the admin; its device id (panics unless 201).
+pub async fn register_with_owner(
+    server: &Server,
+    key: &wattstream_sdk::DeviceKey,
+    owner: Option<&str>,
+) -> String {
+    let (s, a) = admin(
+        reqwest::Method::POST,
+        &format!("{}/v1/devices", server.url),
+        TOKEN,
+        Some(serde_json::json!({"public_key": key.public_key().to_hex(), "owner": owner})),
+    )
+    .await;
+    assert_eq!(s, 201, "{a}");
+    a["device_id"].as_str().unwrap().to_string()
+}
+
 pub async fn register(server: &Server, public_key: &str) -> String {
     let (status, answer) = admin(
         reqwest::Method::POST,
