@@ -209,19 +209,24 @@ impl Rewards {
     /// page of [`ACCRUE_PAGE`] at a time, each page (entries, balances,
     /// totals and the credits cursor) in one transaction: accrual keeps up
     /// with ingest instead of taking a fixed number of credits per tick. The
-    /// project database is taken per page and released between pages, so a
-    /// long backlog does not hold up the applet worker. Returns the entries
-    /// added.
+    /// project database is read from a snapshot ([`DbSlot::snapshot`]), so
+    /// accrual never holds up the applet worker. Returns the entries added.
     pub fn accrue(&self, from: &Credits<'_>) -> anyhow::Result<usize> {
         let mut added = 0;
         loop {
+            let started = std::time::Instant::now();
             let page = match from {
                 Credits::Project(slot) => {
-                    slot.read(|db| self.conns.book(|c| self.accrue_page(c, Some(db.conn()), "")))??
+                    slot.snapshot(|db| self.conns.book(|c| self.accrue_page(c, Some(db), "")))??
                 }
                 Credits::Queue(project) => self.conns.book(|c| self.accrue_page(c, None, project))?,
             };
             added += page.added;
+            tracing::debug!(
+                read = page.read,
+                us = started.elapsed().as_micros() as u64,
+                "accrued a page"
+            );
             if page.read < ACCRUE_PAGE as usize {
                 return Ok(added);
             }

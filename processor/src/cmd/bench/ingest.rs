@@ -98,7 +98,11 @@ impl ServerProcess {
             ])
             .arg(data_dir)
             .args(extra)
-            .env("RUST_LOG", "warn")
+            // `WATTSTREAM_BENCH_LOG=wattstream_processor=debug` to see more.
+            .env(
+                "RUST_LOG",
+                std::env::var("WATTSTREAM_BENCH_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             // As `systemd/wattstream.service` runs it (see there).
             .env(
                 "MALLOC_ARENA_MAX",

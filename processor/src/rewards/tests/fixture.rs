@@ -61,10 +61,12 @@ impl Fixture {
                 (Some(db), Some(pool))
             }
         };
+        // A file, as `serve` has it: accrual reads it from a snapshot.
+        let project = DbSlot::open(Some(dir.path().join("project.db")), Duration::from_millis(100)).unwrap();
         Fixture {
             kind,
             dir,
-            project: DbSlot::open(None, Duration::from_millis(100)).unwrap(),
+            project,
             rt,
             pool,
             _db: db,
