@@ -9,6 +9,7 @@
 //! [`ops`]: concurrent requests share one commit) and answer through the same
 //! handles: [`Writer`] for changes, [`Reads`] for queries.
 
+pub mod checkpoint;
 mod ops;
 pub mod pg;
 mod reads;
@@ -171,7 +172,10 @@ pub fn open(
     let mut conn = rusqlite::Connection::open(&path)?;
     schema::configure(&mut conn)?;
     schema::migrate(&mut conn)?;
+    // Checkpoints off the writer's path ([`checkpoint`]).
+    let checkpointer = checkpoint::Checkpointer::start(&path)?;
+    checkpointer.hook(&mut conn)?;
     let reads = SqliteReads::open(&path, config.read_connections)?;
-    let (writer, handle) = writer::start(conn, config.max_commit_events, metrics);
+    let (writer, handle) = writer::start(conn, config.max_commit_events, metrics, checkpointer);
     Ok((writer, Reads::Sqlite(reads), handle))
 }

@@ -20,11 +20,16 @@ pub(super) fn start(
     conn: Connection,
     max_commit_events: usize,
     metrics: Arc<Metrics>,
+    checkpointer: super::checkpoint::Checkpointer,
 ) -> (Writer, std::thread::JoinHandle<()>) {
     let (writer, rx) = Writer::channel();
     let handle = std::thread::Builder::new()
         .name("store-writer".into())
-        .spawn(move || run(conn, rx, max_commit_events, metrics))
+        .spawn(move || {
+            run(conn, rx, max_commit_events, metrics);
+            // The checkpoint thread stops with the writer.
+            drop(checkpointer);
+        })
         .expect("spawn the store writer");
     (writer, handle)
 }
