@@ -77,7 +77,7 @@ impl DbSlot {
         let c = reader.as_ref().expect("opened above");
         // Read-only, so dropping it (a rollback) loses nothing.
         let tx = c.unchecked_transaction()?;
-        Ok(f(&*tx))
+        Ok(f(&tx))
     }
 
     /// Runs a read with the database borrowed.
