@@ -35,6 +35,12 @@ pub fn run(
         rt.block_on(empty_store(url))?;
     }
     let data = dir.join(format!("devices-{devices}"));
+    // A fresh store: `--scale` may repeat the headline's fleet size, whose
+    // run left its store here (a 10,000-device scale run on the headline's
+    // 250,000 events measured about half the headline figure).
+    if data.exists() {
+        std::fs::remove_dir_all(&data).with_context(|| format!("removing {}", data.display()))?;
+    }
     let server = ServerProcess::start_with(&data, TOKEN, &extra)?;
     let admin = ProcessorClient::new(&server.url, Some(TOKEN.to_string()), Duration::from_secs(60))?;
     let t = Instant::now();
