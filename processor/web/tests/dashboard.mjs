@@ -135,7 +135,9 @@ try {
 
   step('the applets page lists the deployed chain with its calls');
   await page.getByRole('link', { name: 'Applets' }).click();
-  const chain = page.locator('table').first();
+  // The chain's table by its caption: until the applets page has rendered,
+  // the device page's tables are still the first on the page (seen in CI).
+  const chain = page.locator('table').filter({ has: page.locator('caption', { hasText: 'Deployed, in the order' }) });
   await chain.locator('tbody tr').first().waitFor();
   const firstRow = await chain.locator('tbody tr').first().innerText();
   assert.ok(firstRow.includes('identity'), firstRow);
