@@ -64,7 +64,7 @@ pub async fn open(config: &Config, metrics: Arc<Metrics>) -> anyhow::Result<Open
     let dir = config.data_dir.clone();
     std::fs::create_dir_all(&dir)?;
     let Some(url) = config.store.url.clone() else {
-        let (writer, reads, thread) = store::open(&dir, &config.store, metrics)?;
+        let (writer, reads, thread, others) = store::open(&dir, &config.store, metrics)?;
         let db = store::db_path(&dir);
         let projects = {
             let (db, dir) = (db.clone(), dir.clone());
@@ -73,12 +73,14 @@ pub async fn open(config: &Config, metrics: Arc<Metrics>) -> anyhow::Result<Open
         let onboarding = Arc::new(Onboarding::new(
             config.onboarding.clone(),
             config.rewards.epoch_s,
-            Arc::new(Conns::sqlite(&db)?),
+            Arc::new(Conns::sqlite(&db, Some(&others))?),
         )?);
         let cfg = config.rewards.clone();
         let rewards = {
             let dir = dir.clone();
-            Arc::new(tokio::task::spawn_blocking(move || Rewards::open(&dir, &db, cfg)).await??)
+            Arc::new(
+                tokio::task::spawn_blocking(move || Rewards::open(&dir, &db, cfg, Some(&others))).await??,
+            )
         };
         let stream = Stream::Sqlite(reads.sqlite().expect("SQLite reads").clone());
         return Ok(Opened {

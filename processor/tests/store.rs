@@ -31,7 +31,7 @@ async fn open(engine: Engine) -> Open {
     match engine {
         Engine::Sqlite => {
             let dir = tempfile::tempdir().unwrap();
-            let (writer, reads, _thread) =
+            let (writer, reads, _thread, _) =
                 store::open(dir.path(), &StoreConfig::default(), Arc::new(Metrics::default())).unwrap();
             Open {
                 writer,
@@ -502,7 +502,7 @@ async fn a_revoke_through_one_postgres_processor_reaches_the_others() {
 #[tokio::test]
 async fn sqlite_registrations_and_ingest_commit_while_another_connection_keeps_committing() {
     let dir = tempfile::tempdir().unwrap();
-    let (writer, _reads, _thread) =
+    let (writer, _reads, _thread, _) =
         store::open(dir.path(), &StoreConfig::default(), Arc::new(Metrics::default())).unwrap();
     register(&writer, DEVICE, None).await;
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));

@@ -186,6 +186,7 @@ impl ProjectDb {
         let conn = match path {
             Some(p) => {
                 let c = Connection::open(p)?;
+                c.pragma_update(None, "page_size", crate::store::PAGE_SIZE)?;
                 c.pragma_update(None, "journal_mode", "WAL")?;
                 c.pragma_update(None, "synchronous", "FULL")?;
                 // Each applet call is a savepoint, whose journal of the
@@ -290,6 +291,12 @@ impl ProjectDb {
     /// The connection, for the processor's own bookkeeping tables.
     pub fn conn(&self) -> &Connection {
         &self.conn
+    }
+
+    /// Has the commits ask `cp`'s thread to checkpoint instead of doing it
+    /// inline ([`crate::store::checkpoint`]).
+    pub fn checkpoint_on(&mut self, cp: &crate::store::checkpoint::Checkpointer) -> rusqlite::Result<()> {
+        cp.hook(&mut self.conn)
     }
 
     /// For tests that inject storage faults (hooks need `&mut`).

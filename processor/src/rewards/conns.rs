@@ -10,7 +10,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use rusqlite::Connection;
 
+use crate::store::OtherWriters;
 use crate::store::sql::{PgSql, Sql, SqlError};
+use crate::store::turns::Turns;
 
 /// Connections for rewards queries on SQLite.
 const READERS: usize = 4;
@@ -24,6 +26,8 @@ pub(crate) fn conn(path: &Path) -> rusqlite::Result<Connection> {
 pub enum Conns {
     Sqlite {
         book: Mutex<Connection>,
+        /// The ingest writer's turns at the write lock, when in its process.
+        turns: Option<std::sync::Arc<Turns>>,
         readers: Vec<Mutex<Connection>>,
         next_reader: AtomicUsize,
     },
@@ -37,9 +41,17 @@ pub enum Conns {
 }
 
 impl Conns {
-    pub fn sqlite(db_path: &Path) -> rusqlite::Result<Self> {
+    /// `store`: the ingest writer in this process, whose checkpoint thread
+    /// the writing connection's commits then ask instead of checkpointing
+    /// inline, and with which it takes turns at the write lock.
+    pub fn sqlite(db_path: &Path, store: Option<&OtherWriters>) -> rusqlite::Result<Self> {
+        let mut book = conn(db_path)?;
+        if let Some(s) = store {
+            s.checkpoints.hook(&mut book)?;
+        }
         Ok(Conns::Sqlite {
-            book: Mutex::new(conn(db_path)?),
+            book: Mutex::new(book),
+            turns: store.map(|s| s.turns.clone()),
             readers: (0..READERS)
                 .map(|_| conn(db_path).map(Mutex::new))
                 .collect::<rusqlite::Result<_>>()?,
@@ -56,10 +68,15 @@ impl Conns {
     }
 
     /// Runs `f` on the connection that writes the ledger (this process's
-    /// writers take turns).
+    /// writers take turns: on SQLite with the ingest writer too, one
+    /// transaction's worth of `f` each, so `f` must not wait for the writer).
     pub fn book<T, E: From<SqlError>>(&self, f: impl FnOnce(&dyn Sql) -> Result<T, E>) -> Result<T, E> {
         match self {
-            Conns::Sqlite { book, .. } => f(&*book.lock().expect("ledger lock")),
+            Conns::Sqlite { book, turns, .. } => {
+                let book = book.lock().expect("ledger lock");
+                let _turn = turns.as_ref().map(|t| t.take());
+                f(&*book)
+            }
             Conns::Postgres { pool, rt, book } => {
                 let _turn = book.lock().expect("ledger lock");
                 on_pg(pool, rt, f)

@@ -23,6 +23,8 @@ use crate::store::sql::{Sql, Tx, Val};
 mod book;
 mod check;
 mod conns;
+mod pace;
+pub(crate) use pace::{ACCRUE_PAGE, page_after};
 pub mod queue;
 mod replay;
 pub(crate) mod stored;
@@ -72,6 +74,8 @@ pub struct Rewards {
     newest: Mutex<Option<Arc<(Seal, Tree)>>>,
     /// Held by the one query rebuilding `newest`.
     rebuilding: Mutex<()>,
+    /// Credits in the next accrual page ([`page_after`]).
+    page: std::sync::atomic::AtomicI64,
 }
 
 /// Where accrual takes credits from.
@@ -157,8 +161,13 @@ impl Rewards {
     /// Checks what was written since the last checkpoint (filling the derived
     /// rows on the first start after an upgrade); refuses to start on a
     /// ledger that does not hold.
-    pub fn open(data_dir: &Path, db_path: &Path, config: RewardsConfig) -> anyhow::Result<Self> {
-        Self::start(data_dir, Conns::sqlite(db_path)?, config)
+    pub fn open(
+        data_dir: &Path,
+        db_path: &Path,
+        config: RewardsConfig,
+        store: Option<&crate::store::OtherWriters>,
+    ) -> anyhow::Result<Self> {
+        Self::start(data_dir, Conns::sqlite(db_path, store)?, config)
     }
 
     /// The ledger on PostgreSQL (call from a blocking thread: the checks run
@@ -198,6 +207,7 @@ impl Rewards {
             conns,
             newest: Mutex::new(None),
             rebuilding: Mutex::new(()),
+            page: std::sync::atomic::AtomicI64::new(ACCRUE_PAGE),
         })
     }
 
@@ -206,28 +216,33 @@ impl Rewards {
     }
 
     /// Moves every new credit from the project database into the ledger, a
-    /// page of [`ACCRUE_PAGE`] at a time, each page (entries, balances,
-    /// totals and the credits cursor) in one transaction: accrual keeps up
-    /// with ingest instead of taking a fixed number of credits per tick. The
+    /// page at a time (at most [`ACCRUE_PAGE`], as many as fit in
+    /// [`pace::PAGE_BUDGET`]: [`page_after`]), each page (entries, balances, totals
+    /// and the credits cursor) in one transaction: accrual keeps up with
+    /// ingest instead of taking a fixed number of credits per tick. The
     /// project database is read from a snapshot ([`DbSlot::snapshot`]), so
     /// accrual never holds up the applet worker. Returns the entries added.
     pub fn accrue(&self, from: &Credits<'_>) -> anyhow::Result<usize> {
+        use std::sync::atomic::Ordering::Relaxed;
         let mut added = 0;
         loop {
-            let started = std::time::Instant::now();
+            let limit = self.page.load(Relaxed);
             let page = match from {
                 Credits::Project(slot) => {
-                    slot.snapshot(|db| self.conns.book(|c| self.accrue_page(c, Some(db), "")))??
+                    slot.snapshot(|db| self.conns.book(|c| self.accrue_page(c, Some(db), "", limit)))??
                 }
-                Credits::Queue(project) => self.conns.book(|c| self.accrue_page(c, None, project))?,
+                Credits::Queue(project) => self.conns.book(|c| self.accrue_page(c, None, project, limit))?,
             };
             added += page.added;
+            let next = page_after(limit, page.read, page.took);
+            self.page.store(next, Relaxed);
             tracing::debug!(
                 read = page.read,
-                us = started.elapsed().as_micros() as u64,
+                us = page.took.as_micros() as u64,
+                next,
                 "accrued a page"
             );
-            if page.read < ACCRUE_PAGE as usize {
+            if (page.read as i64) < limit {
                 return Ok(added);
             }
         }
@@ -241,15 +256,23 @@ impl Rewards {
 
     /// One page, from the project database when given, else from `queue`'s
     /// credits. Fewer read than a page means the ledger has caught up.
-    fn accrue_page(&self, c: &dyn Sql, project: Option<&Connection>, queue: &str) -> anyhow::Result<Page> {
+    fn accrue_page(
+        &self,
+        c: &dyn Sql,
+        project: Option<&Connection>,
+        queue: &str,
+        limit: i64,
+    ) -> anyhow::Result<Page> {
         // Before the ledger's transaction, so ingest waits only an instant.
         let settled = match project {
             Some(_) => 0,
             None => queue::settled(c)?,
         };
+        let started = std::time::Instant::now();
         let tx = Tx::write(c, LEDGER_LOCK)?;
-        let done = self.accrue_in(&*tx, project, queue, settled)?;
+        let mut done = self.accrue_in(&*tx, project, queue, settled, limit)?;
         tx.commit()?;
+        done.took = started.elapsed();
         Ok(done)
     }
 
@@ -261,6 +284,7 @@ impl Rewards {
         project: Option<&Connection>,
         queue: &str,
         settled: i64,
+        limit: i64,
     ) -> anyhow::Result<Page> {
         let (credits, taken, through) = match project {
             Some(db) => {
@@ -269,24 +293,24 @@ impl Rewards {
                 // of the events up to it is among those read next.
                 let through = stored::worker_cursor(db)?;
                 let cursor = book::meta(tx, "credits_rowid")?.unwrap_or(0);
-                let rows = stored::read_credits(db, cursor, ACCRUE_PAGE)?;
+                let rows = stored::read_credits(db, cursor, limit)?;
                 let last = rows.last().map(|r| r.0);
                 (rows.into_iter().map(|(_, c)| c).collect(), last, through)
             }
             None => {
-                let (credits, below) = queue::take(tx, queue, settled, ACCRUE_PAGE)?;
+                let (credits, below) = queue::take(tx, queue, settled, limit)?;
                 (credits, None, Some(below - 1))
             }
         };
         // A page that is not full took every credit there is: record through
         // which event the ledger is complete (for `bench`, and operators).
-        if let Some(through) = through.filter(|_| credits.len() < ACCRUE_PAGE as usize)
+        if let Some(through) = through.filter(|_| (credits.len() as i64) < limit)
             && book::meta(tx, THROUGH)? < Some(through)
         {
             book::set_meta(tx, THROUGH, through)?;
         }
         if credits.is_empty() {
-            return Ok(Page { read: 0, added: 0 });
+            return Ok(Page::default());
         }
         let mut ledger = book::load(tx, self.config.epoch_s, self.config.cap_units(), &credits)?;
         let entries: Vec<_> = credits
@@ -300,6 +324,7 @@ impl Rewards {
         Ok(Page {
             read: credits.len(),
             added: entries.len(),
+            took: std::time::Duration::ZERO,
         })
     }
 
@@ -447,23 +472,19 @@ fn proof_view(tree: &Tree, id: &DeviceId) -> Option<ProofView> {
 }
 
 /// What one accrual page did.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Default, PartialEq, Eq)]
 pub(crate) struct Page {
-    /// Credits read (fewer than [`ACCRUE_PAGE`]: caught up).
+    /// Credits read (fewer than asked: caught up).
     pub read: usize,
     /// Ledger entries added.
     pub added: usize,
+    /// Its transaction's time, from taking the ledger's lock to the commit.
+    pub took: std::time::Duration,
 }
 
 /// `ledger_meta` key: every event up to this id has run through the applets
 /// and its credits are entries.
 const THROUGH: &str = "through_event";
-
-/// Credits moved into the ledger per transaction. Each page holds the
-/// store's write lock, so ingest waits for it: pages of 5,000 put 136 ms on
-/// the open-loop p99 at half load, pages of 500 75 ms (`wattstream bench`,
-/// README "Performance").
-pub(crate) const ACCRUE_PAGE: i64 = 500;
 
 #[cfg(test)]
 mod tests;

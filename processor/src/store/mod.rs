@@ -16,6 +16,7 @@ mod reads;
 mod schema;
 pub mod series;
 pub mod sql;
+pub mod turns;
 mod writer;
 
 use std::path::Path;
@@ -23,7 +24,7 @@ use std::sync::Arc;
 
 pub use ops::{Committed, NewDevice, NewEvent, RegisterOutcome, Writer};
 pub use reads::{DeviceRow, EventRow, SqliteReads};
-pub use schema::{dedup_key, migrate, wait_for_locks};
+pub use schema::{PAGE_SIZE, dedup_key, migrate, wait_for_locks};
 
 use crate::config::StoreConfig;
 use crate::metrics::Metrics;
@@ -158,12 +159,22 @@ pub fn open_reads(data_dir: &Path) -> Result<SqliteReads, StoreError> {
     SqliteReads::open(&db_path(data_dir), 2)
 }
 
+/// What another connection in this process that writes the store much (the
+/// ledger's) shares with the ingest writer: its checkpoint thread and its
+/// turns at the write lock.
+#[derive(Clone)]
+pub struct OtherWriters {
+    pub checkpoints: checkpoint::Hooks,
+    pub turns: Arc<turns::Turns>,
+}
+
 /// Opens (creating and migrating as needed) the store in `data_dir`.
+#[allow(clippy::type_complexity)]
 pub fn open(
     data_dir: &Path,
     config: &StoreConfig,
     metrics: Arc<Metrics>,
-) -> Result<(Writer, Reads, std::thread::JoinHandle<()>), StoreError> {
+) -> Result<(Writer, Reads, std::thread::JoinHandle<()>, OtherWriters), StoreError> {
     std::fs::create_dir_all(data_dir).map_err(|source| StoreError::Io {
         path: data_dir.to_path_buf(),
         source,
@@ -173,9 +184,19 @@ pub fn open(
     schema::configure(&mut conn)?;
     schema::migrate(&mut conn)?;
     // Checkpoints off the writer's path ([`checkpoint`]).
-    let checkpointer = checkpoint::Checkpointer::start(&path)?;
+    let checkpointer = checkpoint::Checkpointer::start(&path, "store-checkpoint")?;
     checkpointer.hook(&mut conn)?;
+    let others = OtherWriters {
+        checkpoints: checkpointer.hooks(),
+        turns: Arc::new(turns::Turns::default()),
+    };
     let reads = SqliteReads::open(&path, config.read_connections)?;
-    let (writer, handle) = writer::start(conn, config.max_commit_events, metrics, checkpointer);
-    Ok((writer, Reads::Sqlite(reads), handle))
+    let (writer, handle) = writer::start(
+        conn,
+        config.max_commit_events,
+        metrics,
+        checkpointer,
+        others.turns.clone(),
+    );
+    Ok((writer, Reads::Sqlite(reads), handle, others))
 }

@@ -135,10 +135,23 @@ const MIGRATIONS: &[&str] = &[
     "CREATE INDEX ledger_totals_address ON ledger_totals(address, epoch);",
 ];
 
+/// The page size of a new database (the store, a project's). Each event
+/// lands in B-trees keyed by device or address (the store's two event
+/// indexes, the ledger's, a project's credits, paid times and applet rows):
+/// with 10,000 devices nearly every event dirties pages of its own in each,
+/// and every dirty page is written twice, to the WAL and by the checkpoint.
+/// At SQLite's 4 KiB the sustained run wrote 40 KB per event (280 MB/s,
+/// `/proc/PID/io`); at 1 KiB half that, for no loss on the reads measured
+/// (the fleet page, the device series). A database made before keeps its
+/// size: SQLite changes it only on a `VACUUM` outside WAL mode.
+pub const PAGE_SIZE: i64 = 1024;
+
 /// Settings every connection gets: WAL so readers never block the writer,
-/// `synchronous = FULL` so a commit is on disk when it returns.
+/// `synchronous = FULL` so a commit is on disk when it returns, and
+/// [`PAGE_SIZE`] when it creates the file.
 pub fn configure(conn: &mut Connection) -> rusqlite::Result<()> {
     wait_for_locks(conn)?;
+    conn.pragma_update(None, "page_size", PAGE_SIZE)?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;

@@ -15,18 +15,22 @@ use super::ops::{
 use super::schema::dedup_key;
 use crate::metrics::Metrics;
 
+/// A group this slow is logged at debug level, with where its time went.
+const SLOW_GROUP: std::time::Duration = std::time::Duration::from_millis(20);
+
 /// Starts SQLite's writer thread on `conn`.
 pub(super) fn start(
     conn: Connection,
     max_commit_events: usize,
     metrics: Arc<Metrics>,
     checkpointer: super::checkpoint::Checkpointer,
+    turns: Arc<super::turns::Turns>,
 ) -> (Writer, std::thread::JoinHandle<()>) {
     let (writer, rx) = Writer::channel();
     let handle = std::thread::Builder::new()
         .name("store-writer".into())
         .spawn(move || {
-            run(conn, rx, max_commit_events, metrics);
+            run(conn, rx, max_commit_events, metrics, &turns);
             // The checkpoint thread stops with the writer.
             drop(checkpointer);
         })
@@ -34,14 +38,32 @@ pub(super) fn start(
     (writer, handle)
 }
 
-fn run(mut conn: Connection, mut rx: mpsc::Receiver<Op>, max_events: usize, metrics: Arc<Metrics>) {
+fn run(
+    mut conn: Connection,
+    mut rx: mpsc::Receiver<Op>,
+    max_events: usize,
+    metrics: Arc<Metrics>,
+    turns: &super::turns::Turns,
+) {
     while let Some(first) = rx.blocking_recv() {
         let ops = gather(first, &mut rx, max_events);
         let started = Instant::now();
         let events = events_in(&ops);
         // Pings are answered after this group, whatever its outcome.
         let (pings, ops): (Vec<Op>, Vec<Op>) = ops.into_iter().partition(|o| matches!(o, Op::Ping(_)));
-        let outcome = apply(&mut conn, ops).map_err(|(e, replies)| (e.to_string(), replies));
+        // A turn at the write lock, after the ledger's page ahead of it if
+        // any ([`super::turns`]), ended before the answers go out.
+        let outcome = {
+            let asked = Instant::now();
+            let _turn = turns.take();
+            if asked.elapsed() >= SLOW_GROUP {
+                tracing::debug!(
+                    turn_ms = asked.elapsed().as_secs_f64() * 1e3,
+                    "a group waited for its turn"
+                );
+            }
+            apply(&mut conn, ops).map_err(|(e, replies)| (e.to_string(), replies))
+        };
         answer(outcome, pings, events, started, &metrics);
     }
     tracing::info!("store writer stopped");
@@ -52,6 +74,8 @@ fn run(mut conn: Connection, mut rx: mpsc::Receiver<Op>, max_events: usize, metr
 #[allow(clippy::type_complexity)]
 fn apply(conn: &mut Connection, ops: Vec<Op>) -> Result<Vec<Answer>, (rusqlite::Error, Vec<FailReply>)> {
     let mut answers = Vec::with_capacity(ops.len());
+    let started = Instant::now();
+    let (mut locked, mut written) = (started, started);
     let result = (|| -> rusqlite::Result<()> {
         // IMMEDIATE: the write lock first. A deferred transaction reads
         // (the dedup lookup) before it writes, and when another connection
@@ -59,6 +83,7 @@ fn apply(conn: &mut Connection, ops: Vec<Op>) -> Result<Vec<Answer>, (rusqlite::
         // upgrade with SQLITE_BUSY at once, busy handler or not: the whole
         // group failed with 503 (seen registering 100,000 devices in bench).
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        locked = Instant::now();
         let mut counts: HashMap<String, Counts> = HashMap::new();
         {
             let mut stored_data =
@@ -137,8 +162,21 @@ fn apply(conn: &mut Connection, ops: Vec<Op>) -> Result<Vec<Answer>, (rusqlite::
                 ])?;
             }
         }
+        written = Instant::now();
         tx.commit()
     })();
+    // Where a slow group's time went (`RUST_LOG=wattstream_processor::store=debug`):
+    // waiting for the write lock (the ledger, retention), its statements, or
+    // the commit's WAL write and fsync.
+    if started.elapsed() >= SLOW_GROUP {
+        let ms = |a: Instant, b: Instant| b.saturating_duration_since(a).as_secs_f64() * 1e3;
+        tracing::debug!(
+            lock_ms = ms(started, locked),
+            write_ms = ms(locked, written),
+            commit_ms = ms(written, Instant::now()),
+            "a slow group"
+        );
+    }
     match result {
         Ok(()) => Ok(answers),
         Err(e) => Err((e, failed(answers))),

@@ -76,7 +76,7 @@ impl Fixture {
     /// A ledger service on the store (a start: checks it first).
     pub fn open(&self) -> anyhow::Result<Rewards> {
         match &self.pool {
-            None => Rewards::open(self.dir.path(), &self.db_path(), config()),
+            None => Rewards::open(self.dir.path(), &self.db_path(), config(), None),
             Some(pool) => {
                 Rewards::open_postgres(self.dir.path(), pool.clone(), self.rt.handle().clone(), config())
             }

@@ -153,7 +153,9 @@ fn a_seal_waits_for_another_processors_accrual_and_covers_what_it_wrote() {
         );
         // The other processor's accrual, in the transaction holding the ledger.
         let settled = f.with(|c| queue::settled(c).unwrap());
-        let page = accruer.accrue_in(&*held, None, PROJECT, settled).unwrap();
+        let page = accruer
+            .accrue_in(&*held, None, PROJECT, settled, crate::rewards::ACCRUE_PAGE)
+            .unwrap();
         assert_eq!((page.read, page.added), (2, 2));
         held.commit().unwrap();
         assert_eq!(sealing.join().unwrap().len(), 1);

@@ -1,0 +1,69 @@
+//! How many credits an accrual page takes. Each page is one transaction on
+//! the store and holds its write lock; the ingest writer takes turns with the
+//! ledger ([`crate::store::turns`]), so an ingest group waits for at most one
+//! page, and a page's length is what accrual adds to ingest latency. Pages are
+//! sized to a time budget from the pace of the page before, not to a count:
+//! the same 500 credits took 5 ms on an idle processor and 25 to 65 ms under
+//! load (the open-loop run at half load, `RUST_LOG=wattstream_processor=debug`:
+//! "accrued a page" and "a group waited for its turn"), and a fixed 500 put
+//! 48 to 190 ms on its p99.
+
+use std::time::Duration;
+
+/// Most credits moved into the ledger per transaction. Each page holds the
+/// store's write lock, so ingest waits for it: pages of 5,000 put 136 ms on
+/// the open-loop p99 at half load, pages of 500 75 ms (`wattstream bench`,
+/// README "Performance").
+pub(crate) const ACCRUE_PAGE: i64 = 500;
+/// Fewest credits per page: a page's commit (and fsync) costs the same
+/// whatever its size.
+pub(crate) const MIN_PAGE: i64 = 50;
+/// How long a page should hold the store's write lock. The ingest writer
+/// takes turns with the ledger ([`crate::store::turns`]), so a group waits
+/// for at most one page: 25 to 65 ms at 500 credits under load (the open-loop
+/// run, `RUST_LOG=wattstream_processor::store=debug`).
+pub(crate) const PAGE_BUDGET: Duration = Duration::from_millis(8);
+
+/// The next page's size after a page of `limit` read `read` credits in
+/// `took`: as many as fit in [`PAGE_BUDGET`] at that page's pace, between
+/// [`MIN_PAGE`] and [`ACCRUE_PAGE`], changed at most twofold at a time (one
+/// slow commit does not shrink it to the floor). A page too small to tell
+/// keeps the size.
+pub(crate) fn page_after(limit: i64, read: usize, took: Duration) -> i64 {
+    let read = read as i64;
+    if read < MIN_PAGE || took.is_zero() {
+        return limit;
+    }
+    let fit = (read as f64 * PAGE_BUDGET.as_secs_f64() / took.as_secs_f64()) as i64;
+    fit.clamp(limit / 2, limit.saturating_mul(2))
+        .clamp(MIN_PAGE, ACCRUE_PAGE)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn a_page_slower_than_the_budget_makes_the_next_one_smaller() {
+        // 500 in 32 ms: 125 fit in 8 ms, but at most halved at once.
+        assert_eq!(page_after(500, 500, 32 * MS), 250);
+        assert_eq!(page_after(250, 250, 16 * MS), 125);
+        // Never below the floor, however slow.
+        assert_eq!(page_after(60, 60, 1000 * MS), MIN_PAGE);
+    }
+
+    #[test]
+    fn a_page_faster_than_the_budget_makes_the_next_one_larger_up_to_the_most() {
+        assert_eq!(page_after(100, 100, 4 * MS), 200);
+        assert_eq!(page_after(400, 400, MS), ACCRUE_PAGE);
+    }
+
+    #[test]
+    fn a_page_too_small_to_tell_keeps_the_size() {
+        // Caught up with a handful of credits: its commit is most of its time.
+        assert_eq!(page_after(300, 3, 9 * MS), 300);
+        assert_eq!(page_after(300, 0, Duration::ZERO), 300);
+    }
+}

@@ -1,0 +1,125 @@
+//! Fair turns at the store's write lock among this process's writers: the
+//! ingest writer's groups and the ledger's pages take one each, first come
+//! first served.
+//!
+//! SQLite's write lock is not fair. A connection that finds it taken sleeps in
+//! its busy handler and tries again; the ledger, which accrues page after page
+//! until it has caught up, took the lock back within microseconds of releasing
+//! it, so the ingest writer slept through every page of a catch-up: 90 to 190
+//! ms with nothing acknowledged (the open-loop run at half load, logged with
+//! `RUST_LOG=wattstream_processor::store=debug`: "a slow group" with its
+//! `lock_ms`). With a turn each, a group waits for at most the one page or
+//! group ahead of it, and SQLite's lock is free whenever a turn begins (other
+//! processes, such as a `rewards replay`, still meet the busy handler).
+//!
+//! Invariants: tickets are served in the order taken; a [`Turn`] ends when it
+//! is dropped, whatever the outcome of the transaction it covered, so a failed
+//! group or page never keeps the others out.
+
+use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
+
+#[derive(Default)]
+pub struct Turns {
+    /// (next ticket to hand out, ticket being served)
+    state: Mutex<(u64, u64)>,
+    cv: Condvar,
+}
+
+/// A writer's turn; the next one starts when it is dropped.
+pub struct Turn<'a>(&'a Turns);
+
+impl Turns {
+    fn lock(&self) -> MutexGuard<'_, (u64, u64)> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Waits for a turn after those already waiting.
+    pub fn take(&self) -> Turn<'_> {
+        let mut s = self.lock();
+        let ticket = s.0;
+        s.0 += 1;
+        let _s = self
+            .cv
+            .wait_while(s, |s| s.1 != ticket)
+            .unwrap_or_else(PoisonError::into_inner);
+        Turn(self)
+    }
+
+    /// Turns taken and not yet ended (the one being served included).
+    pub fn waiting(&self) -> u64 {
+        let s = self.lock();
+        s.0 - s.1
+    }
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        self.0.lock().1 += 1;
+        self.0.cv.notify_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::sync::mpsc;
+
+    #[test]
+    fn turns_are_served_in_the_order_they_were_taken() {
+        let turns = Arc::new(Turns::default());
+        let first = turns.take();
+        let (order_tx, order_rx) = mpsc::channel();
+        let mut threads = Vec::new();
+        for i in 0..4 {
+            let (mine, order_tx) = (turns.clone(), order_tx.clone());
+            threads.push(std::thread::spawn(move || {
+                let _turn = mine.take();
+                order_tx.send(i).unwrap();
+            }));
+            // The next thread takes its ticket only after this one took its own.
+            while turns.waiting() < i + 2 {
+                std::thread::yield_now();
+            }
+        }
+        assert!(
+            order_rx.try_recv().is_err(),
+            "nobody runs while the first turn lasts"
+        );
+        drop(first);
+        for t in threads {
+            t.join().unwrap();
+        }
+        let order: Vec<u64> = order_rx.try_iter().collect();
+        assert_eq!(order, vec![0, 1, 2, 3]);
+        assert_eq!(turns.waiting(), 0);
+    }
+
+    #[test]
+    fn a_writer_that_keeps_coming_back_does_not_starve_one_that_waits() {
+        // The ledger catching up: page after page. The ingest writer, which
+        // asked during the first page, goes next.
+        let turns = Arc::new(Turns::default());
+        let page = turns.take();
+        let (ingest_tx, ingest_rx) = mpsc::channel();
+        let ingest = {
+            let mine = turns.clone();
+            std::thread::spawn(move || {
+                let _turn = mine.take();
+                ingest_tx.send(()).unwrap();
+            })
+        };
+        while turns.waiting() < 2 {
+            std::thread::yield_now();
+        }
+        drop(page);
+        // The ledger's next page waits for the writer's group.
+        let next_page = turns.take();
+        assert!(
+            ingest_rx.try_recv().is_ok(),
+            "the writer went before the next page"
+        );
+        drop(next_page);
+        ingest.join().unwrap();
+    }
+}
