@@ -205,6 +205,10 @@ impl ProjectDb {
         conn.pragma_update(None, "foreign_keys", "OFF")?;
         conn.set_limit(rusqlite::limits::Limit::SQLITE_LIMIT_LENGTH, MAX_LENGTH)?;
         conn.set_limit(rusqlite::limits::Limit::SQLITE_LIMIT_SQL_LENGTH, MAX_SQL_LENGTH)?;
+        // `_ws_credits_address`, an index no query used (the ledger reads
+        // credits by rowid, balances live in `_ws_balances`), cost a write in
+        // a page of its own for every credit: dropped where an older database
+        // has it.
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS _ws_kv (key BLOB PRIMARY KEY, value BLOB NOT NULL);
              CREATE TABLE IF NOT EXISTS _ws_cursor (id INTEGER PRIMARY KEY CHECK (id = 1), last_event_id INTEGER NOT NULL);
@@ -213,7 +217,7 @@ impl ProjectDb {
                  event_id INTEGER NOT NULL, applet TEXT NOT NULL, idx INTEGER NOT NULL,
                  applet_hash TEXT NOT NULL, address TEXT NOT NULL, amount TEXT NOT NULL, timestamp INTEGER NOT NULL,
                  PRIMARY KEY (event_id, applet, idx));
-             CREATE INDEX IF NOT EXISTS _ws_credits_address ON _ws_credits(address);
+             DROP INDEX IF EXISTS _ws_credits_address;
              CREATE TABLE IF NOT EXISTS _ws_logs (
                  id INTEGER PRIMARY KEY, event_id INTEGER, applet TEXT NOT NULL, level TEXT NOT NULL,
                  message TEXT NOT NULL, at INTEGER NOT NULL);
