@@ -194,8 +194,9 @@ fn run(conn: Connection, signal: &Signal) {
 mod tests {
     use super::*;
 
-    #[test]
-    fn the_writers_big_commits_are_checkpointed_by_the_thread_not_the_writer() {
+    /// A store-configured database with a table, its writer's connection
+    /// hooked to a checkpoint thread.
+    fn hooked_writer() -> (tempfile::TempDir, std::path::PathBuf, Connection, Checkpointer) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.db");
         let mut writer = Connection::open(&path).unwrap();
@@ -203,6 +204,12 @@ mod tests {
         writer.execute_batch("CREATE TABLE t (x BLOB NOT NULL)").unwrap();
         let cp = Checkpointer::start(&path, "test-checkpoint").unwrap();
         cp.hook(&mut writer).unwrap();
+        (dir, path, writer, cp)
+    }
+
+    #[test]
+    fn the_writers_big_commits_are_checkpointed_by_the_thread_not_the_writer() {
+        let (_dir, _, writer, cp) = hooked_writer();
         let page: i64 = writer.query_row("PRAGMA page_size", [], |r| r.get(0)).unwrap();
         let threshold = WAL_BYTES / page;
         let fill = |c: &Connection, bytes: i64| {
@@ -235,13 +242,7 @@ mod tests {
 
     #[test]
     fn another_hooked_connection_asks_the_same_thread() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("s.db");
-        let mut writer = Connection::open(&path).unwrap();
-        super::super::schema::configure(&mut writer).unwrap();
-        writer.execute_batch("CREATE TABLE t (x BLOB NOT NULL)").unwrap();
-        let cp = Checkpointer::start(&path, "test-checkpoint").unwrap();
-        cp.hook(&mut writer).unwrap();
+        let (_dir, path, _writer, cp) = hooked_writer();
         // The ledger's connection: hooked without keeping the thread alive.
         let mut ledger = Connection::open(&path).unwrap();
         cp.hooks().hook(&mut ledger).unwrap();
