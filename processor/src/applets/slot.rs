@@ -41,14 +41,11 @@ pub struct DbSlot {
 impl DbSlot {
     /// A slot for the database at `path` (opened now, so errors show at once).
     pub fn open(path: Option<PathBuf>, statement_limit: Duration) -> Result<Self, DbError> {
-        let mut db = ProjectDb::open(path.as_deref(), statement_limit)?;
         let checkpointer = match &path {
             Some(p) => Some(Checkpointer::start(p, "project-checkpoint")?),
             None => None,
         };
-        if let Some(cp) = &checkpointer {
-            db.checkpoint_on(cp)?;
-        }
+        let db = open_hooked(path.as_deref(), statement_limit, checkpointer.as_ref())?;
         Ok(DbSlot {
             path,
             statement_limit,
@@ -65,11 +62,11 @@ impl DbSlot {
             Some(db) => db,
             None => {
                 tracing::warn!(path = ?self.path, "reopening a project database after a failed call");
-                let mut db = ProjectDb::open(self.path.as_deref(), self.statement_limit)?;
-                if let Some(cp) = &self.checkpointer {
-                    db.checkpoint_on(cp)?;
-                }
-                db
+                open_hooked(
+                    self.path.as_deref(),
+                    self.statement_limit,
+                    self.checkpointer.as_ref(),
+                )?
             }
         };
         let (db, r) = f(db);
@@ -106,6 +103,19 @@ impl DbSlot {
             (db, r)
         })
     }
+}
+
+/// The database, its commits hooked to `checkpointer` when it has one.
+fn open_hooked(
+    path: Option<&std::path::Path>,
+    statement_limit: Duration,
+    checkpointer: Option<&Checkpointer>,
+) -> Result<ProjectDb, DbError> {
+    let mut db = ProjectDb::open(path, statement_limit)?;
+    if let Some(cp) = checkpointer {
+        db.checkpoint_on(cp)?;
+    }
+    Ok(db)
 }
 
 #[cfg(test)]

@@ -137,7 +137,7 @@ const MIGRATIONS: &[&str] = &[
 
 /// The page size of a new database (the store, a project's). Each event
 /// lands in B-trees keyed by device or address (the store's two event
-/// indexes, the ledger's, a project's credits, paid times and applet rows):
+/// indexes, the ledger's, a project's balances, paid times and applet rows):
 /// with 10,000 devices nearly every event dirties pages of its own in each,
 /// and every dirty page is written twice, to the WAL and by the checkpoint.
 /// At SQLite's 4 KiB the sustained run wrote 40 KB per event (280 MB/s,
