@@ -55,6 +55,10 @@ pub struct OnboardingConfig {
     pub max_age_s: u64,
     /// How far ahead of this processor's clock a request may be dated, seconds.
     pub max_future_s: u64,
+    /// Under `policy = "open"`, how many devices claims without the admin
+    /// token may register in any hour (sliding: counted over the 3,600 s
+    /// before each claim). 0: they may only claim devices already registered.
+    pub open_new_devices_per_hour: u64,
 }
 
 impl Default for OnboardingConfig {
@@ -65,6 +69,7 @@ impl Default for OnboardingConfig {
             makers: Vec::new(),
             max_age_s: 86_400,
             max_future_s: 300,
+            open_new_devices_per_hour: 100,
         }
     }
 }
@@ -112,6 +117,11 @@ pub enum OnboardError {
     FromSignatureRequired(&'static str),
     #[error("a transfer needs the new owner's signature (`owner_signature`) as consent")]
     ConsentRequired,
+    #[error(
+        "device {device} is not registered, and self-service claims have registered {limit} devices in the last hour \
+         (onboarding.open_new_devices_per_hour); try later, or ask the operator"
+    )]
+    NewDeviceLimit { device: String, limit: u64 },
 }
 
 impl OnboardError {
@@ -134,6 +144,7 @@ impl OnboardError {
             OnboardError::Closed => "onboarding_closed",
             OnboardError::FromSignatureRequired(_) => "from_signature_required",
             OnboardError::ConsentRequired => "owner_signature_required",
+            OnboardError::NewDeviceLimit { .. } => "new_device_limit",
         }
     }
 
@@ -147,6 +158,7 @@ impl OnboardError {
             OnboardError::UnknownDevice(_) => 404,
             OnboardError::UnknownMaker(_) | OnboardError::MakerRequired | OnboardError::Closed => 403,
             OnboardError::FromSignatureRequired(_) => 401,
+            OnboardError::NewDeviceLimit { .. } => 429,
             _ => 400,
         }
     }
@@ -158,6 +170,9 @@ pub(crate) enum Change {
     Claim {
         request: ClaimRequest,
         owner_signature: String,
+        /// How many devices self-service claims may register per hour, when
+        /// this claim is one (`policy = "open"`, no admin token).
+        new_devices_per_hour: Option<u64>,
     },
     Transfer {
         request: TransferRequest,
@@ -251,10 +266,12 @@ impl Onboarding {
         if let Err(e) = checked {
             return Ok(Err(e));
         }
+        let self_service = self.config.policy == Policy::Open && !admin;
         self.append(
             Change::Claim {
                 request,
                 owner_signature,
+                new_devices_per_hour: self_service.then_some(self.config.open_new_devices_per_hour),
             },
             now,
         )

@@ -73,9 +73,19 @@ pub(super) fn append(
         Change::Claim {
             request,
             owner_signature,
+            new_devices_per_hour,
         } => {
             if state.as_ref().is_some_and(|d| d.owner.is_some()) {
                 return Ok(Err(OnboardError::AlreadyBound(device_id)));
+            }
+            if state.is_none()
+                && let Some(limit) = new_devices_per_hour
+                && !self_registered(&*tx, &device_id, limit, now)?
+            {
+                return Ok(Err(OnboardError::NewDeviceLimit {
+                    device: device_id,
+                    limit,
+                }));
             }
             // A device nobody ever owned is its first owner's from now; one
             // that was unbound is the new owner's from the next epoch.
@@ -168,6 +178,31 @@ pub(super) fn append(
     }
     tx.commit()?;
     Ok(Ok(record))
+}
+
+/// Whether a self-service claim may register `device_id` now: fewer than
+/// `limit` devices were registered that way in the hour before `now`; if so
+/// it is counted. The bound on how fast someone who makes up device keys can
+/// add devices (each earns as a real meter would) under `policy = "open"`.
+/// Counted in the claim's transaction, which every other binding change waits
+/// for (the write lock, or [`BINDINGS_LOCK`]), so racing claims cannot pass it
+/// together; kept in the store, so a restart does not reset it.
+fn self_registered(tx: &dyn Sql, device_id: &str, limit: u64, now: u64) -> Result<bool, SqlError> {
+    let since = now.saturating_sub(3600) as i64;
+    let recent = tx
+        .row(
+            "SELECT COUNT(*) FROM self_registered WHERE at > ?1",
+            &[Val::Int(since)],
+        )?
+        .map_or(Ok(0), |r| r[0].int(0))?;
+    if recent as u64 >= limit {
+        return Ok(false);
+    }
+    tx.exec(
+        "INSERT INTO self_registered (device_id, at) VALUES (?1, ?2)",
+        &[device_id.into(), Val::Int(now as i64)],
+    )?;
+    Ok(true)
 }
 
 fn write_device(tx: &dyn Sql, exists: bool, request: &ClaimRequest, now: u64) -> Result<(), SqlError> {

@@ -133,6 +133,14 @@ const MIGRATIONS: &[&str] = &[
     // 9: a device's rewards per epoch (the dashboard's device page) without
     // scanning every device's totals.
     "CREATE INDEX ledger_totals_address ON ledger_totals(address, epoch);",
+    // 10: devices self-service claims registered, and when: under
+    // `onboarding.policy = "open"` at most `open_new_devices_per_hour` of them
+    // in any hour (crate::onboarding::store).
+    "CREATE TABLE self_registered (
+        device_id TEXT PRIMARY KEY,
+        at        INTEGER NOT NULL
+    ) STRICT;
+    CREATE INDEX self_registered_at ON self_registered(at);",
 ];
 
 /// The page size of a new database (the store, a project's). Each event

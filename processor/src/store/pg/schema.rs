@@ -153,6 +153,12 @@ const MIGRATIONS: &[&str] = &[
     // A device's rewards per epoch (the dashboard's device page) without
     // scanning every device's totals.
     "CREATE INDEX ledger_totals_address ON ledger_totals (address, epoch);",
+    // Devices self-service claims registered, and when (as SQLite's schema 10).
+    "CREATE TABLE self_registered (
+        device_id TEXT PRIMARY KEY,
+        at        BIGINT NOT NULL
+    );
+    CREATE INDEX self_registered_at ON self_registered (at);",
 ];
 
 /// Lock id for migrations (any constant shared by every process).
