@@ -67,7 +67,7 @@ pub fn run(
         args.seconds,
         args.backlog
     );
-    let cpu0 = server.usage_now().cpu_s;
+    let before = server.usage_now();
     let s = rt.block_on(sustained(
         &server.url,
         bodies,
@@ -76,8 +76,15 @@ pub fn run(
         args.seconds,
         args.backlog,
     ))?;
-    let cpu = (server.usage_now().cpu_s - cpu0) / s.seconds * 100.0;
-    let rss = server.usage_now().peak_kib as f64 / 1024.0;
+    let after = server.usage_now();
+    let cpu = (after.cpu_s - before.cpu_s) / s.seconds * 100.0;
+    let rss = after.peak_kib as f64 / 1024.0;
+    // Per event counted: the processor's CPU and storage writes from the
+    // clock's start until the ledger had the last event (registering the
+    // fleet comes before it).
+    let per_event = |d: f64| d / (s.events.max(1) as f64);
+    let cpu_us = per_event(after.cpu_s - before.cpu_s) * 1e6;
+    let written_kb = per_event(after.written.saturating_sub(before.written) as f64) / 1e3;
     let ratio = s.events_per_s / verify_all;
     println!(
         "   sustained: {:.0} events/s through the ledger ({} events in {:.1} s; ratio to the verification limit {ratio:.2}, target >= 0.5)",
@@ -95,6 +102,9 @@ pub fn run(
             ""
         }
     );
+    println!(
+        "   per event: {cpu_us:.0} us of processor CPU (verification included), {written_kb:.1} KB written to storage"
+    );
     if fleet.unpaid > 0 {
         println!(
             "   ({} readings were older than their device's paid span: accepted, paid nothing)",
@@ -107,6 +117,7 @@ pub fn run(
         "acknowledged_per_s": s.acknowledged_per_s, "drain_s": s.drain_s, "max_backlog": s.max_backlog,
         "batch": args.batch, "connections": CONNECTIONS, "processor_cpu_percent": cpu, "rss_mb": rss,
         "rss_registered_mb": rss_registered as f64 / 1024.0, "unpaid_readings": fleet.unpaid,
+        "cpu_us_per_event": cpu_us, "written_kb_per_event": written_kb,
     });
     if !latency {
         return Ok((summary, Value::Null));

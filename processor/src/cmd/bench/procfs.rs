@@ -1,5 +1,6 @@
-//! What the benchmark reads of a process from `/proc`: CPU time and memory.
-//! Linux only, like the rest of the deployment.
+//! What the benchmark reads of a process from `/proc`: CPU time, memory and
+//! the bytes it had written to storage. Linux only, like the rest of the
+//! deployment.
 
 /// One reading of a process.
 #[derive(Debug, Clone, Copy, Default)]
@@ -10,10 +11,14 @@ pub struct Usage {
     pub rss_kib: u64,
     /// Peak resident set, KiB.
     pub peak_kib: u64,
+    /// Bytes it caused to be written to storage so far (`write_bytes` of
+    /// `/proc/PID/io`: file pages it dirtied, whoever flushes them; not its
+    /// socket writes).
+    pub written: u64,
 }
 
-/// Reads `/proc/PID/stat` and `/proc/PID/status`; zeros for what cannot be read
-/// (a process that just exited).
+/// Reads `/proc/PID/stat`, `/proc/PID/status` and `/proc/PID/io`; zeros for
+/// what cannot be read (a process that just exited).
 pub fn usage(pid: u32) -> Usage {
     // Clock ticks per second: 100 on every Linux configuration we ship for.
     const TICKS: f64 = 100.0;
@@ -32,11 +37,19 @@ pub fn usage(pid: u32) -> Usage {
             .find_map(|l| l.strip_prefix(field)?.trim().trim_end_matches(" kB").parse().ok())
             .unwrap_or(0)
     };
+    let io = std::fs::read_to_string(format!("/proc/{pid}/io")).unwrap_or_default();
     Usage {
         cpu_s,
         rss_kib: kib("VmRSS:"),
         peak_kib: kib("VmHWM:"),
+        written: written(&io).unwrap_or(0),
     }
+}
+
+/// `write_bytes` of a `/proc/PID/io` text.
+fn written(io: &str) -> Option<u64> {
+    io.lines()
+        .find_map(|l| l.strip_prefix("write_bytes:")?.trim().parse().ok())
 }
 
 /// The filesystem type `path` is on (`ext4`, `tmpfs`, ...), from
@@ -62,6 +75,13 @@ mod tests {
         let u = super::usage(std::process::id());
         assert!(u.rss_kib > 0 && u.peak_kib >= u.rss_kib, "{u:?}");
         assert_eq!(super::usage(u32::MAX).rss_kib, 0);
+    }
+
+    #[test]
+    fn reads_the_bytes_written_to_storage_not_the_write_calls() {
+        let io = "rchar: 6976\nwchar: 512\nsyscr: 10\nsyscw: 1\nread_bytes: 0\nwrite_bytes: 4096\ncancelled_write_bytes: 0\n";
+        assert_eq!(super::written(io), Some(4096));
+        assert_eq!(super::written("wchar: 512\n"), None);
     }
 
     #[test]
