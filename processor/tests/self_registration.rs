@@ -46,21 +46,16 @@ async fn self_service_claims_register_at_most_the_hourly_limit_of_new_devices(en
     let answers =
         futures_util::future::join_all(made_up.iter().map(|(r, s)| claim(&server, r, s, None))).await;
     let statuses: Vec<u16> = answers.iter().map(|(s, _)| *s).collect();
-    let refused: Vec<&(u16, Value)> = answers.iter().filter(|(s, _)| *s != 201).collect();
+    let refused: Vec<usize> = (0..answers.len()).filter(|&i| statuses[i] != 201).collect();
     assert_eq!(refused.len(), 1, "statuses {statuses:?}");
-    let (status, answer) = refused[0];
+    let (status, answer) = &answers[refused[0]];
     assert_eq!(
         (*status, answer["reason"].as_str()),
         (429, Some("new_device_limit")),
         "{answer}"
     );
     // The refused one was not registered: not a device, no owner.
-    let loser = made_up
-        .iter()
-        .zip(&answers)
-        .find(|(_, (s, _))| *s != 201)
-        .map(|((r, _), _)| id(r).to_string())
-        .unwrap();
+    let loser = id(&made_up[refused[0]].0);
     let (s, _) = admin_get(&format!("{}/v1/devices/{loser}", server.url)).await;
     assert_eq!(s, 404, "a refused claim registers nothing");
 
@@ -79,7 +74,7 @@ async fn self_service_claims_register_at_most_the_hourly_limit_of_new_devices(en
     // a new device claimed with the admin token.
     let alice = Wallet::numbered(0x11);
     let (key, r) = bind(dir.path(), "real", &alice.address, 1337);
-    register(&server, &load_public_key(&key)).await;
+    register_with_owner(&server, &wattstream_sdk::load_key(&key).unwrap(), None).await;
     let s = alice.sign(r["owner_message"].as_str().unwrap());
     let (status, answer) = claim(&server, &r, &s, None).await;
     assert_eq!(status, 201, "{answer}");
@@ -87,8 +82,4 @@ async fn self_service_claims_register_at_most_the_hourly_limit_of_new_devices(en
     let (status, answer) = claim(&server, &r, &s, Some(TOKEN)).await;
     assert_eq!(status, 201, "{answer}");
     assert_eq!(owner_of(&server, id(&r)).await, Some(alice.lower()));
-}
-
-fn load_public_key(key: &Path) -> String {
-    wattstream_sdk::load_key(key).unwrap().public_key().to_hex()
 }
