@@ -13,6 +13,7 @@ use wattstream_sdk::{DeviceKey, Reading};
 
 on_both_engines!(
     identity_gates_and_tiered_rewards_credit_the_ledger,
+    stateless_instances_gate_and_credit_exactly_as_fresh_ones,
     applets_and_their_effects_survive_a_restart,
     bad_deployments_are_refused,
     all_four_example_applets_run_on_the_server,
@@ -65,19 +66,30 @@ async fn wait_for_failures(server: &Server, n: usize) -> serde_json::Value {
 }
 
 async fn identity_gates_and_tiered_rewards_credit_the_ledger(engine: Engine) {
+    gates_and_credits(engine, &[]).await
+}
+
+/// One instance per applet for the batch (`--stateless`): the same
+/// rejections, credits and logs.
+async fn stateless_instances_gate_and_credit_exactly_as_fresh_ones(engine: Engine) {
+    gates_and_credits(engine, &["--stateless"]).await
+}
+
+async fn gates_and_credits(engine: Engine, extra: &[&str]) {
     let store = TestStore::new(engine).await;
     let dir = tempfile::tempdir().unwrap();
     let server = store.start(dir.path(), &[]);
-    deploy(&server, "identity");
-    deploy(&server, "rewards-tiered");
+    deploy_with(&server, "identity", extra).unwrap();
+    deploy_with(&server, "rewards-tiered", extra).unwrap();
     let (_, list) = admin_get(&format!("{}/v1/projects/default/applets", server.url)).await;
-    let names: Vec<&str> = list["applets"]
+    let listed: Vec<(&str, bool)> = list["applets"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|a| a["name"].as_str().unwrap())
+        .map(|a| (a["name"].as_str().unwrap(), a["limits"]["stateless"] == true))
         .collect();
-    assert_eq!(names, ["identity", "rewards-tiered"]);
+    let stateless = !extra.is_empty();
+    assert_eq!(listed, [("identity", stateless), ("rewards-tiered", stateless)]);
 
     let frugal = DeviceKey::generate();
     let middle = DeviceKey::generate();

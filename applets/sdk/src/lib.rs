@@ -31,6 +31,9 @@
 //!    `wattstream applet run --wasm target/.../my_applet.wasm --event event.json`
 //!    prints the logs, return code, SQL changes, ledger credits and time.
 //! 5. Deploy: `wattstream applet deploy --server URL --token T --project P --name N --wasm FILE`.
+//!    Add `--stateless` when the applet keeps nothing in memory between
+//!    events (no `static` state): one instance then serves a batch of events,
+//!    which is faster; [`handler!`] empties the heap at each call.
 //!
 //! ## What an event carries
 //! `ws_get_data` returns the envelope body as the meter signed and sent it. The
@@ -63,7 +66,8 @@ use serde::Deserialize;
 pub const TOKEN: u128 = 1_000_000_000_000_000_000;
 
 /// The allocator export the host calls to place outputs in this module's memory.
-/// Memory is never freed: every event runs in a fresh instance.
+/// Memory is never freed within a call; [`handler!`] starts each call with an
+/// empty heap (see [`begin_call`]).
 #[unsafe(no_mangle)]
 pub extern "C" fn alloc(size: i32) -> i32 {
     let mut buf: Vec<u8> = Vec::with_capacity(size.max(1) as usize);
@@ -358,6 +362,7 @@ macro_rules! handler {
     ($name:ident, $body:expr) => {
         #[unsafe(no_mangle)]
         pub extern "C" fn $name(rid: i32) -> i32 {
+            $crate::begin_call();
             let run: fn($crate::Event) -> Result<(), $crate::Error> = $body;
             match $crate::Event::load(rid).and_then(run) {
                 Ok(()) => 0,
@@ -370,6 +375,24 @@ macro_rules! handler {
     };
 }
 
+/// Starts a handler call with an empty heap; [`handler!`] calls it first.
+///
+/// The processor may keep one instance across a batch's events for an
+/// applet deployed `--stateless`. The heap is a bump allocator that never
+/// frees, so without this each event would leave its allocations behind and
+/// the instance's memory would grow with every call. Resetting is sound
+/// because nothing allocated in an earlier call is alive when a handler
+/// starts: the handler's values were dropped when it returned, and what the
+/// host placed with [`alloc`] belonged to that call. It is not sound for an
+/// applet that keeps heap data in a `static` between calls, which is also
+/// why such an applet must not be deployed `--stateless`. In a fresh
+/// instance (the default) the heap is already empty.
+#[doc(hidden)]
+pub fn begin_call() {
+    #[cfg(target_arch = "wasm32")]
+    allocator::reset();
+}
+
 #[cfg(target_arch = "wasm32")]
 #[panic_handler]
 fn panic(_: &core::panic::PanicInfo) -> ! {
@@ -378,7 +401,8 @@ fn panic(_: &core::panic::PanicInfo) -> ! {
 
 #[cfg(target_arch = "wasm32")]
 mod allocator {
-    /// A bump allocator over linear memory: applets live for one event.
+    /// A bump allocator over linear memory, emptied at the start of each
+    /// handler call ([`super::begin_call`]).
     /// The heap starts where the linker put it (`__heap_base`, after the
     /// stack and the data), so an event's allocations fit in the memory the
     /// module starts with: growing it costs the host two `mprotect` calls and
@@ -418,4 +442,11 @@ mod allocator {
 
     #[global_allocator]
     static GLOBAL: Bump = Bump;
+
+    /// Forgets every allocation: the next starts at `__heap_base` again.
+    pub(super) fn reset() {
+        // SAFETY: single-threaded wasm, and no allocation is alive at the
+        // start of a handler call (see `begin_call`).
+        unsafe { NEXT = 0 }
+    }
 }

@@ -54,6 +54,9 @@ pub struct DeployQuery {
     /// Deploy even where a minter would run before a gate.
     #[serde(default)]
     force: bool,
+    /// It keeps nothing between events: one instance may serve a batch.
+    #[serde(default)]
+    stateless: bool,
 }
 
 pub async fn deploy(
@@ -72,6 +75,7 @@ pub async fn deploy(
         memory_bytes: q
             .memory_mb
             .map_or(defaults.memory_bytes, |m| m.saturating_mul(1 << 20)),
+        stateless: q.stateless,
         ..defaults
     };
     let place = match (q.before, q.after) {

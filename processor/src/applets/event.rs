@@ -6,11 +6,13 @@
 //! whatever changed since: a revoked device, a new owner, a changed
 //! environment, applets deployed later.
 
-use std::collections::BTreeMap;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
 
 use wattstream_rewards::PaidTime;
 use wattstream_sdk::{PublicKey, Signature, envelope_body};
 
+use super::call::Warm;
 use super::host_db::HostDb;
 use super::projects::Project;
 use super::runner::device_env;
@@ -34,6 +36,9 @@ pub(crate) struct Chain<'a> {
     /// For a replay: the live project database, whose `_ws_seen` says what
     /// each event's applets saw when it first ran.
     pub(crate) replay_of: Option<&'a dyn crate::store::sql::Sql>,
+    /// The instances stateless applets keep for the batch, by applet name
+    /// ([`super::call`]).
+    pub(crate) warm: RefCell<HashMap<String, Option<Warm>>>,
 }
 
 impl<'a> Chain<'a> {
@@ -52,6 +57,7 @@ impl<'a> Chain<'a> {
             paid,
             now: wattstream_sdk::time::unix_now() as i64,
             replay_of: None,
+            warm: RefCell::default(),
         }
     }
 }
@@ -204,7 +210,11 @@ pub(crate) fn run_event(chain: &Chain<'_>, db: HostDb, ev: &StoredEvent) -> (Hos
                 _ => None,
             },
         };
-        let (o, back) = runtime.run(&applet.applet, &applet.handler, input, db, &applet.limits);
+        let (o, back) = {
+            let mut warm = chain.warm.borrow_mut();
+            let slot = warm.entry(applet.name.clone()).or_default();
+            runtime.run_warm(&applet.applet, &applet.handler, input, db, &applet.limits, slot)
+        };
         db = back;
         // A call ends within its deadline: a beat per call shows progress.
         metrics.worker.beat();

@@ -19,6 +19,7 @@
 //! - [`runner`]: one applet on one event, in memory (`wattstream applet run`).
 
 pub mod abi;
+pub mod call;
 pub mod db;
 pub mod definitions;
 pub mod event;

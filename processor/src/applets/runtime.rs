@@ -1,29 +1,25 @@
 //! The wasmtime runtime: one engine with epoch interruption (a ticker thread
 //! advances the epoch every few milliseconds) and the pooling allocator where the
 //! address space allows it, on-demand allocation otherwise. Modules are compiled
-//! once; the compiled artefact is cached on disk under its SHA-256. Every call
-//! gets a fresh instance from an `InstancePre`, so nothing leaks between events,
-//! and runs under its deadline and memory cap. A trap, timeout or limit fails
-//! that call only; its database writes are rolled back and its effects dropped.
+//! once; the compiled artefact is cached on disk under its SHA-256. How one
+//! call runs (its instance, deadline, savepoint and outcome) is in
+//! [`super::call`].
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 use wasmtime::{
-    Config, Engine, InstanceAllocationStrategy, InstancePre, Linker, Module, PoolingAllocationConfig, Store,
-    Trap,
+    Config, Engine, InstanceAllocationStrategy, InstancePre, Linker, Module, PoolingAllocationConfig,
 };
 
 use wattstream_abi::imports::EXPORT_MEMORY;
 use wattstream_sdk::fsutil::{WriteOptions, write_atomic};
 
 use super::abi;
-use super::db::ProjectDb;
-use super::host_db::HostDb;
-use super::state::{AppletLimits, Effects, EventInput, HostState};
+use super::state::{Effects, HostState};
 
 /// Epoch tick.
 pub const TICK: Duration = Duration::from_millis(2);
@@ -43,7 +39,7 @@ pub enum AppletError {
 pub struct Applet {
     /// SHA-256 of the wasm bytes, hex.
     pub hash: String,
-    pre: InstancePre<HostState>,
+    pub(super) pre: InstancePre<HostState>,
     /// Exported functions usable as handlers (`(i32) -> i32`).
     pub handlers: Vec<String>,
     /// Whether it imports `ws_send_tx`, so can mint.
@@ -77,13 +73,13 @@ impl RunOutcome {
 
 /// The engine, the linker with every host function, and the epoch ticker.
 pub struct Runtime {
-    engine: Engine,
+    pub(super) engine: Engine,
     linker: Linker<HostState>,
     cache_dir: Option<PathBuf>,
     pooling: bool,
     stop: Arc<AtomicBool>,
     /// The configured chains (`ws_call_contract`), once `serve` has them.
-    chains: std::sync::OnceLock<Arc<crate::chain::adapter::Chains>>,
+    pub(super) chains: std::sync::OnceLock<Arc<crate::chain::adapter::Chains>>,
 }
 
 impl Drop for Runtime {
@@ -234,167 +230,5 @@ impl Runtime {
             handlers,
             mints,
         })
-    }
-
-    /// [`Runtime::run`] on a SQLite project database, which comes back.
-    pub fn run_sqlite(
-        &self,
-        applet: &Applet,
-        handler: &str,
-        event: EventInput,
-        db: ProjectDb,
-        limits: &AppletLimits,
-    ) -> (RunOutcome, ProjectDb) {
-        let (o, back) = self.run(applet, handler, event, HostDb::Sqlite(db), limits);
-        (
-            o,
-            back.into_sqlite()
-                .expect("the database lent is the one given back"),
-        )
-    }
-
-    /// Runs `handler` of `applet` on one event. The database work of the call is
-    /// one savepoint: kept when the handler succeeds (returns `>= 0`), rolled
-    /// back otherwise
-    /// (inside the caller's transaction when one is open, its own otherwise).
-    /// The database comes back with the outcome.
-    pub fn run(
-        &self,
-        applet: &Applet,
-        handler: &str,
-        event: EventInput,
-        db: HostDb,
-        limits: &AppletLimits,
-    ) -> (RunOutcome, HostDb) {
-        let started = Instant::now();
-        let rng = event.seed;
-        let mut store = Store::new(
-            &self.engine,
-            HostState {
-                limits: limits.store_limits(),
-                applet_limits: limits.clone(),
-                event,
-                db,
-                effects: Effects::default(),
-                log_bytes: 0,
-                rng,
-                exports: Default::default(),
-                chains: self.chains.get().cloned(),
-            },
-        );
-        store.limiter(|s| &mut s.limits);
-        let ticks = limits.deadline_ms.div_ceil(TICK.as_millis() as u64).max(1) + 1;
-        store.set_epoch_deadline(ticks);
-        store.epoch_deadline_trap();
-        let began = store.data().db.savepoint();
-        let result = began
-            .map_err(|e| wasmtime::Error::msg(e.to_string()))
-            .and_then(|()| {
-                let instance = applet.pre.instantiate(&mut store)?;
-                store.data_mut().exports = super::state::Exports::of(&instance, &mut store);
-                let f = instance.get_typed_func::<i32, i32>(&mut store, handler)?;
-                let rid = store.data().event.rid;
-                f.call(&mut store, rid)
-            });
-        let (code, error) = match result {
-            Ok(code) => (Some(code), None),
-            Err(e) => (None, Some(describe(&e, limits))),
-        };
-        let mut state = store.into_data();
-        if code.is_some_and(|c| c >= 0) {
-            if let Err(e) = state.db.release() {
-                // Its writes are gone, so the call failed: no credits, and the
-                // chain stops as for any failure.
-                state.db.rollback_call();
-                return (
-                    RunOutcome {
-                        code: None,
-                        error: Some(format!("commit failed: {e}")),
-                        effects: Effects::default(),
-                        duration: started.elapsed(),
-                    },
-                    state.db,
-                );
-            }
-        } else {
-            state.db.rollback_call();
-            let logs = std::mem::take(&mut state.effects.logs);
-            state.effects = Effects {
-                logs,
-                ..Effects::default()
-            };
-        }
-        (
-            RunOutcome {
-                code,
-                error,
-                effects: state.effects,
-                duration: started.elapsed(),
-            },
-            state.db,
-        )
-    }
-}
-
-fn describe(e: &wasmtime::Error, limits: &AppletLimits) -> String {
-    if let Some(trap) = e.downcast_ref::<Trap>() {
-        return match trap {
-            Trap::Interrupt => format!("timeout: the {} ms deadline passed", limits.deadline_ms),
-            Trap::StackOverflow => "trap: stack overflow".into(),
-            other => format!("trap: {other}"),
-        };
-    }
-    let text = format!("{e:#}");
-    if text.contains("forcing") && text.contains("memory") || text.contains("memory growth") {
-        return format!("limit: memory above {} MiB", limits.memory_bytes >> 20);
-    }
-    text
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::applets::abi::testing::event;
-
-    #[test]
-    fn a_call_whose_writes_cannot_be_kept_is_a_failed_call() {
-        let runtime = Runtime::new(None).unwrap();
-        // Stores a KV pair, mints, and returns 0.
-        let tx = format!(
-            r#"{{"to":"{}","data":"0x40c10f19{:0>64}{:064x}"}}"#,
-            wattstream_abi::LEDGER_TOKEN,
-            "ab".repeat(20),
-            7
-        );
-        let wat = format!(
-            r#"(module
-              (import "env" "ws_set_db" (func $set (param i32 i32 i32 i32) (result i32)))
-              (import "env" "ws_send_tx" (func $tx (param i32 i32 i32 i32 i32) (result i32)))
-              (memory (export "memory") 1)
-              (data (i32.const 0) "kv")
-              (data (i32.const 64) "{}")
-              (func (export "alloc") (param i32) (result i32) i32.const 4096)
-              (func (export "start") (param i32) (result i32)
-                (drop (call $set (i32.const 0) (i32.const 1) (i32.const 1) (i32.const 1)))
-                (drop (call $tx (i32.const 0) (i32.const 64) (i32.const {}) (i32.const 32) (i32.const 36)))
-                i32.const 0))"#,
-            tx.replace('"', "\\\""),
-            tx.len()
-        );
-        let applet = runtime.compile(wat.as_bytes()).unwrap();
-        let db = ProjectDb::open(None, Duration::from_millis(100)).unwrap();
-        let limits = AppletLimits::default();
-        let (ok, mut db) = runtime.run_sqlite(&applet, "start", event(), db, &limits);
-        assert!(ok.ok() && ok.effects.credits.len() == 1, "{ok:?}");
-        // The commit of the call's savepoint now fails.
-        db.conn_mut().commit_hook(Some(|| true)).unwrap();
-        let (failed, mut db) = runtime.run_sqlite(&applet, "start", event(), db, &limits);
-        assert!(!failed.ok(), "{failed:?}");
-        assert!(failed.error.unwrap().contains("commit failed"));
-        assert!(
-            failed.effects.credits.is_empty(),
-            "no credit from a call whose writes were lost"
-        );
-        db.conn_mut().commit_hook(None::<fn() -> bool>).unwrap();
     }
 }

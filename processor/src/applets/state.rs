@@ -26,6 +26,12 @@ pub struct AppletLimits {
     pub log_bytes: usize,
     /// Deadline of one SQL statement.
     pub sql_ms: u64,
+    /// The applet keeps nothing in its instance from one event to the next,
+    /// so one instance may serve a batch's events in a row instead of a fresh
+    /// one per event ([`super::runtime::Warm`]). Not a limit but how its
+    /// calls run; kept with the limits. The deployer's word: an applet that
+    /// does keep state (a Rust `static`, a cache) sees other events' state.
+    pub stateless: bool,
 }
 
 impl Default for AppletLimits {
@@ -37,6 +43,7 @@ impl Default for AppletLimits {
             table_elements: 100_000,
             log_bytes: 64 << 10,
             sql_ms: 100,
+            stateless: false,
         }
     }
 }
@@ -143,7 +150,9 @@ pub struct HostState {
     pub limits: StoreLimits,
     pub applet_limits: AppletLimits,
     pub event: EventInput,
-    pub db: HostDb,
+    /// The database lent to the call in progress (taken back after it, so a
+    /// kept instance does not hold it between calls).
+    pub db: Option<HostDb>,
     pub effects: Effects,
     pub log_bytes: usize,
     pub rng: u64,
@@ -175,6 +184,15 @@ impl Exports {
 }
 
 impl HostState {
+    /// The database of the call in progress.
+    pub fn db(&self) -> &HostDb {
+        self.db.as_ref().expect("a call in progress has its database")
+    }
+
+    pub fn db_mut(&mut self) -> &mut HostDb {
+        self.db.as_mut().expect("a call in progress has its database")
+    }
+
     pub fn log(&mut self, level: &'static str, message: &[u8]) {
         const LINE_MAX: usize = 4096;
         let budget = self.applet_limits.log_bytes.saturating_sub(self.log_bytes);
@@ -223,6 +241,6 @@ impl HostState {
             .filter(|c| c.address.eq_ignore_ascii_case(&address))
             .map(|c| c.amount)
             .sum();
-        self.db.balance(&address).unwrap_or(0).saturating_add(pending)
+        self.db().balance(&address).unwrap_or(0).saturating_add(pending)
     }
 }

@@ -62,6 +62,12 @@ pub enum Command {
         /// Deploy even where an applet that mints would run before a gate.
         #[arg(long)]
         force: bool,
+        /// It keeps nothing in memory from one event to the next (no Rust
+        /// `static` state, no cache), so one instance may serve a batch's
+        /// events instead of a fresh one each: faster, and wrong for an
+        /// applet that does keep state.
+        #[arg(long)]
+        stateless: bool,
     },
     /// List a project's applets.
     List {
@@ -149,10 +155,11 @@ pub fn run(command: Command) -> Result<i32> {
             after,
             gate,
             force,
+            stateless,
         } => {
             let bytes = read(&wasm)?;
             let mut path = target.path(&format!(
-                "applets/{name}?event_type={event_type}&handler={handler}&gate={gate}&force={force}"
+                "applets/{name}?event_type={event_type}&handler={handler}&gate={gate}&force={force}&stateless={stateless}"
             ));
             for (key, value) in [
                 ("deadline_ms", deadline_ms.map(|d| d.to_string())),

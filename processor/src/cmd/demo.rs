@@ -217,9 +217,13 @@ fn run_demo(opts: DemoOptions) -> Result<()> {
         if let Ok(wasm) = std::fs::read(&path) {
             // identity gates the rewards: it must run before any applet that mints.
             let gate = name == "identity";
-            runtime.block_on(
-                client.post_bytes(&format!("/v1/projects/default/applets/{name}?gate={gate}"), wasm),
-            )?;
+            // The Rust ones keep nothing between events (their SDK resets its
+            // heap on each call): one instance serves a batch.
+            let stateless = name != "as-readings";
+            runtime.block_on(client.post_bytes(
+                &format!("/v1/projects/default/applets/{name}?gate={gate}&stateless={stateless}"),
+                wasm,
+            ))?;
             deployed.push(name);
         }
     }

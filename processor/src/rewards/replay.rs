@@ -166,6 +166,7 @@ fn replay_on(
         paid: config.limits.paid_time(),
         now: 0,
         replay_of: live.db,
+        warm: Default::default(),
     };
     loop {
         let events = load_events_sql(c, after)?;

@@ -16,7 +16,7 @@ pub fn link(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
             let Some(key) = read(&mut c, kptr, klen, READ_MAX) else {
                 return Ok(Status::FromVmFailed.code());
             };
-            match c.data().db.kv_get(&key) {
+            match c.data().db().kv_get(&key) {
                 Ok(Some(v)) => write_out(&mut c, &v, out_ptr, out_len),
                 Ok(None) => Ok(Status::NotFound.code()),
                 Err(_) => Ok(Status::Failed.code()),
@@ -34,7 +34,7 @@ pub fn link(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
             ) else {
                 return Status::FromVmFailed.code();
             };
-            match c.data().db.kv_set(&key, &value) {
+            match c.data().db().kv_set(&key, &value) {
                 Ok(()) => Status::Ok.code(),
                 Err(_) => Status::Failed.code(),
             }

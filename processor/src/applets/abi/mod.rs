@@ -106,9 +106,9 @@ pub(crate) mod testing {
                 limits: limits.store_limits(),
                 applet_limits: limits,
                 event: event(),
-                db: crate::applets::host_db::HostDb::Sqlite(
+                db: Some(crate::applets::host_db::HostDb::Sqlite(
                     ProjectDb::open(None, Duration::from_millis(100)).expect("project db"),
-                ),
+                )),
                 effects: Effects::default(),
                 log_bytes: 0,
                 rng: 42,

@@ -25,7 +25,7 @@ pub fn link(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
             return Status::Failed.code();
         }
         let limit = c.data().applet_limits.sql_ms;
-        let result = c.data_mut().db.exec(&req, limit);
+        let result = c.data_mut().db_mut().exec(&req, limit);
         match result {
             Ok(n) => {
                 c.data_mut().effects.sql.push((req.statement, n));
@@ -50,7 +50,7 @@ pub fn link(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
                 return Ok(Status::Failed.code());
             };
             let limit = c.data().applet_limits.sql_ms;
-            let result = c.data_mut().db.query(&req, limit);
+            let result = c.data_mut().db_mut().query(&req, limit);
             match result {
                 Ok(rows) => write_out(&mut c, &rows, out_ptr, out_len),
                 Err(e) => {

@@ -195,7 +195,11 @@ pub fn prepare(
             if let Ok(wasm) = std::fs::read(args.applets.join(format!("{name}.wasm"))) {
                 admin
                     .post_bytes(
-                        &format!("/v1/projects/default/applets/{name}?gate={}", name == "identity"),
+                        &format!(
+                            "/v1/projects/default/applets/{name}?gate={}&stateless={}",
+                            name == "identity",
+                            !args.fresh_instances
+                        ),
                         wasm,
                     )
                     .await?;

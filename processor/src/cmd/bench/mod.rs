@@ -103,6 +103,10 @@ pub struct Args {
     /// instead of SQLite in a scratch data directory.
     #[arg(long)]
     store: Option<String>,
+    /// Deploy the applets without `stateless`, so every call gets a fresh
+    /// instance (as before instances were kept across a batch).
+    #[arg(long)]
+    fresh_instances: bool,
 }
 
 impl Args {
