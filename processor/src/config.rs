@@ -166,6 +166,38 @@ pub struct AppletsConfig {
     /// applet worker counts as stalled: `/healthz` says `degraded` and the
     /// systemd watchdog is no longer pinged. Above the 10 s longest call.
     pub stall_after_s: u64,
+    /// The least severe applet log line the worker stores with the project
+    /// (what `applet logs` and the dashboard show). Lines below it are
+    /// dropped before they reach the database: per-event chatter at fleet
+    /// rates is rows written and deleted again (10,000 kept per project).
+    pub log_level: LogLevel,
+}
+
+/// Applet log levels, most severe first (`ws_log`'s, with W3bstream's panic
+/// and fatal counted as errors).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
+}
+
+impl LogLevel {
+    /// Whether a line of level `name` (as [`wattstream_abi::Level::name`]
+    /// gives it) is stored at this setting.
+    pub fn keeps(self, name: &str) -> bool {
+        let level = match name {
+            "error" => LogLevel::Error,
+            "warn" => LogLevel::Warn,
+            "info" => LogLevel::Info,
+            "debug" => LogLevel::Debug,
+            _ => LogLevel::Trace,
+        };
+        level <= self
+    }
 }
 
 impl Default for AppletsConfig {
@@ -175,6 +207,7 @@ impl Default for AppletsConfig {
             max_lag_events: 100_000,
             quarantine_after: 3,
             stall_after_s: 30,
+            log_level: LogLevel::Info,
         }
     }
 }
@@ -383,5 +416,24 @@ mod tests {
             (chains[&4690].confirmations, chains[&4690].max_gas),
             (1, 2_000_000)
         );
+    }
+
+    #[test]
+    fn the_applet_log_level_keeps_its_level_and_the_more_severe() {
+        let c = Config::parse("").unwrap();
+        assert_eq!(c.applets.log_level, LogLevel::Info);
+        let keeps = |level: LogLevel| -> Vec<&str> {
+            ["error", "warn", "info", "debug", "trace"]
+                .into_iter()
+                .filter(|name| level.keeps(name))
+                .collect()
+        };
+        assert_eq!(keeps(LogLevel::Info), ["error", "warn", "info"]);
+        assert_eq!(keeps(LogLevel::Error), ["error"]);
+        assert_eq!(keeps(LogLevel::Trace).len(), 5);
+        let c = Config::parse("[applets]\nlog_level = \"debug\"\n").unwrap();
+        assert_eq!(c.applets.log_level, LogLevel::Debug);
+        let e = Config::parse("[applets]\nlog_level = \"verbose\"\n").unwrap_err();
+        assert!(e.contains("log_level"), "{e}");
     }
 }

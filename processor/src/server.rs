@@ -57,6 +57,7 @@ pub async fn serve_until(
         tokio::runtime::Handle::current(),
     )?);
     projects.runtime.set_chains(chains.clone());
+    projects.runtime.set_stored_log_level(config.applets.log_level);
     let settlement = settlement_of(&config.dashboard, &chains)?;
     let senders: Vec<crate::chain::sender::Sender> = chains
         .ids()

@@ -65,20 +65,24 @@ async fn wait_for_failures(server: &Server, n: usize) -> serde_json::Value {
     }
 }
 
+/// At the default `applets.log_level` (info): the examples' per-event
+/// lines (debug) are not stored, their rejections (errors) are.
 async fn identity_gates_and_tiered_rewards_credit_the_ledger(engine: Engine) {
-    gates_and_credits(engine, &[]).await
+    gates_and_credits(engine, &[], "info").await
 }
 
 /// One instance per applet for the batch (`--stateless`): the same
-/// rejections, credits and logs.
+/// rejections and credits; and every line stored at `log_level = "debug"`.
 async fn stateless_instances_gate_and_credit_exactly_as_fresh_ones(engine: Engine) {
-    gates_and_credits(engine, &["--stateless"]).await
+    gates_and_credits(engine, &["--stateless"], "debug").await
 }
 
-async fn gates_and_credits(engine: Engine, extra: &[&str]) {
+async fn gates_and_credits(engine: Engine, extra: &[&str], log_level: &str) {
     let store = TestStore::new(engine).await;
     let dir = tempfile::tempdir().unwrap();
-    let server = store.start(dir.path(), &[]);
+    let config = dir.path().join("config.toml");
+    std::fs::write(&config, format!("[applets]\nlog_level = \"{log_level}\"\n")).unwrap();
+    let server = store.start(&dir.path().join("data"), &["--config", config.to_str().unwrap()]);
     deploy_with(&server, "identity", extra).unwrap();
     deploy_with(&server, "rewards-tiered", extra).unwrap();
     let (_, list) = admin_get(&format!("{}/v1/projects/default/applets", server.url)).await;
@@ -148,7 +152,12 @@ async fn gates_and_credits(engine: Engine, extra: &[&str]) {
         .output()
         .unwrap();
     let logs = String::from_utf8_lossy(&out.stdout);
-    assert!(logs.contains("minted") && logs.contains("identity ok"), "{logs}");
+    assert!(
+        logs.contains("device has no owner binding"),
+        "a rejection is an error line, stored at any level: {logs}"
+    );
+    let chatter = logs.contains("minted") && logs.contains("identity ok");
+    assert_eq!(chatter, log_level == "debug", "debug lines only at debug: {logs}");
     let (_, m) = get(&format!("{}/metrics", server.url)).await;
     assert!(m.as_str().unwrap().contains(
         "wattstream_applet_calls_total{project=\"default\",applet=\"identity\",outcome=\"failed\"} 3"

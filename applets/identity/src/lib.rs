@@ -11,7 +11,7 @@
 extern crate alloc;
 
 use alloc::format;
-use wattstream_applet::{Error, Event, get_db, get_env, handler, log_info, set_db};
+use wattstream_applet::{Error, Event, get_db, get_env, handler, log_debug, set_db};
 
 handler!(start, |event: Event| {
     let d = &event.device;
@@ -52,6 +52,6 @@ handler!(start, |event: Event| {
                 .as_bytes(),
         )?;
     }
-    log_info(&format!("identity ok: {} seq {:?}", d.id, r.seq));
+    log_debug(&format!("identity ok: {} seq {:?}", d.id, r.seq));
     Ok(())
 });

@@ -10,7 +10,7 @@
 extern crate alloc;
 
 use alloc::format;
-use wattstream_applet::{Event, TOKEN, get_db, get_env, handler, log_info, mint, set_db};
+use wattstream_applet::{Event, TOKEN, get_db, get_env, handler, log_debug, mint, set_db};
 
 const ALPHA: f64 = 0.05;
 
@@ -51,7 +51,7 @@ handler!(start, |event: Event| {
     }
     mint(&event.device.address, amount)?;
     set_db(paid_key.as_bytes(), format!("{}", paid + amount).as_bytes())?;
-    log_info(&format!(
+    log_debug(&format!(
         "saved {saved_wh:.6} Wh against a {baseline:.3} W baseline: minted {amount}"
     ));
     Ok(())

@@ -10,7 +10,7 @@
 extern crate alloc;
 
 use alloc::format;
-use wattstream_applet::{Error, Event, TOKEN, handler, log_info, mint};
+use wattstream_applet::{Error, Event, TOKEN, handler, log_debug, mint};
 
 /// Tokens per hour for an average power.
 pub fn rate_per_hour(watts: f64) -> u128 {
@@ -33,6 +33,6 @@ handler!(start, |event: Event| {
         return Err(Error::reject(-1, "no verified device address"));
     }
     mint(&event.device.address, amount)?;
-    log_info(&format!("minted {amount} units to {}", event.device.address));
+    log_debug(&format!("minted {amount} units to {}", event.device.address));
     Ok(())
 });

@@ -152,6 +152,13 @@ pub fn log(level: Level, message: &str) {
     unsafe { ffi::ws_log(level as i32, message.as_ptr(), message.len() as i32) };
 }
 
+/// A debug line: stored only where the processor's `applets.log_level` is
+/// `debug` or `trace` (the default stores `info` and above). For per-event
+/// chatter, which at fleet rates would be most of what a project writes.
+pub fn log_debug(message: &str) {
+    log(Level::Debug, message)
+}
+
 pub fn log_info(message: &str) {
     log(Level::Info, message)
 }

@@ -31,6 +31,8 @@ pub(crate) struct Chain<'a> {
     pub(crate) token: String,
     /// The paid-time rule (`limits.max_window_s`, `limits.max_future_s`).
     pub(crate) paid: PaidTime,
+    /// The least severe log line kept (`applets.log_level`).
+    pub(crate) log_level: crate::config::LogLevel,
     /// When the batch runs (log and failure rows).
     pub(crate) now: i64,
     /// For a replay: the live project database, whose `_ws_seen` says what
@@ -55,6 +57,7 @@ impl<'a> Chain<'a> {
             metrics,
             token: project.token(),
             paid,
+            log_level: runtime.stored_log_level(),
             now: wattstream_sdk::time::unix_now() as i64,
             replay_of: None,
             warm: RefCell::default(),
@@ -162,7 +165,6 @@ pub(crate) fn run_event(chain: &Chain<'_>, db: HostDb, ev: &StoredEvent) -> (Hos
         project,
         metrics,
         ref token,
-        now,
         ..
     } = *chain;
     let (Ok(pk), Ok(sig)) = (
@@ -220,7 +222,7 @@ pub(crate) fn run_event(chain: &Chain<'_>, db: HostDb, ev: &StoredEvent) -> (Hos
         metrics.worker.beat();
         metrics.record_applet(&project.name, &applet.name, o.ok(), o.duration);
         let who = (applet.name.as_str(), applet.hash.as_str(), position as i64);
-        if let Err(e) = record(&db, ev, who, &o, now, metrics, &project.name) {
+        if let Err(e) = record(&db, ev, who, &o, chain, metrics) {
             return (db, Err(e));
         }
         if !o.ok() {
@@ -230,19 +232,19 @@ pub(crate) fn run_event(chain: &Chain<'_>, db: HostDb, ev: &StoredEvent) -> (Hos
     (db, Ok(()))
 }
 
-/// Stores a call's logs, and its credits and transactions or its failure.
-/// `who` is the applet's name, module hash and place in the chain.
+/// Stores a call's logs (those at `applets.log_level` or more severe), and
+/// its credits and transactions or its failure. `who` is the applet's name,
+/// module hash and place in the chain.
 fn record(
     db: &HostDb,
     ev: &StoredEvent,
     who: (&str, &str, i64),
     o: &super::runtime::RunOutcome,
-    now: i64,
+    chain: &Chain<'_>,
     metrics: &Metrics,
-    project: &str,
 ) -> anyhow::Result<()> {
-    let (applet, c) = (who.0, db.sql());
-    for l in &o.effects.logs {
+    let (applet, c, now, project) = (who.0, db.sql(), chain.now, chain.project.name.as_str());
+    for l in o.effects.logs.iter().filter(|l| chain.log_level.keeps(l.level)) {
         tables::log(c, ev.id, applet, l.level, &l.message, now)?;
     }
     // What its chain calls answered, whatever the outcome: a replay needs them

@@ -20,6 +20,7 @@ use wattstream_sdk::fsutil::{WriteOptions, write_atomic};
 
 use super::abi;
 use super::state::{Effects, HostState};
+use crate::config::LogLevel;
 
 /// Epoch tick.
 pub const TICK: Duration = Duration::from_millis(2);
@@ -80,6 +81,8 @@ pub struct Runtime {
     stop: Arc<AtomicBool>,
     /// The configured chains (`ws_call_contract`), once `serve` has them.
     pub(super) chains: std::sync::OnceLock<Arc<crate::chain::adapter::Chains>>,
+    /// The least severe log line the worker stores (`applets.log_level`).
+    stored_log_level: std::sync::OnceLock<LogLevel>,
 }
 
 impl Drop for Runtime {
@@ -140,12 +143,24 @@ impl Runtime {
             pooling,
             stop,
             chains: std::sync::OnceLock::new(),
+            stored_log_level: std::sync::OnceLock::new(),
         })
     }
 
     /// Gives applet calls the configured chains (once; later calls are ignored).
     pub fn set_chains(&self, chains: Arc<crate::chain::adapter::Chains>) {
         let _ = self.chains.set(chains);
+    }
+
+    /// Sets `applets.log_level` (once; later calls are ignored).
+    pub fn set_stored_log_level(&self, level: LogLevel) {
+        let _ = self.stored_log_level.set(level);
+    }
+
+    /// The least severe applet log line stored with the project (every
+    /// level before [`Runtime::set_stored_log_level`]).
+    pub fn stored_log_level(&self) -> LogLevel {
+        self.stored_log_level.get().copied().unwrap_or(LogLevel::Trace)
     }
 
     /// The configured chains' ids (none before [`Runtime::set_chains`]).

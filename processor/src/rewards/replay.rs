@@ -164,6 +164,7 @@ fn replay_on(
         metrics: &metrics,
         token: project.token(),
         paid: config.limits.paid_time(),
+        log_level: config.applets.log_level,
         now: 0,
         replay_of: live.db,
         warm: Default::default(),
