@@ -102,9 +102,13 @@ pub fn run(
             ""
         }
     );
-    println!(
-        "   per event: {cpu_us:.0} us of processor CPU (verification included), {written_kb:.1} KB written to storage"
-    );
+    // On PostgreSQL the server's processes write, and are not counted.
+    let written = if args.store.is_some() {
+        "writes: PostgreSQL's own, not counted".to_string()
+    } else {
+        format!("{written_kb:.1} KB written to storage")
+    };
+    println!("   per event: {cpu_us:.0} us of processor CPU (verification included), {written}");
     if fleet.unpaid > 0 {
         println!(
             "   ({} readings were older than their device's paid span: accepted, paid nothing)",
@@ -117,7 +121,7 @@ pub fn run(
         "acknowledged_per_s": s.acknowledged_per_s, "drain_s": s.drain_s, "max_backlog": s.max_backlog,
         "batch": args.batch, "connections": CONNECTIONS, "processor_cpu_percent": cpu, "rss_mb": rss,
         "rss_registered_mb": rss_registered as f64 / 1024.0, "unpaid_readings": fleet.unpaid,
-        "cpu_us_per_event": cpu_us, "written_kb_per_event": written_kb,
+        "cpu_us_per_event": cpu_us, "written_kb_per_event": args.store.is_none().then_some(written_kb),
     });
     if !latency {
         return Ok((summary, Value::Null));
