@@ -24,8 +24,10 @@ use wattstream_sdk::{DeviceKey, PublicKey, Reading};
 /// skew: run at 11:00, a processor registering a few seconds after the one
 /// it is compared with paid that reading 5 s instead of 10.) The cap is out
 /// of reach: balances do not depend on when a seal happened.
+/// `log_level = "debug"`: [`ran_once_each`] counts the tiered applet's
+/// per-call line, which it logs at debug.
 const CONFIG: &str = "[rewards]\nepoch_s = 3600\nseal_after_s = 0\ncap_per_epoch = 1000\n\
-                      [limits]\nmax_future_s = 14400\n";
+                      [limits]\nmax_future_s = 14400\n[applets]\nlog_level = \"debug\"\n";
 
 fn config(dir: &Path) -> String {
     let path = dir.join("wattstream.toml");
