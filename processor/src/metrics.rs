@@ -110,6 +110,8 @@ pub struct Metrics {
     commit_retries: AtomicU64,
     /// (project, applet, outcome) -> calls.
     applet_calls: Mutex<BTreeMap<(String, String, &'static str), u64>>,
+    /// (project, applet) -> wasm instances made (fewer than calls when kept).
+    applet_instances: Mutex<BTreeMap<(String, String), u64>>,
     applet_seconds: Histogram,
     /// (project, applet, key) -> sum of the numbers applets submitted.
     applet_metrics: Mutex<BTreeMap<(String, String, String), f64>>,
@@ -135,6 +137,7 @@ impl Default for Metrics {
             commit_failures: AtomicU64::new(0),
             commit_retries: AtomicU64::new(0),
             applet_calls: Mutex::default(),
+            applet_instances: Mutex::default(),
             applet_seconds: Histogram::new(&[0.00001, 0.00005, 0.0001, 0.0005, 0.001, 0.005, 0.01, 0.1, 1.0]),
             applet_metrics: Mutex::default(),
             applet_stats: Default::default(),
@@ -203,6 +206,16 @@ impl Metrics {
     }
 
     /// One applet call.
+    /// A wasm instance made for a call.
+    pub fn record_applet_instance(&self, project: &str, applet: &str) {
+        *self
+            .applet_instances
+            .lock()
+            .expect("metrics lock")
+            .entry((project.to_string(), applet.to_string()))
+            .or_default() += 1;
+    }
+
     pub fn record_applet(&self, project: &str, applet: &str, ok: bool, took: Duration) {
         let outcome = if ok { "ok" } else { "failed" };
         *self
@@ -303,6 +316,13 @@ impl Metrics {
             let _ = writeln!(
                 out,
                 "wattstream_applet_calls_total{{project=\"{p}\",applet=\"{a}\",outcome=\"{o}\"}} {n}"
+            );
+        }
+        out.push_str("# HELP wattstream_applet_instances_total Wasm instances made for applet calls (fewer than the calls for a stateless applet).\n# TYPE wattstream_applet_instances_total counter\n");
+        for ((p, a), n) in self.applet_instances.lock().expect("metrics lock").iter() {
+            let _ = writeln!(
+                out,
+                "wattstream_applet_instances_total{{project=\"{p}\",applet=\"{a}\"}} {n}"
             );
         }
         out.push_str("# HELP wattstream_chain_transactions_total Applet transactions by chain and step (signed, broadcast, confirmed, reverted, retried, failed, ...).\n");

@@ -159,9 +159,31 @@ async fn gates_and_credits(engine: Engine, extra: &[&str], log_level: &str) {
     let chatter = logs.contains("minted") && logs.contains("identity ok");
     assert_eq!(chatter, log_level == "debug", "debug lines only at debug: {logs}");
     let (_, m) = get(&format!("{}/metrics", server.url)).await;
-    assert!(m.as_str().unwrap().contains(
-        "wattstream_applet_calls_total{project=\"default\",applet=\"identity\",outcome=\"failed\"} 3"
+    let m = m.as_str().unwrap();
+    let value = |series: &str| -> u64 {
+        let line = m.lines().find(|l| l.starts_with(series));
+        line.and_then(|l| l.rsplit(' ').next()?.parse().ok()).unwrap_or(0)
+    };
+    let identity = "{project=\"default\",applet=\"identity\"";
+    let calls = value(&format!(
+        "wattstream_applet_calls_total{identity},outcome=\"ok\"}}"
+    )) + value(&format!(
+        "wattstream_applet_calls_total{identity},outcome=\"failed\"}}"
     ));
+    assert_eq!(calls, 12, "{m}");
+    assert_eq!(
+        value(&format!(
+            "wattstream_applet_calls_total{identity},outcome=\"failed\"}}"
+        )),
+        3
+    );
+    // A fresh instance per call, or fewer instances than calls when kept.
+    let made = value(&format!("wattstream_applet_instances_total{identity}}}"));
+    if stateless {
+        assert!((1..calls).contains(&made), "{made} instances for {calls} calls");
+    } else {
+        assert_eq!(made, calls);
+    }
 }
 
 async fn applets_and_their_effects_survive_a_restart(engine: Engine) {

@@ -152,6 +152,7 @@ impl Runtime {
                     error: Some(format!("commit failed: {e}")),
                     effects: Effects::default(),
                     duration: started.elapsed(),
+                    new_instance: attempt.served == 0,
                 };
                 return (outcome, db);
             }
@@ -162,6 +163,7 @@ impl Runtime {
                 ..Effects::default()
             };
         }
+        let new_instance = attempt.served == 0;
         if let (Some(_), Some(func), true) = (code, attempt.func, limits.stateless) {
             *warm = Some(Warm {
                 store: attempt.store,
@@ -176,6 +178,7 @@ impl Runtime {
             error,
             effects,
             duration: started.elapsed(),
+            new_instance,
         };
         (outcome, db)
     }

@@ -7,7 +7,7 @@
 //! environment, applets deployed later.
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use wattstream_rewards::PaidTime;
 use wattstream_sdk::{PublicKey, Signature, envelope_body};
@@ -38,9 +38,10 @@ pub(crate) struct Chain<'a> {
     /// For a replay: the live project database, whose `_ws_seen` says what
     /// each event's applets saw when it first ran.
     pub(crate) replay_of: Option<&'a dyn crate::store::sql::Sql>,
-    /// The instances stateless applets keep for the batch, by applet name
-    /// ([`super::call`]).
-    pub(crate) warm: RefCell<HashMap<String, Option<Warm>>>,
+    /// The instances stateless applets keep for the batch, by place in the
+    /// chain ([`super::call`]; a kept instance also checks it is the
+    /// applet's).
+    pub(crate) warm: RefCell<Vec<Option<Warm>>>,
 }
 
 impl<'a> Chain<'a> {
@@ -214,13 +215,25 @@ pub(crate) fn run_event(chain: &Chain<'_>, db: HostDb, ev: &StoredEvent) -> (Hos
         };
         let (o, back) = {
             let mut warm = chain.warm.borrow_mut();
-            let slot = warm.entry(applet.name.clone()).or_default();
-            runtime.run_warm(&applet.applet, &applet.handler, input, db, &applet.limits, slot)
+            if warm.len() <= position {
+                warm.resize_with(position + 1, || None);
+            }
+            runtime.run_warm(
+                &applet.applet,
+                &applet.handler,
+                input,
+                db,
+                &applet.limits,
+                &mut warm[position],
+            )
         };
         db = back;
         // A call ends within its deadline: a beat per call shows progress.
         metrics.worker.beat();
         metrics.record_applet(&project.name, &applet.name, o.ok(), o.duration);
+        if o.new_instance {
+            metrics.record_applet_instance(&project.name, &applet.name);
+        }
         let who = (applet.name.as_str(), applet.hash.as_str(), position as i64);
         if let Err(e) = record(&db, ev, who, &o, chain, metrics) {
             return (db, Err(e));

@@ -57,6 +57,10 @@ pub struct RunOutcome {
     pub effects: Effects,
     #[serde(serialize_with = "micros")]
     pub duration: Duration,
+    /// Whether the call made its instance (always, unless the applet is
+    /// `stateless` and found one kept): `/metrics` counts them.
+    #[serde(skip)]
+    pub new_instance: bool,
 }
 
 fn micros<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
