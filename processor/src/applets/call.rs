@@ -16,8 +16,9 @@
 //!   through the applet's own bookkeeping (its allocator, its stack), so its
 //!   instance is dropped.
 //! - **Reuse never fails an event a fresh instance would pass.** A call that
-//!   fails on a reused instance runs again, once, on a fresh one, and that
-//!   second run is the outcome: an applet whose memory only grows (a bump
+//!   traps, times out or hits a limit on a reused instance runs again, once,
+//!   on a fresh one, and that second run is the outcome (a handler that
+//!   returns a rejection returned: that is its answer): an applet whose memory only grows (a bump
 //!   allocator that never frees, as an SDK built for fresh instances may
 //!   have) fails on a full instance, never on an event. The first run's
 //!   writes were rolled back with its savepoint, and its effects are dropped.
