@@ -126,19 +126,17 @@ impl Runtime {
             None => self.fresh(event, db, limits),
         };
         let (result, mut attempt) = self.call(applet, handler, attempt, limits);
-        if result.is_err() && attempt.served > 0 {
+        let new_instance = attempt.served == 0;
+        let db = attempt.store.data_mut().db.take().expect("the call's database");
+        if result.is_err() && !new_instance {
             // A failure on a reused instance: the same event on a fresh one.
-            let state = attempt.store.data_mut();
-            let db = state.db.take().expect("the call's database");
             db.rollback_call();
             let event = attempt.store.into_data().event;
             let (mut outcome, db) = self.run_warm(applet, handler, event, db, limits, warm);
             outcome.duration = started.elapsed();
             return (outcome, db);
         }
-        let state = attempt.store.data_mut();
-        let db = state.db.take().expect("the call's database");
-        let mut effects = std::mem::take(&mut state.effects);
+        let mut effects = std::mem::take(&mut attempt.store.data_mut().effects);
         let (code, error) = match result {
             Ok(code) => (Some(code), None),
             Err(e) => (None, Some(describe(&e, limits))),
@@ -153,7 +151,7 @@ impl Runtime {
                     error: Some(format!("commit failed: {e}")),
                     effects: Effects::default(),
                     duration: started.elapsed(),
-                    new_instance: attempt.served == 0,
+                    new_instance,
                 };
                 return (outcome, db);
             }
@@ -164,7 +162,6 @@ impl Runtime {
                 ..Effects::default()
             };
         }
-        let new_instance = attempt.served == 0;
         if let (Some(_), Some(func), true) = (code, attempt.func, limits.stateless) {
             *warm = Some(Warm {
                 store: attempt.store,
