@@ -84,6 +84,34 @@ impl Conns {
         }
     }
 
+    /// Runs `prepare` on the connection that writes the ledger *before* this
+    /// process's turn at the write lock, then `write` with what it returned
+    /// during the turn: a page worked out while ingest goes on, and only
+    /// written while it waits. Nothing else of this process writes the
+    /// ledger between the two (one writing connection, held throughout);
+    /// `write` must check that no other process did.
+    pub fn book_in_two<P, T, E: From<SqlError>>(
+        &self,
+        prepare: impl FnOnce(&dyn Sql) -> Result<P, E>,
+        write: impl FnOnce(&dyn Sql, P) -> Result<T, E>,
+    ) -> Result<T, E> {
+        match self {
+            Conns::Sqlite { book, turns, .. } => {
+                let book = book.lock().expect("ledger lock");
+                let prepared = prepare(&*book)?;
+                let _turn = turns.as_ref().map(|t| t.take());
+                write(&*book, prepared)
+            }
+            Conns::Postgres { pool, rt, book } => {
+                let _turn = book.lock().expect("ledger lock");
+                on_pg(pool, rt, |c| {
+                    let prepared = prepare(c)?;
+                    write(c, prepared)
+                })
+            }
+        }
+    }
+
     /// Runs `f` on a reader: a free one, or the next in turn when all are busy.
     pub fn read<T, E: From<SqlError>>(&self, f: impl FnOnce(&dyn Sql) -> Result<T, E>) -> Result<T, E> {
         match self {
@@ -117,4 +145,32 @@ fn on_pg<T, E: From<SqlError>>(
         c.discard_if_closed();
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    /// Ingest keeps its turns while a page is worked out; only the page's
+    /// write waits for one, and gives it back.
+    #[test]
+    fn a_page_is_prepared_outside_the_turn_and_written_inside_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = crate::store::db_path(dir.path());
+        crate::store::migrate(&mut Connection::open(&path).unwrap()).unwrap();
+        let checkpoints = crate::store::checkpoint::Checkpointer::start(&path, "test-checkpoint").unwrap();
+        let others = OtherWriters {
+            checkpoints: checkpoints.hooks(),
+            turns: Arc::new(Turns::default()),
+        };
+        let conns = Conns::sqlite(&path, Some(&others)).unwrap();
+        let turns = |_: &dyn Sql| Ok::<_, SqlError>(others.turns.waiting());
+        let (preparing, writing) = conns
+            .book_in_two(turns, |c, preparing| Ok::<_, SqlError>((preparing, turns(c)?)))
+            .unwrap();
+        assert_eq!((preparing, writing), (0, 1));
+        assert_eq!(others.turns.waiting(), 0, "the turn ends with the write");
+    }
 }

@@ -6,6 +6,7 @@
 
 mod fixture;
 mod pg;
+mod prepared;
 
 use fixture::{Fixture, Kind, T0};
 use wattstream_sdk::DeviceId;

@@ -154,7 +154,7 @@ fn a_seal_waits_for_another_processors_accrual_and_covers_what_it_wrote() {
         // The other processor's accrual, in the transaction holding the ledger.
         let settled = f.with(|c| queue::settled(c).unwrap());
         let page = accruer
-            .accrue_in(&*held, None, PROJECT, settled, crate::rewards::ACCRUE_PAGE)
+            .accrue_in(&*held, PROJECT, settled, crate::rewards::ACCRUE_PAGE)
             .unwrap();
         assert_eq!((page.read, page.added), (2, 2));
         held.commit().unwrap();
