@@ -130,6 +130,10 @@ pub struct RewardsConfig {
     pub cap_per_epoch: f64,
     /// How long after an epoch ends it is sealed, seconds (late readings still count).
     pub seal_after_s: u64,
+    /// How long an accrual page should hold the store's write lock, ms: the
+    /// most an ingest group waits for the ledger, traded against the
+    /// ledger's commits per credit ([`crate::rewards`]'s `pace`).
+    pub page_lock_ms: u64,
 }
 
 impl Default for RewardsConfig {
@@ -138,6 +142,7 @@ impl Default for RewardsConfig {
             epoch_s: 3600,
             cap_per_epoch: 100.0,
             seal_after_s: 60,
+            page_lock_ms: 5,
         }
     }
 }
@@ -146,6 +151,11 @@ impl RewardsConfig {
     /// The cap in token units (18 decimals).
     pub fn cap_units(&self) -> u128 {
         (self.cap_per_epoch.max(0.0) * 1e18) as u128
+    }
+
+    /// [`RewardsConfig::page_lock_ms`] as a duration.
+    pub fn page_lock(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.page_lock_ms)
     }
 }
 
@@ -354,6 +364,9 @@ impl Config {
         if l.max_body_bytes == 0 || l.max_batch == 0 || l.max_json_depth < 3 {
             return Err("limits: max_body_bytes and max_batch must be > 0, max_json_depth >= 3".into());
         }
+        if !(1..=1000).contains(&self.rewards.page_lock_ms) {
+            return Err("rewards.page_lock_ms: must be 1 to 1000".into());
+        }
         if self.store.max_commit_events == 0 || self.store.read_connections == 0 {
             return Err("store: max_commit_events and read_connections must be > 0".into());
         }
@@ -435,5 +448,17 @@ mod tests {
         assert_eq!(c.applets.log_level, LogLevel::Debug);
         let e = Config::parse("[applets]\nlog_level = \"verbose\"\n").unwrap_err();
         assert!(e.contains("log_level"), "{e}");
+    }
+
+    #[test]
+    fn the_ledger_page_lock_is_five_milliseconds_unless_set_within_bounds() {
+        let c = Config::parse("").unwrap();
+        assert_eq!(c.rewards.page_lock(), std::time::Duration::from_millis(5));
+        let c = Config::parse("[rewards]\npage_lock_ms = 8\n").unwrap();
+        assert_eq!(c.rewards.page_lock_ms, 8);
+        for bad in ["0", "5000"] {
+            let e = Config::parse(&format!("[rewards]\npage_lock_ms = {bad}\n")).unwrap_err();
+            assert!(e.contains("page_lock_ms"), "{e}");
+        }
     }
 }

@@ -26,7 +26,7 @@ use crate::store::sql::{Sql, SqlError, Tx};
 impl Rewards {
     /// Moves every new credit from the project database into the ledger, a
     /// page at a time (at most [`super::ACCRUE_PAGE`], as many as fit in
-    /// [`super::pace::PAGE_BUDGET`]: [`page_after`]), each page (entries, balances, totals
+    /// `rewards.page_lock_ms`: [`page_after`]), each page (entries, balances, totals
     /// and the credits cursor) in one transaction: accrual keeps up with
     /// ingest instead of taking a fixed number of credits per tick. The
     /// project database is read from a snapshot ([`crate::applets::slot::DbSlot::snapshot`]), so
@@ -47,7 +47,7 @@ impl Rewards {
                 Credits::Queue(project) => self.conns.book(|c| self.accrue_queue_page(c, project, limit))?,
             };
             added += page.added;
-            let next = page_after(limit, page.read, page.took);
+            let next = page_after(limit, page.read, page.took, self.config.page_lock());
             self.page.store(next, Relaxed);
             // `us`: the write lock held; `all_us`: the whole page, its
             // preparation and its wait for a turn included.

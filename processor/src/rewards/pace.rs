@@ -18,28 +18,26 @@ pub(crate) const ACCRUE_PAGE: i64 = 500;
 /// Fewest credits per page: a page's commit (and fsync) costs the same
 /// whatever its size.
 pub(crate) const MIN_PAGE: i64 = 50;
-/// How long a page should hold the store's write lock. The ingest writer
-/// takes turns with the ledger ([`crate::store::turns`]), so a group waits
-/// for at most one page: 25 to 65 ms at 500 credits under load (the open-loop
-/// run, `RUST_LOG=wattstream_processor::store=debug`). Since a page is worked
-/// out before its turn ([`super::accrual`]) the lock covers only its writes,
-/// about 30 us a credit under load; 8 ms pages still made the groups that met
-/// them wait 8 ms at the median and up to 50 (the open-loop run at half load,
-/// logged), 3 ms pages 6 and 26 with the same sustained rate, and 2 ms pages
-/// (50 credits, the floor) cost sustained throughput for no better tail.
-pub(crate) const PAGE_BUDGET: Duration = Duration::from_millis(3);
-
 /// The next page's size after a page of `limit` read `read` credits in
-/// `took`: as many as fit in [`PAGE_BUDGET`] at that page's pace, between
-/// [`MIN_PAGE`] and [`ACCRUE_PAGE`], changed at most twofold at a time (one
-/// slow commit does not shrink it to the floor). A page too small to tell
-/// keeps the size.
-pub(crate) fn page_after(limit: i64, read: usize, took: Duration) -> i64 {
+/// `took`: as many as fit in `budget` (`rewards.page_lock_ms`) at that page's
+/// pace, between [`MIN_PAGE`] and [`ACCRUE_PAGE`], changed at most twofold at
+/// a time (one slow commit does not shrink it to the floor). A page too small
+/// to tell keeps the size.
+///
+/// The budget is the most an ingest group waits for the ledger. Since a page
+/// is worked out before its turn ([`super::accrual`]) the lock covers only its
+/// writes, about 30 us a credit under load. At half load (the open-loop run,
+/// `RUST_LOG=wattstream_processor::store=debug`) 8 ms pages made the groups
+/// that met one wait 8 ms at the median and up to 50; 3 ms pages 6 and 26, but
+/// more groups met one (the open-loop p50 rose by about a millisecond); 2 ms
+/// pages (50 credits, the floor) cost sustained throughput. The default, 5,
+/// kept the p50 where it was (README, "Performance").
+pub(crate) fn page_after(limit: i64, read: usize, took: Duration, budget: Duration) -> i64 {
     let read = read as i64;
     if read < MIN_PAGE || took.is_zero() {
         return limit;
     }
-    let fit = (read as f64 * PAGE_BUDGET.as_secs_f64() / took.as_secs_f64()) as i64;
+    let fit = (read as f64 * budget.as_secs_f64() / took.as_secs_f64()) as i64;
     fit.clamp(limit / 2, limit.saturating_mul(2))
         .clamp(MIN_PAGE, ACCRUE_PAGE)
 }
@@ -49,26 +47,28 @@ mod tests {
     use super::*;
 
     const MS: Duration = Duration::from_millis(1);
+    /// A 3 ms budget.
+    const B: Duration = Duration::from_millis(3);
 
     #[test]
     fn a_page_slower_than_the_budget_makes_the_next_one_smaller() {
         // 500 in 24 ms: 62 fit in 3 ms, but at most halved at once.
-        assert_eq!(page_after(500, 500, 24 * MS), 250);
-        assert_eq!(page_after(250, 250, 6 * MS), 125);
+        assert_eq!(page_after(500, 500, 24 * MS, B), 250);
+        assert_eq!(page_after(250, 250, 6 * MS, B), 125);
         // Never below the floor, however slow.
-        assert_eq!(page_after(60, 60, 1000 * MS), MIN_PAGE);
+        assert_eq!(page_after(60, 60, 1000 * MS, B), MIN_PAGE);
     }
 
     #[test]
     fn a_page_faster_than_the_budget_makes_the_next_one_larger_up_to_the_most() {
-        assert_eq!(page_after(100, 100, MS), 200);
-        assert_eq!(page_after(400, 400, MS), ACCRUE_PAGE);
+        assert_eq!(page_after(100, 100, MS, B), 200);
+        assert_eq!(page_after(400, 400, MS, B), ACCRUE_PAGE);
     }
 
     #[test]
     fn a_page_too_small_to_tell_keeps_the_size() {
         // Caught up with a handful of credits: its commit is most of its time.
-        assert_eq!(page_after(300, 3, 9 * MS), 300);
-        assert_eq!(page_after(300, 0, Duration::ZERO), 300);
+        assert_eq!(page_after(300, 3, 9 * MS, B), 300);
+        assert_eq!(page_after(300, 0, Duration::ZERO, B), 300);
     }
 }

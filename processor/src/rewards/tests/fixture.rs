@@ -75,10 +75,15 @@ impl Fixture {
 
     /// A ledger service on the store (a start: checks it first).
     pub fn open(&self) -> anyhow::Result<Rewards> {
+        self.open_with(config())
+    }
+
+    /// [`Fixture::open`] with another configuration.
+    pub fn open_with(&self, config: RewardsConfig) -> anyhow::Result<Rewards> {
         match &self.pool {
-            None => Rewards::open(self.dir.path(), &self.db_path(), config(), None),
+            None => Rewards::open(self.dir.path(), &self.db_path(), config, None),
             Some(pool) => {
-                Rewards::open_postgres(self.dir.path(), pool.clone(), self.rt.handle().clone(), config())
+                Rewards::open_postgres(self.dir.path(), pool.clone(), self.rt.handle().clone(), config)
             }
         }
     }

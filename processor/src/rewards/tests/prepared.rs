@@ -74,3 +74,23 @@ fn a_page_nothing_moved_under_is_written_as_it_was_prepared() {
     assert!(f.verify().unwrap().is_ok());
     assert_eq!(f.accrue(&rewards).unwrap(), 0, "the cursor moved with it");
 }
+
+/// `rewards.page_lock_ms` sizes the pages: a full page of 500 credits takes
+/// longer than 1 ms and far less than a second, so the next page is halved
+/// under a 1 ms lock and stays whole under a 1,000 ms one.
+#[test]
+fn the_configured_page_lock_sizes_the_next_page() {
+    use std::sync::atomic::Ordering::Relaxed;
+    for (ms, next) in [(1, ACCRUE_PAGE / 2), (1000, ACCRUE_PAGE)] {
+        let f = Fixture::new(Kind::Sqlite);
+        f.add_credits(1, &[6], ACCRUE_PAGE, T0);
+        let config = crate::config::RewardsConfig {
+            page_lock_ms: ms,
+            ..super::fixture::config()
+        };
+        let rewards = f.open_with(config).unwrap();
+        assert_eq!(rewards.page.load(Relaxed), ACCRUE_PAGE, "the first page is whole");
+        assert_eq!(f.accrue(&rewards).unwrap(), ACCRUE_PAGE as usize);
+        assert_eq!(rewards.page.load(Relaxed), next, "page_lock_ms = {ms}");
+    }
+}
