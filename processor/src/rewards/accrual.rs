@@ -97,15 +97,14 @@ impl Rewards {
         Ok(write_work(tx, work, limit)?)
     }
 
-    /// The page after the credits cursor of the project database `db`,
-    /// worked out on the ledger as `tx` reads it.
-    fn work_out(&self, tx: &dyn Sql, db: &Connection, limit: i64) -> anyhow::Result<Work> {
+    /// The page after `seen`'s credits cursor in the project database `db`,
+    /// worked out on the ledger as `tx` reads it (`seen` read there too).
+    fn work_out(&self, tx: &dyn Sql, db: &Connection, seen: &Seen, limit: i64) -> anyhow::Result<Work> {
         // The worker writes an event's credits and moves its cursor in one
         // transaction: reading the cursor first, every credit of the events
         // up to it is among those read next.
         let through = stored::worker_cursor(db)?;
-        let cursor = book::meta(tx, CURSOR)?.unwrap_or(0);
-        let rows = stored::read_credits(db, cursor, limit)?;
+        let rows = stored::read_credits(db, seen.cursor.unwrap_or(0), limit)?;
         let taken = rows.last().map(|r| r.0);
         let credits = rows.into_iter().map(|(_, c)| c).collect();
         Ok(self.work_on(tx, credits, taken, through)?)
@@ -138,7 +137,7 @@ impl Rewards {
     pub(crate) fn prepare_page(&self, c: &dyn Sql, db: &Connection, limit: i64) -> anyhow::Result<Prepared> {
         let tx = Tx::read(c)?;
         let seen = Seen::read(&*tx)?;
-        let work = self.work_out(&*tx, db, limit)?;
+        let work = self.work_out(&*tx, db, &seen, limit)?;
         tx.commit()?;
         Ok(Prepared { seen, work })
     }
@@ -155,11 +154,12 @@ impl Rewards {
     ) -> anyhow::Result<Page> {
         let started = std::time::Instant::now();
         let tx = Tx::write(c, LEDGER_LOCK)?;
-        let work = if Seen::read(&*tx)? == prepared.seen {
+        let now = Seen::read(&*tx)?;
+        let work = if now == prepared.seen {
             prepared.work
         } else {
             tracing::debug!("the ledger moved while a page was prepared: working it out again");
-            self.work_out(&*tx, db, limit)?
+            self.work_out(&*tx, db, &now, limit)?
         };
         let mut page = write_work(&*tx, work, limit)?;
         tx.commit()?;

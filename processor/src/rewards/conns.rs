@@ -71,17 +71,7 @@ impl Conns {
     /// writers take turns: on SQLite with the ingest writer too, one
     /// transaction's worth of `f` each, so `f` must not wait for the writer).
     pub fn book<T, E: From<SqlError>>(&self, f: impl FnOnce(&dyn Sql) -> Result<T, E>) -> Result<T, E> {
-        match self {
-            Conns::Sqlite { book, turns, .. } => {
-                let book = book.lock().expect("ledger lock");
-                let _turn = turns.as_ref().map(|t| t.take());
-                f(&*book)
-            }
-            Conns::Postgres { pool, rt, book } => {
-                let _turn = book.lock().expect("ledger lock");
-                on_pg(pool, rt, f)
-            }
-        }
+        self.book_in_two(|_| Ok(()), |c, ()| f(c))
     }
 
     /// Runs `prepare` on the connection that writes the ledger *before* this
