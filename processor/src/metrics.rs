@@ -205,7 +205,6 @@ impl Metrics {
         )
     }
 
-    /// One applet call.
     /// A wasm instance made for a call.
     pub fn record_applet_instance(&self, project: &str, applet: &str) {
         *self
@@ -216,6 +215,7 @@ impl Metrics {
             .or_default() += 1;
     }
 
+    /// One applet call.
     pub fn record_applet(&self, project: &str, applet: &str, ok: bool, took: Duration) {
         let outcome = if ok { "ok" } else { "failed" };
         *self

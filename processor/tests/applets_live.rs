@@ -165,18 +165,14 @@ async fn gates_and_credits(engine: Engine, extra: &[&str], log_level: &str) {
         line.and_then(|l| l.rsplit(' ').next()?.parse().ok()).unwrap_or(0)
     };
     let identity = "{project=\"default\",applet=\"identity\"";
-    let calls = value(&format!(
-        "wattstream_applet_calls_total{identity},outcome=\"ok\"}}"
-    )) + value(&format!(
+    let failed = value(&format!(
         "wattstream_applet_calls_total{identity},outcome=\"failed\"}}"
     ));
+    let calls = value(&format!(
+        "wattstream_applet_calls_total{identity},outcome=\"ok\"}}"
+    )) + failed;
     assert_eq!(calls, 12, "{m}");
-    assert_eq!(
-        value(&format!(
-            "wattstream_applet_calls_total{identity},outcome=\"failed\"}}"
-        )),
-        3
-    );
+    assert_eq!(failed, 3, "{m}");
     // A fresh instance per call, or fewer instances than calls when kept.
     let made = value(&format!("wattstream_applet_instances_total{identity}}}"));
     if stateless {
