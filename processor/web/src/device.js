@@ -2,16 +2,17 @@
 // server, with its min/max band), energy per day, rewards per epoch, and the
 // latest seal with this meter's proof verified here with WebCrypto.
 
-import { h, fmtW, fmtWh, fmtTok, fmtInt, fmtTime, ago, notice, throttle } from './ui.js';
+import { h, fmtW, fmtWh, fmtTok, fmtInt, fmtTime, ago, notice, throttle, newest } from './ui.js';
 import { get } from './api.js';
 import { checkRewards } from './verify.js';
 
 const RANGES = [['hour', 'Hour'], ['day', 'Day'], ['week', 'Week']];
 
-function powerChart(el, series) {
+function powerChart(el, series, range) {
   const b = series.buckets;
   const data = [b.map((x) => x.t), b.map((x) => x.avg_w), b.map((x) => x.min_w), b.map((x) => x.max_w)];
   el.dataset.points = String(b.length);
+  el.dataset.range = range;
   el.replaceChildren();
   if (!b.length) { el.append(notice('No readings in this range.')); return null; }
   const width = Math.max(280, el.clientWidth || 600);
@@ -93,19 +94,27 @@ export async function devicePage({ main, listen, onTeardown }, id) {
   const showLast = (w, t) => { last.textContent = w === undefined ? 'No reading yet' : `${fmtW(w)} · ${ago(t)}`; };
   showLast(dev.last_reading?.sensor_reading, lastAt);
 
+  // A refresh asked for before a new range must not draw over it, nor an
+  // older rewards answer over a newer one.
+  const chartTurn = newest(), rewardsTurn = newest();
   async function drawChart() {
-    const s = await get(`/v1/devices/${id}/series?range=${range}`);
+    const mine = chartTurn(), asked = range;
+    const s = await get(`/v1/devices/${id}/series?range=${asked}`);
+    if (!mine()) return;
     if (chart) chart.destroy();
-    chart = powerChart(chartEl, s);
+    chart = powerChart(chartEl, s, asked);
   }
   async function drawEnergy() {
     energy.replaceChildren(energyTable(await get(`/v1/devices/${id}/series?range=week&bucket_s=86400`)));
   }
   async function drawRewards() {
+    const mine = rewardsTurn();
     const [r, e] = await Promise.all([get(`/v1/devices/${id}/rewards`), get(`/v1/devices/${id}/epochs?limit=12`)]);
+    if (!mine()) return;
     balance.textContent = `${fmtTok(r.balance)} tokens · ${fmtTok(r.rate_per_h)} per hour`;
     epochs.replaceChildren(epochsTable(e.epochs, e.epoch_s));
     const v = await checkRewards(id, r);
+    if (!mine()) return;
     sealStatus.textContent = v.status;
     sealStatus.className = `seal ${v.status.replace(/ /g, '-')}`;
     sealWhy.textContent = v.why;

@@ -1,7 +1,7 @@
 // The fleet page: every device, filtered, sorted and paginated by the
 // server (GET /v1/fleet), live readings patched into the rows shown.
 
-import { h, sparkline, fmtW, fmtTok, fmtInt, ago, short, throttle } from './ui.js';
+import { h, sparkline, fmtW, fmtTok, fmtInt, ago, short, throttle, keepFocus, newest } from './ui.js';
 import { get } from './api.js';
 
 const COLUMNS = [
@@ -36,15 +36,15 @@ export async function fleetPage({ main, listen, onTeardown }) {
   const rows = new Map();
 
   function header() {
-    head.replaceChildren(...COLUMNS.map(([key, label]) => {
+    keepFocus(head, () => head.replaceChildren(...COLUMNS.map(([key, label]) => {
       if (!key) return h('th', { scope: 'col' }, label);
       const sorted = view.sort === key;
       return h('th', { scope: 'col', 'aria-sort': sorted ? (view.desc ? 'descending' : 'ascending') : 'none' },
-        h('button', { type: 'button', class: 'sort', onclick: () => {
+        h('button', { type: 'button', class: 'sort', 'data-focus': key, onclick: () => {
           view.desc = sorted ? !view.desc : key === 'balance' || key === 'last_seen' || key === 'accepted';
           view.sort = key; view.offset = 0; load();
         } }, label, sorted ? (view.desc ? ' ▾' : ' ▴') : ''));
-    }));
+    })));
   }
 
   function row(d) {
@@ -67,11 +67,14 @@ export async function fleetPage({ main, listen, onTeardown }) {
     return tr;
   }
 
+  const turn = newest();
   async function fetchPage() {
+    const mine = turn();
     const p = new URLSearchParams({ offset: view.offset, limit: view.limit, sort: view.sort, desc: view.desc });
     if (view.q) p.set('q', view.q);
     if (view.status) p.set('status', view.status);
     const f = await get(`/v1/fleet?${p}`);
+    if (!mine()) return;
     now = f.now; onlineAfter = f.online_after_s;
     const c = f.counts;
     counts.textContent = `${fmtInt(c.all)} devices: ${fmtInt(c.online)} online, ${fmtInt(c.offline)} offline, ${fmtInt(c.revoked)} revoked`;
@@ -80,10 +83,10 @@ export async function fleetPage({ main, listen, onTeardown }) {
     body.replaceChildren(...f.devices.map(row));
     if (!f.devices.length) body.replaceChildren(h('tr', {}, h('td', { colspan: COLUMNS.length }, 'No device matches.')));
     const last = Math.min(f.offset + f.limit, f.total);
-    pager.replaceChildren(
-      h('button', { type: 'button', disabled: f.offset === 0, onclick: () => { view.offset = Math.max(0, view.offset - view.limit); load(); } }, '← Previous'),
+    keepFocus(pager, () => pager.replaceChildren(
+      h('button', { type: 'button', 'data-focus': 'previous', disabled: f.offset === 0, onclick: () => { view.offset = Math.max(0, view.offset - view.limit); load(); } }, '← Previous'),
       h('span', { 'aria-live': 'polite' }, f.total ? `${fmtInt(f.offset + 1)}–${fmtInt(last)} of ${fmtInt(f.total)}` : '0 of 0'),
-      h('button', { type: 'button', disabled: last >= f.total, onclick: () => { view.offset += view.limit; load(); } }, 'Next →'));
+      h('button', { type: 'button', 'data-focus': 'next', disabled: last >= f.total, onclick: () => { view.offset += view.limit; load(); } }, 'Next →')));
   }
 
   // A page of rows, then the stream for exactly those rows.

@@ -68,6 +68,24 @@ export function notice(text, kind = 'info') {
   return h('p', { class: `notice ${kind}`, role: kind === 'error' ? 'alert' : 'status' }, text);
 }
 
+// Redraws `box` with `draw` and gives the keyboard focus back: a control
+// inside `box` that had it (marked `data-focus`) is focused again in the new
+// drawing. Live refreshes redraw headers and pagers under a keyboard user.
+export function keepFocus(box, draw) {
+  const had = box.contains(document.activeElement) ? document.activeElement.dataset.focus : undefined;
+  draw();
+  if (had !== undefined) box.querySelector(`[data-focus="${had}"]:not([disabled])`)?.focus();
+}
+
+// Answers can arrive out of order (a refresh asked for before a sort or a
+// new range): `const turn = newest()`, then in each load `const mine =
+// turn()` before asking and `if (!mine()) return` after; only the newest
+// load draws its answer.
+export function newest() {
+  let n = 0;
+  return () => { const mine = ++n; return () => mine === n; };
+}
+
 // Runs `fn` at most once per `ms`, the last call winning (live updates
 // refresh a view without a request per event).
 export function throttle(fn, ms) {

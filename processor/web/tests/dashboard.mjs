@@ -87,10 +87,41 @@ try {
   errors.splice(mark, errors.length, ...errors.slice(mark).filter((e) => !e.includes('net::ERR_FAILED')));
   await shot(page, 'fleet');
 
-  step('sort by balance from the keyboard');
+  step('the sort button keeps the keyboard focus while a ledger event refreshes the rows');
+  // The page asks for its rows again on ledger events (at most every 5 s) and
+  // draws the header anew: a keyboard user must not be thrown out of it.
   await page.getByRole('button', { name: 'Balance' }).focus();
+  const before = await page.locator('table.fleet thead th', { hasText: 'Balance' }).elementHandle();
+  await page.waitForFunction((th) => !th.isConnected, before);
+  assert.equal(await page.evaluate(() => document.activeElement?.textContent), 'Balance', 'the focus is still on the Balance button');
+
+  step('sort by balance from the keyboard; a refresh asked for before the sort does not undo it');
+  // Hold the next refresh in the old order (a ledger event asks for it),
+  // sort, then let the old answer through, marked: the page must not draw it.
+  let release, caught;
+  const held = new Promise((r) => { release = r; });
+  const oldAsked = new Promise((r) => { caught = r; });
+  await page.route('**/v1/fleet*', async (route) => {
+    if (new URL(route.request().url()).searchParams.get('sort') !== 'registered') return route.continue();
+    caught();
+    await held;
+    const res = await route.fetch();
+    const body = await res.json();
+    for (const d of body.devices) d.owner = 'older-answer';
+    await route.fulfill({ response: res, json: body });
+  });
+  await oldAsked;
   await page.keyboard.press('Enter');
-  await page.locator('th[aria-sort="descending"]', { hasText: 'Balance' }).waitFor();
+  const sorted = page.locator('th[aria-sort="descending"]', { hasText: 'Balance' });
+  await sorted.waitFor();
+  const drawn = await sorted.elementHandle();
+  release();
+  // The next drawing of the header: the old answer's if the page took it.
+  await page.waitForFunction((th) => !th.isConnected, drawn);
+  const shown = await page.locator('table.fleet').innerText();
+  assert.ok(!shown.includes('older-answer'), `the older answer is not drawn over the sorted rows: ${shown}`);
+  assert.equal(await page.locator('table.fleet thead th', { hasText: 'Balance' }).getAttribute('aria-sort'), 'descending');
+  await page.unroute('**/v1/fleet*');
   await rows.nth(2).waitFor();
 
   step('open the frugal meter: the chart has points, the seal is verified');
@@ -110,6 +141,24 @@ try {
   }
   await page.getByLabel('Hour').check();
   await shot(page, 'device');
+
+  step('a chart refresh asked for before a new range does not draw over it');
+  // Hold the hour's series (a reading asks for it again), pick Day, let the
+  // hour's answer through: the chart must stay on the day.
+  let releaseHour, caughtHour;
+  const holdHour = new Promise((r) => { releaseHour = r; });
+  const hourAsked = new Promise((r) => { caughtHour = r; });
+  const hourSeries = (u) => u.pathname.endsWith('/series') && u.searchParams.get('range') === 'hour';
+  await page.route(hourSeries, async (route) => { caughtHour(); await holdHour; await route.continue(); });
+  await hourAsked;
+  await page.getByLabel('Day').check();
+  await page.locator('[data-testid="power-chart"][data-range="day"]').waitFor({ state: 'attached' });
+  const dayChart = await page.locator('[data-testid="power-chart"] > *').first().elementHandle();
+  releaseHour();
+  // The next drawing of the chart: the hour's if the page took it.
+  await page.waitForFunction((el) => !el.isConnected, dayChart);
+  assert.equal(await chart.getAttribute('data-range'), 'day', 'the chart stays on the range picked last');
+  await page.unroute(hourSeries);
 
   step('a tampered proof shows mismatch; no seal shows no seal yet');
   const tamper = (edit) => async (route) => {
