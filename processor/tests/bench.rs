@@ -1,6 +1,7 @@
 //! `wattstream bench` end to end, small: the sustained figure counts only
 //! events the ledger has, and `--json` carries the fields the performance
-//! issue asked for, with ratios computed from figures of the same run.
+//! issue asked for, with ratios computed from figures of the same run, and
+//! the processor's account of its store's turns during the open-loop run.
 
 mod common;
 
@@ -65,4 +66,11 @@ fn a_small_bench_writes_sustained_and_open_loop_figures_from_one_run() {
         (l["offered_per_s"].as_f64().unwrap() - rate / 2.0).abs() < 1e-6,
         "{l}"
     );
+    // Where the latency went: the processor's own count of the store's
+    // turns during the open-loop run (its 30 requests committed in groups).
+    let turns = &l["store_turns"];
+    let groups = turns["ingest_groups"].as_u64().unwrap();
+    assert!(groups >= 1, "{l}");
+    assert!(turns["ingest_waited_over_5ms"].as_u64().unwrap() <= groups, "{l}");
+    assert!(text.contains("the store's write lock meanwhile"), "{text}");
 }

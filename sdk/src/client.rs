@@ -259,6 +259,16 @@ impl ProcessorClient {
         self.get(path).await
     }
 
+    /// A GET whose answer is text (`/metrics`), as it came.
+    pub async fn get_text(&self, path: &str) -> Result<String, ClientError> {
+        let url = self.url(path);
+        let (status, body) = self.send(self.http.get(&url), &url).await?;
+        if !(200..300).contains(&status) {
+            return Err(ClientError::Status { url, status, body });
+        }
+        Ok(body)
+    }
+
     /// A GET parsed into the answer's wire type.
     pub async fn get<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
         let url = self.url(path);

@@ -12,7 +12,7 @@ use rusqlite::Connection;
 
 use crate::store::OtherWriters;
 use crate::store::sql::{PgSql, Sql, SqlError};
-use crate::store::turns::Turns;
+use crate::store::turns::{TurnOf, Turns};
 
 /// Connections for rewards queries on SQLite.
 const READERS: usize = 4;
@@ -89,7 +89,7 @@ impl Conns {
             Conns::Sqlite { book, turns, .. } => {
                 let book = book.lock().expect("ledger lock");
                 let prepared = prepare(&*book)?;
-                let _turn = turns.as_ref().map(|t| t.take());
+                let _turn = turns.as_ref().map(|t| t.take(TurnOf::Ledger));
                 write(&*book, prepared)
             }
             Conns::Postgres { pool, rt, book } => {

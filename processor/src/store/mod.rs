@@ -188,7 +188,7 @@ pub fn open(
     checkpointer.hook(&mut conn)?;
     let others = OtherWriters {
         checkpoints: checkpointer.hooks(),
-        turns: Arc::new(turns::Turns::default()),
+        turns: Arc::new(turns::Turns::new(metrics.clone())),
     };
     let reads = SqliteReads::open(&path, config.read_connections)?;
     let (writer, handle) = writer::start(

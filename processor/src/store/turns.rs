@@ -15,26 +15,49 @@
 //! Invariants: tickets are served in the order taken; a [`Turn`] ends when it
 //! is dropped, whatever the outcome of the transaction it covered, so a failed
 //! group or page never keeps the others out.
+//!
+//! Every turn's wait and hold go to `/metrics`
+//! (`wattstream_store_turn_wait_seconds` and `..._held_seconds`, by writer):
+//! how long requests wait behind the ledger is visible without a special
+//! build.
 
-use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::Instant;
+
+use crate::metrics::Metrics;
+pub use crate::metrics::turns::TurnOf;
 
 #[derive(Default)]
 pub struct Turns {
     /// (next ticket to hand out, ticket being served)
     state: Mutex<(u64, u64)>,
     cv: Condvar,
+    metrics: Arc<Metrics>,
 }
 
 /// A writer's turn; the next one starts when it is dropped.
-pub struct Turn<'a>(&'a Turns);
+pub struct Turn<'a> {
+    turns: &'a Turns,
+    who: TurnOf,
+    began: Instant,
+}
 
 impl Turns {
+    /// Turns whose waits and holds go to `metrics`.
+    pub fn new(metrics: Arc<Metrics>) -> Self {
+        Turns {
+            metrics,
+            ..Turns::default()
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, (u64, u64)> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Waits for a turn after those already waiting.
-    pub fn take(&self) -> Turn<'_> {
+    pub fn take(&self, who: TurnOf) -> Turn<'_> {
+        let asked = Instant::now();
         let mut s = self.lock();
         let ticket = s.0;
         s.0 += 1;
@@ -42,7 +65,13 @@ impl Turns {
             .cv
             .wait_while(s, |s| s.1 != ticket)
             .unwrap_or_else(PoisonError::into_inner);
-        Turn(self)
+        let began = Instant::now();
+        self.metrics.turns.record_wait(who, (began - asked).as_secs_f64());
+        Turn {
+            turns: self,
+            who,
+            began,
+        }
     }
 
     /// Turns taken and not yet ended (the one being served included).
@@ -54,8 +83,10 @@ impl Turns {
 
 impl Drop for Turn<'_> {
     fn drop(&mut self) {
-        self.0.lock().1 += 1;
-        self.0.cv.notify_all();
+        let held = self.began.elapsed().as_secs_f64();
+        self.turns.metrics.turns.record_held(self.who, held);
+        self.turns.lock().1 += 1;
+        self.turns.cv.notify_all();
     }
 }
 
@@ -68,13 +99,13 @@ mod tests {
     #[test]
     fn turns_are_served_in_the_order_they_were_taken() {
         let turns = Arc::new(Turns::default());
-        let first = turns.take();
+        let first = turns.take(TurnOf::Ingest);
         let (order_tx, order_rx) = mpsc::channel();
         let mut threads = Vec::new();
         for i in 0..4 {
             let (mine, order_tx) = (turns.clone(), order_tx.clone());
             threads.push(std::thread::spawn(move || {
-                let _turn = mine.take();
+                let _turn = mine.take(TurnOf::Ingest);
                 order_tx.send(i).unwrap();
             }));
             // The next thread takes its ticket only after this one took its own.
@@ -100,12 +131,12 @@ mod tests {
         // The ledger catching up: page after page. The ingest writer, which
         // asked during the first page, goes next.
         let turns = Arc::new(Turns::default());
-        let page = turns.take();
+        let page = turns.take(TurnOf::Ledger);
         let (ingest_tx, ingest_rx) = mpsc::channel();
         let ingest = {
             let mine = turns.clone();
             std::thread::spawn(move || {
-                let _turn = mine.take();
+                let _turn = mine.take(TurnOf::Ingest);
                 ingest_tx.send(()).unwrap();
             })
         };
@@ -114,12 +145,42 @@ mod tests {
         }
         drop(page);
         // The ledger's next page waits for the writer's group.
-        let next_page = turns.take();
+        let next_page = turns.take(TurnOf::Ledger);
         assert!(
             ingest_rx.try_recv().is_ok(),
             "the writer went before the next page"
         );
         drop(next_page);
         ingest.join().unwrap();
+    }
+
+    #[test]
+    fn each_turn_s_wait_and_hold_go_to_metrics_by_writer() {
+        let metrics = Arc::new(Metrics::default());
+        let turns = Arc::new(Turns::new(metrics.clone()));
+        let page = turns.take(TurnOf::Ledger);
+        let ingest = {
+            let mine = turns.clone();
+            std::thread::spawn(move || drop(mine.take(TurnOf::Ingest)))
+        };
+        while turns.waiting() < 2 {
+            std::thread::yield_now();
+        }
+        // The page holds the lock for what is measured: 5 ms, which the
+        // group that queued behind it waits too.
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        drop(page);
+        ingest.join().unwrap();
+        let text = metrics.render();
+        for line in [
+            "wattstream_store_turn_wait_seconds_bucket{writer=\"ledger\",le=\"0.001\"} 1",
+            "wattstream_store_turn_wait_seconds_bucket{writer=\"ingest\",le=\"0.001\"} 0",
+            "wattstream_store_turn_wait_seconds_count{writer=\"ingest\"} 1",
+            "wattstream_store_turn_held_seconds_bucket{writer=\"ledger\",le=\"0.001\"} 0",
+            "wattstream_store_turn_held_seconds_count{writer=\"ledger\"} 1",
+            "wattstream_store_turn_held_seconds_count{writer=\"ingest\"} 1",
+        ] {
+            assert!(text.contains(line), "{line} in\n{text}");
+        }
     }
 }

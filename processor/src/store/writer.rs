@@ -55,7 +55,7 @@ fn run(
         // any ([`super::turns`]), ended before the answers go out.
         let outcome = {
             let asked = Instant::now();
-            let _turn = turns.take();
+            let _turn = turns.take(super::turns::TurnOf::Ingest);
             if asked.elapsed() >= SLOW_GROUP {
                 tracing::debug!(
                     turn_ms = asked.elapsed().as_secs_f64() * 1e3,

@@ -134,7 +134,11 @@ pub fn run(
         "\n3. Open-loop latency at half the sustained rate: {rate:.0} events/s offered as {} requests of {}, each timed from when it was due",
         args.latency_requests, args.latency_batch
     );
+    let turns_before = rt.block_on(super::turns::scrape(&admin))?;
+    let started = Instant::now();
     let l = rt.block_on(open_loop(&server.url, bodies, args.latency_batch, rate))?;
+    let took = started.elapsed().as_secs_f64();
+    let turns = super::turns::Turns::between(&turns_before, &rt.block_on(super::turns::scrape(&admin))?);
     println!(
         "   p50 {:.2} ms   p99 {:.2} ms (target <= 25 ms: ratio {:.2})   p99.9 {:.2} ms   max {:.2} ms{}",
         l.p50_ms,
@@ -148,7 +152,11 @@ pub fn run(
             String::new()
         }
     );
-    Ok((summary, serde_json::to_value(l)?))
+    println!("   {}", turns.line(took));
+    let mut latency = serde_json::to_value(l)?;
+    latency["store_turns"] = serde_json::to_value(&turns)?;
+    latency["seconds"] = json!(took);
+    Ok((summary, latency))
 }
 
 /// The scale table.

@@ -17,6 +17,7 @@ mod meter;
 mod procfs;
 mod soak;
 mod sustained;
+mod turns;
 
 use std::path::PathBuf;
 use std::time::Duration;

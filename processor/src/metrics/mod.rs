@@ -2,104 +2,25 @@
 //! small and dependency-free: a few mutex-guarded maps and fixed-bucket
 //! histograms, updated once per request or per commit, never per byte.
 
+mod health;
+mod histogram;
+pub mod turns;
+
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-/// A histogram with fixed upper bounds.
-struct Histogram {
-    bounds: &'static [f64],
-    counts: Vec<AtomicU64>,
-    sum_micros: AtomicU64,
-    total: AtomicU64,
-}
-
-impl Histogram {
-    fn new(bounds: &'static [f64]) -> Self {
-        Histogram {
-            bounds,
-            counts: bounds.iter().map(|_| AtomicU64::new(0)).collect(),
-            sum_micros: AtomicU64::new(0),
-            total: AtomicU64::new(0),
-        }
-    }
-
-    fn observe(&self, value: f64) {
-        for (b, c) in self.bounds.iter().zip(&self.counts) {
-            if value <= *b {
-                c.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        self.sum_micros.fetch_add((value * 1e6) as u64, Ordering::Relaxed);
-        self.total.fetch_add(1, Ordering::Relaxed);
-    }
-
-    fn render(&self, out: &mut String, name: &str, help: &str) {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
-        for (b, c) in self.bounds.iter().zip(&self.counts) {
-            let _ = writeln!(out, "{name}_bucket{{le=\"{b}\"}} {}", c.load(Ordering::Relaxed));
-        }
-        let total = self.total.load(Ordering::Relaxed);
-        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {total}");
-        let _ = writeln!(
-            out,
-            "{name}_sum {}",
-            self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6
-        );
-        let _ = writeln!(out, "{name}_count {total}");
-    }
-}
-
-/// How the applet worker is doing: a heartbeat per applet call and per
-/// loop, how many stored events it has not run yet, how often its
-/// supervisor restarted it.
-#[derive(Default)]
-pub struct WorkerHealth {
-    beat_ms: AtomicU64,
-    lag: AtomicU64,
-    restarts: AtomicU64,
-}
-
-impl WorkerHealth {
-    pub fn beat(&self) {
-        self.beat_ms
-            .store(wattstream_sdk::time::unix_now_ms(), Ordering::Relaxed);
-    }
-
-    /// Time since the last heartbeat (`None` before the first).
-    pub fn since_beat(&self) -> Option<Duration> {
-        match self.beat_ms.load(Ordering::Relaxed) {
-            0 => None,
-            ms => Some(Duration::from_millis(
-                wattstream_sdk::time::unix_now_ms().saturating_sub(ms),
-            )),
-        }
-    }
-
-    pub fn set_lag(&self, events: u64) {
-        self.lag.store(events, Ordering::Relaxed);
-    }
-
-    /// Stored events the worker has not run yet.
-    pub fn lag(&self) -> u64 {
-        self.lag.load(Ordering::Relaxed)
-    }
-
-    pub fn restarted(&self) {
-        self.restarts.fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub fn restarts(&self) -> u64 {
-        self.restarts.load(Ordering::Relaxed)
-    }
-}
+pub use health::WorkerHealth;
+use histogram::Histogram;
 
 /// All the processor's metrics.
 pub struct Metrics {
     /// The applet worker's health (also in `/healthz`).
     pub worker: WorkerHealth,
+    /// Turns at the store's write lock ([`crate::store::turns`]).
+    pub turns: turns::TurnTimes,
     events: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
     /// (claim|transfer, recorded or the refusal reason) -> requests.
     onboarding: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
@@ -129,6 +50,7 @@ impl Default for Metrics {
     fn default() -> Self {
         Metrics {
             worker: WorkerHealth::default(),
+            turns: turns::TurnTimes::default(),
             events: Mutex::default(),
             onboarding: Mutex::default(),
             requests: Mutex::default(),
@@ -338,6 +260,7 @@ impl Metrics {
         for (chain, n) in self.chain_open.lock().expect("metrics lock").iter() {
             let _ = writeln!(out, "wattstream_chain_outbox_open{{chain=\"{chain}\"}} {n}");
         }
+        self.turns.render(&mut out);
         self.applet_seconds.render(
             &mut out,
             "wattstream_applet_call_seconds",
