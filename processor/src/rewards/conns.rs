@@ -163,4 +163,47 @@ mod tests {
         assert_eq!((preparing, writing), (0, 1));
         assert_eq!(others.turns.waiting(), 0, "the turn ends with the write");
     }
+
+    /// When every reader is busy, each query queues on the next reader in
+    /// turn, not all on one: freeing one reader lets through the query that
+    /// queued on it while the others wait for theirs.
+    #[test]
+    fn with_every_reader_busy_queries_queue_on_the_readers_in_turn() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = crate::store::db_path(dir.path());
+        crate::store::migrate(&mut Connection::open(&path).unwrap()).unwrap();
+        let conns = Conns::sqlite(&path, None).unwrap();
+        let Conns::Sqlite {
+            readers, next_reader, ..
+        } = &conns
+        else {
+            unreachable!("a SQLite store")
+        };
+        let mut busy: Vec<_> = readers.iter().map(|r| Some(r.lock().unwrap())).collect();
+        let (ran, order) = std::sync::mpsc::channel();
+        let wait = std::time::Duration::from_secs(10);
+        let (second, first_waits, first) = std::thread::scope(|s| {
+            for query in 0..2 {
+                let (ran, conns) = (ran.clone(), &conns);
+                s.spawn(move || {
+                    conns
+                        .read(|_| Ok::<_, SqlError>(ran.send(query).unwrap()))
+                        .unwrap()
+                });
+                // The next query asks only once this one has queued.
+                while next_reader.load(Ordering::Relaxed) < query + 1 {
+                    std::thread::yield_now();
+                }
+            }
+            busy[1] = None;
+            let second = order.recv_timeout(wait);
+            let first_waits = order.try_recv().is_err();
+            // Every reader free, whatever happened: the scope ends.
+            busy.clear();
+            (second, first_waits, order.recv_timeout(wait))
+        });
+        assert_eq!(second, Ok(1), "the second query queued on the second reader");
+        assert!(first_waits, "the first still waited for the first reader");
+        assert_eq!(first, Ok(0));
+    }
 }
