@@ -35,11 +35,14 @@ fn parse(text: &str) -> Snapshot {
 /// What the turns did between two snapshots.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Turns {
-    /// Ingest groups committed, and how many waited more than 5 and 25 ms
-    /// for their turn.
+    /// Ingest groups committed, how many waited more than 5 and 25 ms for
+    /// their turn, and how many then held the lock (wrote and committed)
+    /// more than 5 and 25 ms.
     pub ingest_groups: u64,
     pub ingest_waited_over_5ms: u64,
     pub ingest_waited_over_25ms: u64,
+    pub ingest_held_over_5ms: u64,
+    pub ingest_held_over_25ms: u64,
     /// The ledger's turns (pages), how many held the lock more than 25 ms,
     /// and the seconds they held it in all.
     pub ledger_turns: u64,
@@ -68,6 +71,8 @@ impl Turns {
             ingest_groups: count("wait", "ingest") as u64,
             ingest_waited_over_5ms: over("wait", "ingest", "0.005"),
             ingest_waited_over_25ms: over("wait", "ingest", "0.025"),
+            ingest_held_over_5ms: over("held", "ingest", "0.005"),
+            ingest_held_over_25ms: over("held", "ingest", "0.025"),
             ledger_turns: count("held", "ledger") as u64,
             ledger_held_over_25ms: over("held", "ledger", "0.025"),
             ledger_held_s: d("wattstream_store_turn_held_seconds_sum{writer=\"ledger\"}".into()),
@@ -77,10 +82,12 @@ impl Turns {
     /// One line for the report, over a run of `seconds`.
     pub fn line(&self, seconds: f64) -> String {
         format!(
-            "the store's write lock meanwhile (the processor's /metrics): {} ingest groups, {} waited > 5 ms and {} > 25 ms for a turn; the ledger held it {:.0} % of the time in {} turns, {} of them > 25 ms",
+            "the store's write lock meanwhile (the processor's /metrics): {} ingest groups, {} waited > 5 ms and {} > 25 ms for a turn, {} held it > 5 ms and {} > 25 ms; the ledger held it {:.0} % of the time in {} turns, {} of them > 25 ms",
             self.ingest_groups,
             self.ingest_waited_over_5ms,
             self.ingest_waited_over_25ms,
+            self.ingest_held_over_5ms,
+            self.ingest_held_over_25ms,
             self.ledger_held_s / seconds.max(1e-9) * 100.0,
             self.ledger_turns,
             self.ledger_held_over_25ms,
@@ -108,6 +115,9 @@ mod tests {
             m.turns.record_wait(TurnOf::Ingest, wait);
         }
         m.turns.record_wait(TurnOf::Ledger, 0.001);
+        for held in [0.001, 0.007, 0.008, 0.040] {
+            m.turns.record_held(TurnOf::Ingest, held);
+        }
         for held in [0.004, 0.030] {
             m.turns.record_held(TurnOf::Ledger, held);
         }
@@ -120,6 +130,7 @@ mod tests {
             ),
             (3, 2, 1)
         );
+        assert_eq!((t.ingest_held_over_5ms, t.ingest_held_over_25ms), (3, 1));
         assert_eq!((t.ledger_turns, t.ledger_held_over_25ms), (2, 1));
         assert!((t.ledger_held_s - 0.034).abs() < 1e-6, "{}", t.ledger_held_s);
         assert!(
