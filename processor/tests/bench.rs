@@ -53,6 +53,17 @@ fn a_small_bench_writes_sustained_and_open_loop_figures_from_one_run() {
         s["events"].as_u64().unwrap() > 0 && s["filesystem"].is_string(),
         "{doc}"
     );
+    // The bytes written per event, by the processor's threads, add up to
+    // the whole (the rest: threads that exited meanwhile).
+    let by_thread = s["written_kb_per_event_by_thread"].as_object().unwrap();
+    assert!(by_thread.contains_key("the rest"), "{doc}");
+    let parts: f64 = by_thread.values().map(|v| v.as_f64().unwrap()).sum();
+    let whole = s["written_kb_per_event"].as_f64().unwrap();
+    assert!(
+        (parts - whole).abs() <= 0.05 * by_thread.len() as f64 + 1e-9,
+        "{doc}"
+    );
+    assert!(text.contains("written per event by thread, KB: "), "{text}");
     let l = &doc["latency_half"];
     assert_eq!(l["requests"], 30);
     assert_eq!(l["failed"], 0);

@@ -68,6 +68,7 @@ pub fn run(
         args.backlog
     );
     let before = server.usage_now();
+    let threads_before = super::procfs::written_by_thread(server.child.id());
     let s = rt.block_on(sustained(
         &server.url,
         bodies,
@@ -77,6 +78,12 @@ pub fn run(
         args.backlog,
     ))?;
     let after = server.usage_now();
+    let by_thread = written_by_thread(
+        &threads_before,
+        &super::procfs::written_by_thread(server.child.id()),
+        after.written.saturating_sub(before.written),
+        s.events,
+    );
     let cpu = (after.cpu_s - before.cpu_s) / s.seconds * 100.0;
     let rss = after.peak_kib as f64 / 1024.0;
     // Per event counted: the processor's CPU and storage writes from the
@@ -109,6 +116,10 @@ pub fn run(
         format!("{written_kb:.1} KB written to storage")
     };
     println!("   per event: {cpu_us:.0} us of processor CPU (verification included), {written}");
+    if args.store.is_none() {
+        let parts: Vec<String> = by_thread.iter().map(|(t, kb)| format!("{t} {kb}")).collect();
+        println!("   written per event by thread, KB: {}", parts.join(", "));
+    }
     if fleet.unpaid > 0 {
         println!(
             "   ({} readings were older than their device's paid span: accepted, paid nothing)",
@@ -122,6 +133,7 @@ pub fn run(
         "batch": args.batch, "connections": CONNECTIONS, "processor_cpu_percent": cpu, "rss_mb": rss,
         "rss_registered_mb": rss_registered as f64 / 1024.0, "unpaid_readings": fleet.unpaid,
         "cpu_us_per_event": cpu_us, "written_kb_per_event": args.store.is_none().then_some(written_kb),
+        "written_kb_per_event_by_thread": args.store.is_none().then(|| by_thread.iter().cloned().collect::<serde_json::Map<_, _>>()),
     });
     if !latency {
         return Ok((summary, Value::Null));
@@ -157,6 +169,29 @@ pub fn run(
     latency["store_turns"] = serde_json::to_value(&turns)?;
     latency["seconds"] = json!(took);
     Ok((summary, latency))
+}
+
+/// KB written per event by each thread name between two readings, largest
+/// first, then `the rest`: the process's total less its threads' (the
+/// threads that exited meanwhile, such as idle blocking threads).
+fn written_by_thread(
+    before: &std::collections::BTreeMap<String, u64>,
+    after: &std::collections::BTreeMap<String, u64>,
+    total: u64,
+    events: u64,
+) -> Vec<(String, Value)> {
+    let kb = |b: u64| b as f64 / 1e3 / events.max(1) as f64;
+    let mut rows: Vec<(String, u64)> = after
+        .iter()
+        .map(|(t, n)| (t.clone(), n.saturating_sub(before.get(t).copied().unwrap_or(0))))
+        .filter(|(_, n)| *n > 0)
+        .collect();
+    rows.sort_by_key(|r| std::cmp::Reverse(r.1));
+    let listed: u64 = rows.iter().map(|(_, n)| n).sum();
+    rows.push(("the rest".into(), total.saturating_sub(listed)));
+    rows.into_iter()
+        .map(|(t, n)| (t, json!((kb(n) * 10.0).round() / 10.0)))
+        .collect()
 }
 
 /// The scale table.

@@ -46,6 +46,25 @@ pub fn usage(pid: u32) -> Usage {
     }
 }
 
+/// Bytes written to storage by each thread of `pid` so far, summed by thread
+/// name (`store-writer`, `store-checkpoin`, `applet-worker`, the runtime's
+/// `tokio-rt-worker`s; names are cut at 15 bytes). A thread that has exited
+/// is no longer listed: its bytes are only in the process's total.
+pub fn written_by_thread(pid: u32) -> std::collections::BTreeMap<String, u64> {
+    by_thread(std::path::Path::new(&format!("/proc/{pid}/task")))
+}
+
+fn by_thread(tasks: &std::path::Path) -> std::collections::BTreeMap<String, u64> {
+    let mut out = std::collections::BTreeMap::new();
+    for task in std::fs::read_dir(tasks).into_iter().flatten().flatten() {
+        let read = |f: &str| std::fs::read_to_string(task.path().join(f)).ok();
+        if let (Some(name), Some(n)) = (read("comm"), read("io").as_deref().and_then(written)) {
+            *out.entry(name.trim().to_string()).or_default() += n;
+        }
+    }
+    out
+}
+
 /// `write_bytes` of a `/proc/PID/io` text.
 fn written(io: &str) -> Option<u64> {
     io.lines()
@@ -82,6 +101,49 @@ mod tests {
         let io = "rchar: 6976\nwchar: 512\nsyscr: 10\nsyscw: 1\nread_bytes: 0\nwrite_bytes: 4096\ncancelled_write_bytes: 0\n";
         assert_eq!(super::written(io), Some(4096));
         assert_eq!(super::written("wchar: 512\n"), None);
+    }
+
+    #[test]
+    fn sums_the_bytes_written_by_thread_name() {
+        let dir = tempfile::tempdir().unwrap();
+        for (tid, name, bytes) in [
+            (1, "store-writer", 4096),
+            (2, "tokio-rt-worker", 8192),
+            (3, "tokio-rt-worker", 4096),
+        ] {
+            let task = dir.path().join(tid.to_string());
+            std::fs::create_dir(&task).unwrap();
+            std::fs::write(task.join("comm"), format!("{name}\n")).unwrap();
+            std::fs::write(
+                task.join("io"),
+                format!("rchar: 1\nwrite_bytes: {bytes}\ncancelled_write_bytes: 0\n"),
+            )
+            .unwrap();
+        }
+        // A thread that exited while being read: left out.
+        std::fs::create_dir(dir.path().join("4")).unwrap();
+        let by = super::by_thread(dir.path());
+        assert_eq!(by.len(), 2, "{by:?}");
+        assert_eq!((by["store-writer"], by["tokio-rt-worker"]), (4096, 12288));
+    }
+
+    #[test]
+    fn lists_this_process_s_threads_by_name() {
+        let (stop, wait) = std::sync::mpsc::channel::<()>();
+        let (named, started) = std::sync::mpsc::channel::<()>();
+        // The thread names itself as it starts: read once it runs.
+        let t = std::thread::Builder::new()
+            .name("bench-probe".into())
+            .spawn(move || {
+                named.send(()).unwrap();
+                wait.recv()
+            })
+            .unwrap();
+        started.recv().unwrap();
+        let by = super::written_by_thread(std::process::id());
+        stop.send(()).unwrap();
+        t.join().unwrap().unwrap();
+        assert!(by.contains_key("bench-probe"), "{by:?}");
     }
 
     #[test]
