@@ -78,12 +78,15 @@ pub fn run(
         args.backlog,
     ))?;
     let after = server.usage_now();
-    let by_thread = written_by_thread(
-        &threads_before,
-        &super::procfs::written_by_thread(server.child.id()),
-        after.written.saturating_sub(before.written),
-        s.events,
-    );
+    // On PostgreSQL the server's processes write, and are not counted.
+    let by_thread = args.store.is_none().then(|| {
+        kb_by_thread(
+            &threads_before,
+            &super::procfs::written_by_thread(server.child.id()),
+            after.written.saturating_sub(before.written),
+            s.events,
+        )
+    });
     let cpu = (after.cpu_s - before.cpu_s) / s.seconds * 100.0;
     let rss = after.peak_kib as f64 / 1024.0;
     // Per event counted: the processor's CPU and storage writes from the
@@ -116,8 +119,8 @@ pub fn run(
         format!("{written_kb:.1} KB written to storage")
     };
     println!("   per event: {cpu_us:.0} us of processor CPU (verification included), {written}");
-    if args.store.is_none() {
-        let parts: Vec<String> = by_thread.iter().map(|(t, kb)| format!("{t} {kb}")).collect();
+    if let Some(rows) = &by_thread {
+        let parts: Vec<String> = rows.iter().map(|(t, kb)| format!("{t} {kb}")).collect();
         println!("   written per event by thread, KB: {}", parts.join(", "));
     }
     if fleet.unpaid > 0 {
@@ -133,7 +136,7 @@ pub fn run(
         "batch": args.batch, "connections": CONNECTIONS, "processor_cpu_percent": cpu, "rss_mb": rss,
         "rss_registered_mb": rss_registered as f64 / 1024.0, "unpaid_readings": fleet.unpaid,
         "cpu_us_per_event": cpu_us, "written_kb_per_event": args.store.is_none().then_some(written_kb),
-        "written_kb_per_event_by_thread": args.store.is_none().then(|| by_thread.iter().cloned().collect::<serde_json::Map<_, _>>()),
+        "written_kb_per_event_by_thread": by_thread.map(|rows| rows.into_iter().collect::<serde_json::Map<_, _>>()),
     });
     if !latency {
         return Ok((summary, Value::Null));
@@ -150,7 +153,7 @@ pub fn run(
     let started = Instant::now();
     let l = rt.block_on(open_loop(&server.url, bodies, args.latency_batch, rate))?;
     let took = started.elapsed().as_secs_f64();
-    let turns = super::turns::Turns::between(&turns_before, &rt.block_on(super::turns::scrape(&admin))?);
+    let turns = super::turns::StoreTurns::between(&turns_before, &rt.block_on(super::turns::scrape(&admin))?);
     println!(
         "   p50 {:.2} ms   p99 {:.2} ms (target <= 25 ms: ratio {:.2})   p99.9 {:.2} ms   max {:.2} ms{}",
         l.p50_ms,
@@ -174,7 +177,7 @@ pub fn run(
 /// KB written per event by each thread name between two readings, largest
 /// first, then `the rest`: the process's total less its threads' (the
 /// threads that exited meanwhile, such as idle blocking threads).
-fn written_by_thread(
+fn kb_by_thread(
     before: &std::collections::BTreeMap<String, u64>,
     after: &std::collections::BTreeMap<String, u64>,
     total: u64,

@@ -34,7 +34,7 @@ fn parse(text: &str) -> Snapshot {
 
 /// What the turns did between two snapshots.
 #[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct Turns {
+pub struct StoreTurns {
     /// Ingest groups committed, how many waited more than 5 and 25 ms for
     /// their turn, and how many then held the lock (wrote and committed)
     /// more than 5 and 25 ms.
@@ -50,8 +50,8 @@ pub struct Turns {
     pub ledger_held_s: f64,
 }
 
-impl Turns {
-    pub fn between(before: &Snapshot, after: &Snapshot) -> Turns {
+impl StoreTurns {
+    pub fn between(before: &Snapshot, after: &Snapshot) -> StoreTurns {
         let d = |key: String| {
             let v = |s: &Snapshot| s.0.get(&key).copied().unwrap_or(0.0);
             (v(after) - v(before)).max(0.0)
@@ -67,7 +67,7 @@ impl Turns {
             ))
         };
         let over = |m: &str, w: &str, le: &str| (count(m, w) - within(m, w, le)) as u64;
-        Turns {
+        StoreTurns {
             ingest_groups: count("wait", "ingest") as u64,
             ingest_waited_over_5ms: over("wait", "ingest", "0.005"),
             ingest_waited_over_25ms: over("wait", "ingest", "0.025"),
@@ -121,7 +121,7 @@ mod tests {
         for held in [0.004, 0.030] {
             m.turns.record_held(TurnOf::Ledger, held);
         }
-        let t = Turns::between(&before, &parse(&m.render()));
+        let t = StoreTurns::between(&before, &parse(&m.render()));
         assert_eq!(
             (
                 t.ingest_groups,
