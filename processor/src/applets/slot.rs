@@ -25,7 +25,7 @@ use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use super::db::{DbError, ProjectDb};
-use crate::store::checkpoint::Checkpointer;
+use crate::store::checkpoint::{Checkpointer, RESTART_BYTES};
 
 pub struct DbSlot {
     /// `None`: an in-memory database (replay, tests).
@@ -42,7 +42,7 @@ impl DbSlot {
     /// A slot for the database at `path` (opened now, so errors show at once).
     pub fn open(path: Option<PathBuf>, statement_limit: Duration) -> Result<Self, DbError> {
         let checkpointer = match &path {
-            Some(p) => Some(Checkpointer::start(p, "project-checkpoint")?),
+            Some(p) => Some(Checkpointer::start(p, "project-checkpoint", None, RESTART_BYTES)?),
             None => None,
         };
         let db = open_hooked(path.as_deref(), statement_limit, checkpointer.as_ref())?;

@@ -107,6 +107,10 @@ impl Config {
         if self.store.max_commit_events == 0 || self.store.read_connections == 0 {
             return Err("store: max_commit_events and read_connections must be > 0".into());
         }
+        let min_restart = ((2 * crate::store::checkpoint::WAL_BYTES) >> 20) as u64;
+        if !(min_restart..=1 << 20).contains(&self.store.wal_restart_mib) {
+            return Err(format!("store.wal_restart_mib: must be {min_restart} to 1048576"));
+        }
         if let Some(url) = &self.store.url {
             crate::store::pg::check_url(url).map_err(|e| e.to_string())?;
         }
@@ -196,6 +200,19 @@ mod tests {
         for bad in ["0", "5000"] {
             let e = Config::parse(&format!("[rewards]\npage_lock_ms = {bad}\n")).unwrap_err();
             assert!(e.contains("page_lock_ms"), "{e}");
+        }
+    }
+
+    #[test]
+    fn the_store_restarts_its_wal_past_a_gib_unless_set_within_bounds() {
+        let c = Config::parse("").unwrap();
+        assert_eq!(c.store.wal_restart_mib, 1024);
+        let c = Config::parse("[store]\nwal_restart_mib = 128\n").unwrap();
+        assert_eq!(c.store.wal_restart_mib, 128);
+        // Below two checkpoints' worth of WAL every checkpoint would restart.
+        for bad in ["0", "63", "2000000"] {
+            let e = Config::parse(&format!("[store]\nwal_restart_mib = {bad}\n")).unwrap_err();
+            assert!(e.contains("wal_restart_mib"), "{e}");
         }
     }
 }

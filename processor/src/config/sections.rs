@@ -236,6 +236,10 @@ pub struct StoreConfig {
     pub retention_days: u64,
     /// Seconds between retention passes.
     pub retention_every_s: u64,
+    /// SQLite: MiB of WAL past which the checkpoint thread starts the WAL
+    /// over (see `store/checkpoint.rs`): the WAL file's size under a
+    /// sustained load, and at most what a crash replays at the next start.
+    pub wal_restart_mib: u64,
 }
 
 impl Limits {
@@ -272,6 +276,7 @@ impl Default for StoreConfig {
             read_connections: 4,
             retention_days: 90,
             retention_every_s: 3600,
+            wal_restart_mib: (crate::store::checkpoint::RESTART_BYTES >> 20) as u64,
         }
     }
 }

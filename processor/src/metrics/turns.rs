@@ -13,15 +13,19 @@ pub enum TurnOf {
     Ingest,
     /// A ledger page (accrual) or another rewards write.
     Ledger,
+    /// The checkpoint thread starting the WAL again from its beginning
+    /// ([`crate::store::checkpoint`]).
+    Checkpoint,
 }
 
 impl TurnOf {
-    const ALL: [TurnOf; 2] = [TurnOf::Ingest, TurnOf::Ledger];
+    const ALL: [TurnOf; 3] = [TurnOf::Ingest, TurnOf::Ledger, TurnOf::Checkpoint];
 
     pub fn label(self) -> &'static str {
         match self {
             TurnOf::Ingest => "ingest",
             TurnOf::Ledger => "ledger",
+            TurnOf::Checkpoint => "checkpoint",
         }
     }
 }
@@ -34,15 +38,15 @@ const BOUNDS: &[f64] = &[
 
 /// Per writer: waits for a turn, and the lock held during one.
 pub struct TurnTimes {
-    waited: [Histogram; 2],
-    held: [Histogram; 2],
+    waited: [Histogram; 3],
+    held: [Histogram; 3],
 }
 
 impl Default for TurnTimes {
     fn default() -> Self {
         TurnTimes {
-            waited: [Histogram::new(BOUNDS), Histogram::new(BOUNDS)],
-            held: [Histogram::new(BOUNDS), Histogram::new(BOUNDS)],
+            waited: std::array::from_fn(|_| Histogram::new(BOUNDS)),
+            held: std::array::from_fn(|_| Histogram::new(BOUNDS)),
         }
     }
 }
@@ -60,7 +64,7 @@ impl TurnTimes {
         for (name, help, hists) in [
             (
                 "wattstream_store_turn_wait_seconds",
-                "Waits for a turn at the store's write lock, by writer (ingest groups, ledger pages), seconds.",
+                "Waits for a turn at the store's write lock, by writer (ingest groups, ledger pages, WAL restarts), seconds.",
                 &self.waited,
             ),
             (

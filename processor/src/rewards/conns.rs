@@ -150,7 +150,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = crate::store::db_path(dir.path());
         crate::store::migrate(&mut Connection::open(&path).unwrap()).unwrap();
-        let checkpoints = crate::store::checkpoint::Checkpointer::start(&path, "test-checkpoint").unwrap();
+        let checkpoints = crate::store::checkpoint::Checkpointer::start(
+            &path,
+            "test-checkpoint",
+            None,
+            crate::store::checkpoint::RESTART_BYTES,
+        )
+        .unwrap();
         let others = OtherWriters {
             checkpoints: checkpoints.hooks(),
             turns: Arc::new(Turns::default()),

@@ -183,12 +183,19 @@ pub fn open(
     let mut conn = rusqlite::Connection::open(&path)?;
     schema::configure(&mut conn)?;
     schema::migrate(&mut conn)?;
-    // Checkpoints off the writer's path ([`checkpoint`]).
-    let checkpointer = checkpoint::Checkpointer::start(&path, "store-checkpoint")?;
+    // Checkpoints off the writer's path ([`checkpoint`]); a restart of the
+    // WAL takes a turn with the writers.
+    let turns = Arc::new(turns::Turns::new(metrics.clone()));
+    let checkpointer = checkpoint::Checkpointer::start(
+        &path,
+        "store-checkpoint",
+        Some(turns.clone()),
+        (config.wal_restart_mib as i64) << 20,
+    )?;
     checkpointer.hook(&mut conn)?;
     let others = OtherWriters {
         checkpoints: checkpointer.hooks(),
-        turns: Arc::new(turns::Turns::new(metrics.clone())),
+        turns,
     };
     let reads = SqliteReads::open(&path, config.read_connections)?;
     let (writer, handle) = writer::start(

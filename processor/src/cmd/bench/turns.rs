@@ -48,6 +48,11 @@ pub struct StoreTurns {
     pub ledger_turns: u64,
     pub ledger_held_over_25ms: u64,
     pub ledger_held_s: f64,
+    /// The checkpoint thread's turns (tries to restart the store's WAL), how
+    /// many held the lock more than 25 ms, and the seconds they held it.
+    pub restart_turns: u64,
+    pub restart_held_over_25ms: u64,
+    pub restart_held_s: f64,
 }
 
 impl StoreTurns {
@@ -76,13 +81,16 @@ impl StoreTurns {
             ledger_turns: count("held", "ledger") as u64,
             ledger_held_over_25ms: over("held", "ledger", "0.025"),
             ledger_held_s: d("wattstream_store_turn_held_seconds_sum{writer=\"ledger\"}".into()),
+            restart_turns: count("held", "checkpoint") as u64,
+            restart_held_over_25ms: over("held", "checkpoint", "0.025"),
+            restart_held_s: d("wattstream_store_turn_held_seconds_sum{writer=\"checkpoint\"}".into()),
         }
     }
 
     /// One line for the report, over a run of `seconds`.
     pub fn line(&self, seconds: f64) -> String {
         format!(
-            "the store's write lock meanwhile (the processor's /metrics): {} ingest groups, {} waited > 5 ms and {} > 25 ms for a turn, {} held it > 5 ms and {} > 25 ms; the ledger held it {:.0} % of the time in {} turns, {} of them > 25 ms",
+            "the store's write lock meanwhile (the processor's /metrics): {} ingest groups, {} waited > 5 ms and {} > 25 ms for a turn, {} held it > 5 ms and {} > 25 ms; the ledger held it {:.0} % of the time in {} turns, {} of them > 25 ms; restarts of the WAL held it {:.0} ms in {} turns, {} of them > 25 ms",
             self.ingest_groups,
             self.ingest_waited_over_5ms,
             self.ingest_waited_over_25ms,
@@ -91,6 +99,9 @@ impl StoreTurns {
             self.ledger_held_s / seconds.max(1e-9) * 100.0,
             self.ledger_turns,
             self.ledger_held_over_25ms,
+            self.restart_held_s * 1e3,
+            self.restart_turns,
+            self.restart_held_over_25ms,
         )
     }
 }
@@ -121,6 +132,9 @@ mod tests {
         for held in [0.004, 0.030] {
             m.turns.record_held(TurnOf::Ledger, held);
         }
+        for held in [0.002, 0.026, 0.003] {
+            m.turns.record_held(TurnOf::Checkpoint, held);
+        }
         let t = StoreTurns::between(&before, &parse(&m.render()));
         assert_eq!(
             (
@@ -133,10 +147,13 @@ mod tests {
         assert_eq!((t.ingest_held_over_5ms, t.ingest_held_over_25ms), (3, 1));
         assert_eq!((t.ledger_turns, t.ledger_held_over_25ms), (2, 1));
         assert!((t.ledger_held_s - 0.034).abs() < 1e-6, "{}", t.ledger_held_s);
+        assert_eq!((t.restart_turns, t.restart_held_over_25ms), (3, 1));
+        assert!((t.restart_held_s - 0.031).abs() < 1e-6, "{}", t.restart_held_s);
+        let line = t.line(0.34);
+        assert!(line.contains("held it 10 % of the time in 2 turns"), "{line}");
         assert!(
-            t.line(0.34).contains("held it 10 % of the time in 2 turns"),
-            "{}",
-            t.line(0.34)
+            line.contains("restarts of the WAL held it 31 ms in 3 turns, 1 of them > 25 ms"),
+            "{line}"
         );
     }
 }
