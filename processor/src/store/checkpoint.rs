@@ -230,25 +230,25 @@ impl Checkpointer {
 
     /// Waits up to `timeout` until `n` restarts were made; whether they were.
     pub fn wait_restarts(&self, n: u64, timeout: Duration) -> bool {
-        let signal = &self.hooks.0;
-        let s = signal.lock();
-        let (s, _) = signal
-            .made
-            .wait_timeout_while(s, timeout, |s| s.restarts < n)
-            .unwrap_or_else(|p| p.into_inner());
-        s.restarts >= n
+        self.wait(timeout, |s| (s.restarts >= n).then_some(())).is_some()
     }
 
     /// Waits up to `timeout` until `n` checkpoints were made; returns the
     /// newest one's `(WAL frames, frames copied)`, or `None` on timeout.
     pub fn wait_made(&self, n: u64, timeout: Duration) -> Option<(i64, i64)> {
+        self.wait(timeout, |s| (s.made >= n).then_some(s.last))
+    }
+
+    /// Waits up to `timeout`, each time the thread made a checkpoint, until
+    /// `done` has an answer.
+    fn wait<T>(&self, timeout: Duration, done: impl Fn(&State) -> Option<T>) -> Option<T> {
         let signal = &self.hooks.0;
         let s = signal.lock();
         let (s, _) = signal
             .made
-            .wait_timeout_while(s, timeout, |s| s.made < n)
+            .wait_timeout_while(s, timeout, |s| done(s).is_none())
             .unwrap_or_else(|p| p.into_inner());
-        (s.made >= n).then_some(s.last)
+        done(&s)
     }
 }
 
