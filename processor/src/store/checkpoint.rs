@@ -199,7 +199,7 @@ impl Checkpointer {
         let s = signal.clone();
         std::thread::Builder::new()
             .name(name.into())
-            .spawn(move || run(conn, &s, turns.as_deref(), restart))
+            .spawn(move || run(conn, &s, turns.as_deref()))
             .expect("spawn a checkpoint thread");
         Ok(Checkpointer {
             _guard: Arc::new(Guard(signal.clone())),
@@ -252,7 +252,8 @@ impl Checkpointer {
     }
 }
 
-fn run(mut conn: Connection, signal: &Signal, turns: Option<&Turns>, restart: i64) {
+fn run(mut conn: Connection, signal: &Signal, turns: Option<&Turns>) {
+    let restart = signal.restart;
     let mut last = Instant::now() - MIN_GAP;
     // When the last restart that succeeded was made, until the WAL is seen
     // started over: the next writer's commit does that, and trying again

@@ -142,20 +142,27 @@ mod tests {
     use std::sync::Arc;
     use std::sync::mpsc;
 
-    #[test]
-    fn turns_are_served_in_the_order_they_were_taken() {
-        let turns = Arc::new(Turns::default());
-        let first = turns.take(TurnOf::Ingest);
+    /// Threads asking for turns while `running` lasts, each after the one
+    /// before is waiting (`true`: [`Turns::take_first`]); the order in which
+    /// they got them once it ended.
+    fn served_in_order(
+        turns: &Arc<Turns>,
+        running: Turn<'_>,
+        askers: &[(&'static str, bool)],
+    ) -> Vec<&'static str> {
         let (order_tx, order_rx) = mpsc::channel();
         let mut threads = Vec::new();
-        for i in 0..4 {
+        for (n, &(who, first)) in askers.iter().enumerate() {
             let (mine, order_tx) = (turns.clone(), order_tx.clone());
             threads.push(std::thread::spawn(move || {
-                let _turn = mine.take(TurnOf::Ingest);
-                order_tx.send(i).unwrap();
+                let _turn = if first {
+                    mine.take_first(TurnOf::Checkpoint)
+                } else {
+                    mine.take(TurnOf::Ingest)
+                };
+                order_tx.send(who).unwrap();
             }));
-            // The next thread takes its ticket only after this one took its own.
-            while turns.waiting() < i + 2 {
+            while turns.waiting() < n as u64 + 2 {
                 std::thread::yield_now();
             }
         }
@@ -163,12 +170,23 @@ mod tests {
             order_rx.try_recv().is_err(),
             "nobody runs while the first turn lasts"
         );
-        drop(first);
+        drop(running);
         for t in threads {
             t.join().unwrap();
         }
-        let order: Vec<u64> = order_rx.try_iter().collect();
-        assert_eq!(order, vec![0, 1, 2, 3]);
+        order_rx.try_iter().collect()
+    }
+
+    #[test]
+    fn turns_are_served_in_the_order_they_were_taken() {
+        let turns = Arc::new(Turns::default());
+        let first = turns.take(TurnOf::Ingest);
+        let order = served_in_order(
+            &turns,
+            first,
+            &[("0", false), ("1", false), ("2", false), ("3", false)],
+        );
+        assert_eq!(order, vec!["0", "1", "2", "3"]);
         assert_eq!(turns.waiting(), 0);
     }
 
@@ -204,39 +222,11 @@ mod tests {
     fn a_turn_taken_first_goes_after_the_running_one_before_those_waiting() {
         let turns = Arc::new(Turns::default());
         let running = turns.take(TurnOf::Ledger);
-        let (order_tx, order_rx) = mpsc::channel();
-        let spawn = |who: &'static str, first: bool| {
-            let (mine, order_tx) = (turns.clone(), order_tx.clone());
-            std::thread::spawn(move || {
-                let _turn = if first {
-                    mine.take_first(TurnOf::Checkpoint)
-                } else {
-                    mine.take(TurnOf::Ingest)
-                };
-                order_tx.send(who).unwrap();
-            })
-        };
-        let mut threads = vec![spawn("group 1", false)];
-        while turns.waiting() < 2 {
-            std::thread::yield_now();
-        }
-        threads.push(spawn("group 2", false));
-        while turns.waiting() < 3 {
-            std::thread::yield_now();
-        }
-        threads.push(spawn("restart", true));
-        while turns.waiting() < 4 {
-            std::thread::yield_now();
-        }
-        assert!(
-            order_rx.try_recv().is_err(),
-            "nobody runs while the first turn lasts"
+        let order = served_in_order(
+            &turns,
+            running,
+            &[("group 1", false), ("group 2", false), ("restart", true)],
         );
-        drop(running);
-        for t in threads {
-            t.join().unwrap();
-        }
-        let order: Vec<&str> = order_rx.try_iter().collect();
         assert_eq!(order, vec!["restart", "group 1", "group 2"]);
         assert_eq!(turns.waiting(), 0);
         // The queue goes on as before.
