@@ -10,7 +10,9 @@
 //! `RUST_LOG=wattstream_processor::store=debug`: "a slow group" with its
 //! `lock_ms`). With a turn each, a group waits for at most the one page or
 //! group ahead of it, and SQLite's lock is free whenever a turn begins (other
-//! processes, such as a `rewards replay`, still meet the busy handler).
+//! processes, such as a `rewards replay`, still meet the busy handler). The
+//! writer gathers its group once its turn has begun, so what arrives during
+//! the wait joins it ([`super::writer`]).
 //!
 //! Invariants: tickets are served in the order taken; a [`Turn`] ends when it
 //! is dropped, whatever the outcome of the transaction it covered, so a failed
