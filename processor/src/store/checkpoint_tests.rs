@@ -157,6 +157,8 @@ fn past_the_restart_size_the_thread_restarts_the_wal_in_a_turn_once_no_reader_is
         "{:?}",
         cp.restarts()
     );
+    let (tried, made) = cp.restarts();
+    assert!(made >= 1 && tried >= made, "{tried} tried, {made} made");
     let text = metrics.render();
     let line = "wattstream_store_turn_held_seconds_count{writer=\"checkpoint\"} 1";
     assert!(text.contains(line), "{line} in\n{text}");
@@ -164,6 +166,14 @@ fn past_the_restart_size_the_thread_restarts_the_wal_in_a_turn_once_no_reader_is
     fill(&writer, 10 << 10);
     let frames = wal_frames(&path);
     assert!(frames * page < WAL_BYTES, "{frames} frames after the restart");
+    // And the count starts over with it: another WAL_BYTES written into
+    // the new WAL asks for a checkpoint, long before the restart size
+    // (counted from the old WAL's copied frames, nothing would ask until
+    // then).
+    let asked = cp.asked();
+    fill(&writer, WAL_BYTES + (1 << 20));
+    assert!(cp.asked() > asked, "the new WAL's first WAL_BYTES asked");
+    assert!(wal_frames(&path) * page < 3 * WAL_BYTES, "below the restart size");
 }
 
 #[test]
