@@ -68,7 +68,8 @@ pub fn run(
         args.backlog
     );
     let before = server.usage_now();
-    let threads_before = super::procfs::written_by_thread(server.child.id());
+    let threads_before = super::procfs::by_thread_of(server.child.id());
+    let generator_before = super::procfs::usage(std::process::id()).cpu_s;
     let s = rt.block_on(sustained(
         &server.url,
         bodies,
@@ -78,15 +79,16 @@ pub fn run(
         args.backlog,
     ))?;
     let after = server.usage_now();
-    // On PostgreSQL the server's processes write, and are not counted.
-    let by_thread = args.store.is_none().then(|| {
-        kb_by_thread(
-            &threads_before,
-            &super::procfs::written_by_thread(server.child.id()),
+    let generator_cpu_s = super::procfs::usage(std::process::id()).cpu_s - generator_before;
+    let by_thread = per_thread(
+        &threads_before,
+        &super::procfs::by_thread_of(server.child.id()),
+        (
             after.written.saturating_sub(before.written),
-            s.events,
-        )
-    });
+            after.cpu_s - before.cpu_s,
+        ),
+        s.events,
+    );
     let cpu = (after.cpu_s - before.cpu_s) / s.seconds * 100.0;
     let rss = after.peak_kib as f64 / 1024.0;
     // Per event counted: the processor's CPU and storage writes from the
@@ -118,9 +120,20 @@ pub fn run(
     } else {
         format!("{written_kb:.1} KB written to storage")
     };
-    println!("   per event: {cpu_us:.0} us of processor CPU (verification included), {written}");
-    if let Some(rows) = &by_thread {
-        let parts: Vec<String> = rows.iter().map(|(t, kb)| format!("{t} {kb}")).collect();
+    let generator_us = per_event(generator_cpu_s) * 1e6;
+    println!(
+        "   per event: {cpu_us:.0} us of processor CPU (verification included), {written}; the load generator (this process) {generator_us:.0} us of CPU on the same cores"
+    );
+    let cpu_parts: Vec<String> = by_thread.iter().map(|r| format!("{} {:.0}", r.0, r.2)).collect();
+    println!(
+        "   processor CPU per event by thread, us: {}",
+        cpu_parts.join(", ")
+    );
+    // On PostgreSQL the server's processes write, and are not counted.
+    if args.store.is_none() {
+        let mut rows = by_thread.clone();
+        rows.sort_by(|a, b| b.1.total_cmp(&a.1));
+        let parts: Vec<String> = rows.iter().map(|r| format!("{} {:.1}", r.0, r.1)).collect();
         println!("   written per event by thread, KB: {}", parts.join(", "));
     }
     if fleet.unpaid > 0 {
@@ -136,7 +149,11 @@ pub fn run(
         "batch": args.batch, "connections": CONNECTIONS, "processor_cpu_percent": cpu, "rss_mb": rss,
         "rss_registered_mb": rss_registered as f64 / 1024.0, "unpaid_readings": fleet.unpaid,
         "cpu_us_per_event": cpu_us, "written_kb_per_event": args.store.is_none().then_some(written_kb),
-        "written_kb_per_event_by_thread": by_thread.map(|rows| rows.into_iter().collect::<serde_json::Map<_, _>>()),
+        "written_kb_per_event_by_thread": args.store.is_none().then(|| {
+            by_thread.iter().map(|r| (r.0.clone(), json!((r.1 * 10.0).round() / 10.0))).collect::<serde_json::Map<_, _>>()
+        }),
+        "cpu_us_per_event_by_thread": by_thread.iter().map(|r| (r.0.clone(), json!(r.2.round()))).collect::<serde_json::Map<_, _>>(),
+        "generator_cpu_us_per_event": generator_us,
     });
     if !latency {
         return Ok((summary, Value::Null));
@@ -174,26 +191,38 @@ pub fn run(
     Ok((summary, latency))
 }
 
-/// KB written per event by each thread name between two readings, largest
-/// first, then `the rest`: the process's total less its threads' (the
-/// threads that exited meanwhile, such as idle blocking threads).
-fn kb_by_thread(
-    before: &std::collections::BTreeMap<String, u64>,
-    after: &std::collections::BTreeMap<String, u64>,
-    total: u64,
+/// Per event, by thread name between two readings: (name, KB written to
+/// storage, µs of CPU), largest CPU first, then `the rest`: the process's
+/// totals less its threads' (the threads that exited meanwhile, such as idle
+/// blocking threads).
+fn per_thread(
+    before: &std::collections::BTreeMap<String, super::procfs::ThreadUsage>,
+    after: &std::collections::BTreeMap<String, super::procfs::ThreadUsage>,
+    (written, cpu_s): (u64, f64),
     events: u64,
-) -> Vec<(String, Value)> {
-    let kb = |b: u64| b as f64 / 1e3 / events.max(1) as f64;
-    let mut rows: Vec<(String, u64)> = after
+) -> Vec<(String, f64, f64)> {
+    let per = |x: f64| x / events.max(1) as f64;
+    let mut rows: Vec<(String, u64, f64)> = after
         .iter()
-        .map(|(t, n)| (t.clone(), n.saturating_sub(before.get(t).copied().unwrap_or(0))))
-        .filter(|(_, n)| *n > 0)
+        .map(|(t, now)| {
+            let then = before.get(t).copied().unwrap_or_default();
+            (
+                t.clone(),
+                now.written.saturating_sub(then.written),
+                (now.cpu_s - then.cpu_s).max(0.0),
+            )
+        })
+        .filter(|(_, n, c)| *n > 0 || *c > 0.0)
         .collect();
-    rows.sort_by_key(|r| std::cmp::Reverse(r.1));
-    let listed: u64 = rows.iter().map(|(_, n)| n).sum();
-    rows.push(("the rest".into(), total.saturating_sub(listed)));
+    rows.sort_by(|a, b| b.2.total_cmp(&a.2));
+    let listed: (u64, f64) = rows.iter().fold((0, 0.0), |(n, c), r| (n + r.1, c + r.2));
+    rows.push((
+        "the rest".into(),
+        written.saturating_sub(listed.0),
+        (cpu_s - listed.1).max(0.0),
+    ));
     rows.into_iter()
-        .map(|(t, n)| (t, json!((kb(n) * 10.0).round() / 10.0)))
+        .map(|(t, n, c)| (t, per(n as f64) / 1e3, per(c) * 1e6))
         .collect()
 }
 
@@ -294,4 +323,50 @@ async fn empty_store(url: &str) -> Result<()> {
         )
         .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::procfs::ThreadUsage;
+
+    #[test]
+    fn per_thread_counts_what_each_did_during_the_run_and_leaves_the_rest_to_the_total() {
+        let at = |rows: &[(&str, u64, f64)]| {
+            rows.iter()
+                .map(|(t, written, cpu_s)| {
+                    (
+                        t.to_string(),
+                        ThreadUsage {
+                            written: *written,
+                            cpu_s: *cpu_s,
+                        },
+                    )
+                })
+                .collect()
+        };
+        let before = at(&[("store-writer", 1_000, 1.0), ("applet-worker", 0, 2.0)]);
+        // A thread that started during the run counts from zero; one that
+        // did nothing is left out.
+        let after = at(&[
+            ("store-writer", 5_000, 1.5),
+            ("applet-worker", 2_000, 4.0),
+            ("tokio-rt-worker", 0, 1.0),
+            ("idle", 0, 0.0),
+        ]);
+        // The process did 10,000 bytes and 4 s in all: 4,000 bytes and 0.5 s
+        // in threads gone since.
+        let rows = super::per_thread(&before, &after, (10_000, 4.0), 1_000);
+        let names: Vec<&str> = rows.iter().map(|r| r.0.as_str()).collect();
+        assert_eq!(
+            names,
+            ["applet-worker", "tokio-rt-worker", "store-writer", "the rest"]
+        );
+        // Bytes per event (KB x 1000) and µs per event, rounded.
+        let (bytes, us): (Vec<i64>, Vec<i64>) = rows
+            .iter()
+            .map(|r| ((r.1 * 1e3).round() as i64, r.2.round() as i64))
+            .unzip();
+        assert_eq!(bytes, [2, 0, 4, 4]);
+        assert_eq!(us, [2000, 1000, 500, 500]);
+    }
 }

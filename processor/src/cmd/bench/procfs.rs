@@ -20,16 +20,11 @@ pub struct Usage {
 /// Reads `/proc/PID/stat`, `/proc/PID/status` and `/proc/PID/io`; zeros for
 /// what cannot be read (a process that just exited).
 pub fn usage(pid: u32) -> Usage {
-    // Clock ticks per second: 100 on every Linux configuration we ship for.
-    const TICKS: f64 = 100.0;
     let cpu_s = std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
-        .and_then(|s| {
-            // Fields after the command name, which may hold spaces and ')'.
-            let rest: Vec<&str> = s.rsplit_once(')')?.1.split_whitespace().collect();
-            Some(rest.get(11)?.parse::<f64>().ok()? + rest.get(12)?.parse::<f64>().ok()?)
-        })
-        .map_or(0.0, |t| t / TICKS);
+        .as_deref()
+        .and_then(cpu_seconds)
+        .unwrap_or(0.0);
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let kib = |field: &str| {
         status
@@ -46,23 +41,48 @@ pub fn usage(pid: u32) -> Usage {
     }
 }
 
-/// Bytes written to storage by each thread of `pid` so far, summed by thread
-/// name (`store-writer`, `store-checkpoin`, `applet-worker`, the runtime's
+/// What one thread name did so far, summed over the threads that carry it.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ThreadUsage {
+    /// Bytes written to storage (`write_bytes` of `/proc/PID/task/TID/io`).
+    pub written: u64,
+    /// User + system CPU seconds (`/proc/PID/task/TID/stat`).
+    pub cpu_s: f64,
+}
+
+/// What each thread of `pid` did so far, summed by thread name
+/// (`store-writer`, `store-checkpoin`, `applet-worker`, the runtime's
 /// `tokio-rt-worker`s; names are cut at 15 bytes). A thread that has exited
-/// is no longer listed: its bytes are only in the process's total.
-pub fn written_by_thread(pid: u32) -> std::collections::BTreeMap<String, u64> {
+/// is no longer listed: what it did is only in the process's total.
+pub fn by_thread_of(pid: u32) -> std::collections::BTreeMap<String, ThreadUsage> {
     by_thread(std::path::Path::new(&format!("/proc/{pid}/task")))
 }
 
-fn by_thread(tasks: &std::path::Path) -> std::collections::BTreeMap<String, u64> {
-    let mut out = std::collections::BTreeMap::new();
+fn by_thread(tasks: &std::path::Path) -> std::collections::BTreeMap<String, ThreadUsage> {
+    let mut out = std::collections::BTreeMap::<String, ThreadUsage>::new();
     for task in std::fs::read_dir(tasks).into_iter().flatten().flatten() {
         let read = |f: &str| std::fs::read_to_string(task.path().join(f)).ok();
-        if let (Some(name), Some(n)) = (read("comm"), read("io").as_deref().and_then(written)) {
-            *out.entry(name.trim().to_string()).or_default() += n;
-        }
+        let Some(name) = read("comm") else { continue };
+        let (Some(n), Some(cpu_s)) = (
+            read("io").as_deref().and_then(written),
+            read("stat").as_deref().and_then(cpu_seconds),
+        ) else {
+            continue;
+        };
+        let row = out.entry(name.trim().to_string()).or_default();
+        row.written += n;
+        row.cpu_s += cpu_s;
     }
     out
+}
+
+/// User + system CPU seconds of a `/proc/PID/stat` (or a task's) text.
+fn cpu_seconds(stat: &str) -> Option<f64> {
+    // Clock ticks per second: 100 on every Linux configuration we ship for.
+    const TICKS: f64 = 100.0;
+    // Fields after the command name, which may hold spaces and ')'.
+    let rest: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    Some((rest.get(11)?.parse::<f64>().ok()? + rest.get(12)?.parse::<f64>().ok()?) / TICKS)
 }
 
 /// `write_bytes` of a `/proc/PID/io` text.
@@ -104,12 +124,14 @@ mod tests {
     }
 
     #[test]
-    fn sums_the_bytes_written_by_thread_name() {
+    fn sums_the_bytes_written_and_the_cpu_by_thread_name() {
         let dir = tempfile::tempdir().unwrap();
-        for (tid, name, bytes) in [
-            (1, "store-writer", 4096),
-            (2, "tokio-rt-worker", 8192),
-            (3, "tokio-rt-worker", 4096),
+        // utime and stime are the 14th and 15th fields; a name with spaces
+        // and ')' must not shift them.
+        for (tid, name, bytes, utime, stime) in [
+            (1, "store-writer", 4096, 150, 50),
+            (2, "tokio-rt-worker", 8192, 300, 25),
+            (3, "tokio-rt-worker", 4096, 100, 75),
         ] {
             let task = dir.path().join(tid.to_string());
             std::fs::create_dir(&task).unwrap();
@@ -119,12 +141,24 @@ mod tests {
                 format!("rchar: 1\nwrite_bytes: {bytes}\ncancelled_write_bytes: 0\n"),
             )
             .unwrap();
+            std::fs::write(
+                task.join("stat"),
+                format!("{tid} (a b) c) S 1 1 1 0 -1 4194560 10 0 0 0 {utime} {stime} 0 0 20 0 1 0 5 0 0\n"),
+            )
+            .unwrap();
         }
         // A thread that exited while being read: left out.
         std::fs::create_dir(dir.path().join("4")).unwrap();
         let by = super::by_thread(dir.path());
         assert_eq!(by.len(), 2, "{by:?}");
-        assert_eq!((by["store-writer"], by["tokio-rt-worker"]), (4096, 12288));
+        assert_eq!(
+            (by["store-writer"].written, by["tokio-rt-worker"].written),
+            (4096, 12288)
+        );
+        assert_eq!(
+            (by["store-writer"].cpu_s, by["tokio-rt-worker"].cpu_s),
+            (2.0, 5.0)
+        );
     }
 
     #[test]
@@ -140,7 +174,7 @@ mod tests {
             })
             .unwrap();
         started.recv().unwrap();
-        let by = super::written_by_thread(std::process::id());
+        let by = super::by_thread_of(std::process::id());
         stop.send(()).unwrap();
         t.join().unwrap().unwrap();
         assert!(by.contains_key("bench-probe"), "{by:?}");
