@@ -53,6 +53,9 @@ pub struct Opened {
     pub stream: Stream,
     /// Set on PostgreSQL.
     pub pg: Option<PgWork>,
+    /// On SQLite: what the store's other writers in this process (the
+    /// ledger, retention) share with the ingest writer.
+    pub store_writers: Option<store::OtherWriters>,
 }
 
 /// Connections for the blocking parts on PostgreSQL (applet worker, ledger,
@@ -76,6 +79,7 @@ pub async fn open(config: &Config, metrics: Arc<Metrics>) -> anyhow::Result<Open
             Arc::new(Conns::sqlite(&db, Some(&others))?),
         )?);
         let cfg = config.rewards.clone();
+        let store_writers = Some(others.clone());
         let rewards = {
             let dir = dir.clone();
             Arc::new(
@@ -92,6 +96,7 @@ pub async fn open(config: &Config, metrics: Arc<Metrics>) -> anyhow::Result<Open
             onboarding,
             stream,
             pg: None,
+            store_writers,
         });
     };
     let project = config.applets.default_project.clone();
@@ -124,6 +129,7 @@ pub async fn open(config: &Config, metrics: Arc<Metrics>) -> anyhow::Result<Open
         rewards,
         stream: Stream::Postgres(work.clone()),
         pg: Some(work),
+        store_writers: None,
     })
 }
 

@@ -38,6 +38,7 @@ pub async fn serve_until(
         onboarding,
         stream,
         pg,
+        store_writers,
     } = engine::open(&config, metrics.clone()).await?;
     let rows = reads.all_devices().await?;
     let registry = Arc::new(Registry::from_rows(&rows));
@@ -112,7 +113,12 @@ pub async fn serve_until(
         settlement,
         stopping,
     });
-    let retention_task = tokio::spawn(run_retention(config.clone(), projects_for_ledger.clone(), pg));
+    let retention_task = tokio::spawn(run_retention(
+        config.clone(),
+        projects_for_ledger.clone(),
+        pg,
+        store_writers,
+    ));
     let ledger_task = tokio::spawn(run_ledger(
         rewards,
         projects_for_ledger,
@@ -274,13 +280,18 @@ async fn run_ledger(
 
 /// Every `store.retention_every_s`, starting a minute after start: remove
 /// what `store.retention_days` allows (see [`crate::retention`]).
-async fn run_retention(config: Config, projects: Arc<Projects>, pg: Option<crate::applets::lease::PgWork>) {
+async fn run_retention(
+    config: Config,
+    projects: Arc<Projects>,
+    pg: Option<crate::applets::lease::PgWork>,
+    store: Option<crate::store::OtherWriters>,
+) {
     let every = std::time::Duration::from_secs(config.store.retention_every_s.max(60));
     let first = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
     let mut tick = tokio::time::interval_at(first, every);
     loop {
         tick.tick().await;
-        let (c, p, pg) = (config.clone(), projects.clone(), pg.clone());
+        let (c, p, pg, store) = (config.clone(), projects.clone(), pg.clone(), store.clone());
         let result = tokio::task::spawn_blocking(move || {
             let (project, days, epoch_s) = (
                 &c.applets.default_project,
@@ -289,7 +300,9 @@ async fn run_retention(config: Config, projects: Arc<Projects>, pg: Option<crate
             );
             let now = crate::pipeline::unix_now();
             match &pg {
-                None => crate::retention::run_once(&c.data_dir, &p, project, days, epoch_s, now),
+                None => {
+                    crate::retention::run_once(&c.data_dir, &p, project, (days, epoch_s), now, store.as_ref())
+                }
                 // Another processor doing the pass counts as nothing removed here.
                 Some(w) => crate::retention::pg::run_once(w, &p, project, days, epoch_s, now)
                     .map(Option::unwrap_or_default),

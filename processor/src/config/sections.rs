@@ -232,7 +232,7 @@ pub struct StoreConfig {
     pub read_connections: usize,
     /// Days after which processed, sealed events, taken credits and applet
     /// failures are removed (0: keep everything). Ledger entries and seals
-    /// are kept. See `retention.rs`.
+    /// are kept. See `retention/mod.rs`.
     pub retention_days: u64,
     /// Seconds between retention passes.
     pub retention_every_s: u64,

@@ -16,16 +16,24 @@ pub enum TurnOf {
     /// The checkpoint thread starting the WAL again from its beginning
     /// ([`crate::store::checkpoint`]).
     Checkpoint,
+    /// A batch of old events deleted by retention ([`crate::retention`]).
+    Retention,
 }
 
 impl TurnOf {
-    const ALL: [TurnOf; 3] = [TurnOf::Ingest, TurnOf::Ledger, TurnOf::Checkpoint];
+    const ALL: [TurnOf; 4] = [
+        TurnOf::Ingest,
+        TurnOf::Ledger,
+        TurnOf::Checkpoint,
+        TurnOf::Retention,
+    ];
 
     pub fn label(self) -> &'static str {
         match self {
             TurnOf::Ingest => "ingest",
             TurnOf::Ledger => "ledger",
             TurnOf::Checkpoint => "checkpoint",
+            TurnOf::Retention => "retention",
         }
     }
 }
@@ -38,8 +46,8 @@ const BOUNDS: &[f64] = &[
 
 /// Per writer: waits for a turn, and the lock held during one.
 pub struct TurnTimes {
-    waited: [Histogram; 3],
-    held: [Histogram; 3],
+    waited: [Histogram; 4],
+    held: [Histogram; 4],
 }
 
 impl Default for TurnTimes {
@@ -64,7 +72,7 @@ impl TurnTimes {
         for (name, help, hists) in [
             (
                 "wattstream_store_turn_wait_seconds",
-                "Waits for a turn at the store's write lock, by writer (ingest groups, ledger pages, WAL restarts), seconds.",
+                "Waits for a turn at the store's write lock, by writer (ingest groups, ledger pages, WAL restarts, retention's batches), seconds.",
                 &self.waited,
             ),
             (

@@ -24,7 +24,7 @@ mod accrual;
 mod book;
 mod check;
 mod conns;
-mod pace;
+pub(crate) mod pace;
 use accrual::THROUGH;
 pub(crate) use pace::ACCRUE_PAGE;
 pub mod queue;

@@ -33,13 +33,26 @@ pub(crate) const MIN_PAGE: i64 = 50;
 /// pages (50 credits, the floor) cost sustained throughput. The default, 5,
 /// kept the p50 where it was (README, "Performance").
 pub(crate) fn page_after(limit: i64, read: usize, took: Duration, budget: Duration) -> i64 {
-    let read = read as i64;
-    if read < MIN_PAGE || took.is_zero() {
+    within(limit, read, took, budget, (MIN_PAGE, ACCRUE_PAGE))
+}
+
+/// The same rule for any writer that takes turns at the store's write lock
+/// in transactions of rows (retention's batches too): the next size after
+/// `done` rows of a transaction of `limit` took `took`, between `min` and
+/// `max`.
+pub(crate) fn within(
+    limit: i64,
+    done: usize,
+    took: Duration,
+    budget: Duration,
+    (min, max): (i64, i64),
+) -> i64 {
+    let done = done as i64;
+    if done < min || took.is_zero() {
         return limit;
     }
-    let fit = (read as f64 * budget.as_secs_f64() / took.as_secs_f64()) as i64;
-    fit.clamp(limit / 2, limit.saturating_mul(2))
-        .clamp(MIN_PAGE, ACCRUE_PAGE)
+    let fit = (done as f64 * budget.as_secs_f64() / took.as_secs_f64()) as i64;
+    fit.clamp(limit / 2, limit.saturating_mul(2)).clamp(min, max)
 }
 
 #[cfg(test)]
@@ -70,5 +83,15 @@ mod tests {
         // Caught up with a handful of credits: its commit is most of its time.
         assert_eq!(page_after(300, 3, 9 * MS, B), 300);
         assert_eq!(page_after(300, 0, Duration::ZERO, B), 300);
+    }
+
+    #[test]
+    fn another_writer_s_batches_keep_to_their_own_bounds() {
+        // Retention: 100 to 5,000 rows. 100 in 50 ms: 10 fit in 5 ms, but
+        // never below its floor; 100 in 1 ms: doubled.
+        let bounds = (100, 5000);
+        assert_eq!(within(100, 100, 50 * MS, 5 * MS, bounds), 100);
+        assert_eq!(within(100, 100, MS, 5 * MS, bounds), 200);
+        assert_eq!(within(4000, 4000, MS, 5 * MS, bounds), 5000);
     }
 }
