@@ -44,12 +44,10 @@
 //! - past [`RESTART_BYTES`] every commit's report asks, and the thread tries
 //!   to restart the WAL after each checkpoint that copied it whole, so the
 //!   WAL stays near [`RESTART_BYTES`] unless readers never leave it;
-//! - a restart attempt holds the turn only for the copy of at most
-//!   [`CATCH_UP_FRAMES`] frames committed since the pass before it, and its
-//!   fsync: with more, it gives the turn back at once and copies them in
-//!   another pass first (past twice the restart size it copies whatever
-//!   there is, so the WAL stays bounded); after one that succeeded the next
-//!   waits until the WAL was seen started over, or [`RESTART_SETTLE`];
+//! - a restart attempt holds the turn only for the copy of the frames
+//!   committed since the pass before it, and its fsync; after one that
+//!   succeeded the next waits until the WAL was seen started over, or
+//!   [`RESTART_SETTLE`];
 //! - the thread stops when the last [`Checkpointer`] handle is dropped (the
 //!   writer's, when the writer stops); SQLite checkpoints the rest when the
 //!   last connection closes.
@@ -84,10 +82,8 @@ pub const WAL_BYTES: i64 = 32 << 20;
 /// sits at this size there too.
 pub const RESTART_BYTES: i64 = 1 << 30;
 /// Before a restart, passes that copy what was committed during the one
-/// before, until one copies at most [`CATCH_UP_FRAMES`]; a restart whose
-/// turn found more than that committed since gives it back and counts as
-/// one of them.
-const CATCH_UP_PASSES: usize = 8;
+/// before, until one copies at most [`CATCH_UP_FRAMES`].
+const CATCH_UP_PASSES: usize = 4;
 const CATCH_UP_FRAMES: i64 = 256;
 /// How long a restart that succeeded has to take effect before the thread
 /// tries again.
@@ -122,10 +118,6 @@ struct Signal {
     copied: AtomicI64,
     /// WAL frames past which every commit asks and the thread restarts it.
     restart: i64,
-    /// The WAL's frames as the newest hooked commit reported them: during a
-    /// turn at the write lock, what the WAL holds (no writer of this process
-    /// commits meanwhile).
-    wal: AtomicI64,
 }
 
 impl Signal {
@@ -167,7 +159,6 @@ impl Hooks {
         let signal = self.0.clone();
         conn.wal_hook(Some(move |_: &mut rusqlite::hooks::Wal, pages: i32| {
             let pages = i64::from(pages);
-            signal.wal.store(pages, Relaxed);
             let mut copied = signal.copied.load(Relaxed);
             if pages < copied {
                 // The WAL started over since that checkpoint.
@@ -306,16 +297,8 @@ fn run(mut conn: Connection, signal: &Signal, turns: Option<&Turns>) {
                 break; // not due, or a reader holds an old snapshot
             }
             if frames - before <= CATCH_UP_FRAMES {
-                // Far past the restart size, restart whatever the turn
-                // would copy: the WAL must not grow without bound.
-                let behind_ok = (frames < 2 * restart).then_some(frames);
-                match restart_wal(&mut conn, turns, signal, behind_ok) {
-                    Ok(Restart::Behind) => {} // another pass, then again
-                    r => {
-                        restarted = Some(r.map(|r| r == Restart::Made));
-                        break;
-                    }
-                }
+                restarted = Some(restart_wal(&mut conn, turns));
+                break;
             }
             before = frames;
             match checkpoint(&conn, "PASSIVE") {
@@ -360,62 +343,28 @@ fn checkpoint(conn: &Connection, mode: &str) -> rusqlite::Result<(bool, i64, i64
     })
 }
 
-/// What a restart attempt came to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Restart {
-    /// The next writer starts the WAL over.
-    Made,
-    /// A reader (or another process's writer) was in the way.
-    Busy,
-    /// More than [`CATCH_UP_FRAMES`] were committed since the pass that
-    /// copied up to `copied`: the turn was given back before copying them.
-    Behind,
-}
-
 /// Has the next writer start the WAL over, during a turn at the write lock:
 /// a `RESTART` checkpoint that does not wait (SQLite's busy handler off), so
 /// a reader in the WAL or another process's writer makes it give up at once
-/// instead of stalling the writers queued behind the turn.
-///
-/// With `copied` (the frames the pass before copied) and turns, the turn is
-/// given back at once when the WAL has grown more than [`CATCH_UP_FRAMES`]
-/// past it ([`Restart::Behind`]): those frames would be copied and fsynced
-/// while every writer waits. A pass is a fsync of the database, 50 to 300 ms
-/// under the saturating `bench` load, and what was committed meanwhile (and
-/// while the turn waited) made the restart's turn that long: 43 to 309 ms
-/// held in one run each (README, "Performance"). The thread copies them
-/// outside the lock first and tries again.
-fn restart_wal(
-    conn: &mut Connection,
-    turns: Option<&Turns>,
-    signal: &Signal,
-    copied: Option<i64>,
-) -> rusqlite::Result<Restart> {
+/// instead of stalling the writers queued behind the turn. Whether it did.
+fn restart_wal(conn: &mut Connection, turns: Option<&Turns>) -> rusqlite::Result<bool> {
     conn.busy_timeout(Duration::ZERO)?;
     let asked = Instant::now();
     let done = {
         let _turn = turns.map(|t| t.take_first(TurnOf::Checkpoint));
         let began = Instant::now();
-        let behind = copied
-            .filter(|_| turns.is_some())
-            .map(|c| signal.wal.load(Relaxed) - c)
-            .filter(|&b| b > CATCH_UP_FRAMES);
-        let r = behind.is_none().then(|| checkpoint(conn, "RESTART"));
+        let r = checkpoint(conn, "RESTART");
         tracing::debug!(
             wait_us = (began - asked).as_micros() as u64,
             held_us = began.elapsed().as_micros() as u64,
-            ?behind,
             ?r,
             "restart"
         );
         r
     };
     super::schema::wait_for_locks(conn)?;
-    let Some(done) = done else {
-        return Ok(Restart::Behind);
-    };
     let (busy, _, _) = done?;
-    Ok(if busy { Restart::Busy } else { Restart::Made })
+    Ok(!busy)
 }
 
 #[cfg(test)]

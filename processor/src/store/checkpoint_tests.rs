@@ -191,44 +191,4 @@ fn another_hooked_connection_asks_the_same_thread() {
     assert_eq!(cp.asked(), 1, "the ledger's big commit asked the thread");
     let (wal, copied) = cp.wait_made(1, Duration::from_secs(60)).unwrap();
     assert!(copied == wal && wal > 0, "{wal} frames, {copied} copied");
-    // The commit's report is what a restart's turn reads the WAL's size
-    // from.
-    assert_eq!(cp.hooks.0.wal.load(Relaxed), wal);
-}
-
-#[test]
-fn a_restart_gives_its_turn_back_when_more_was_committed_since_the_last_pass_than_it_should_copy() {
-    let (_dir, path, writer, _cp) = hooked_writer();
-    fill(&writer, 2 << 20);
-    let mut conn = Connection::open(&path).unwrap();
-    super::super::schema::wait_for_locks(&mut conn).unwrap();
-    let (_, frames, copied) = checkpoint(&conn, "PASSIVE").unwrap();
-    assert!(frames > 0 && copied == frames, "{copied} of {frames}");
-    let metrics = Arc::new(crate::metrics::Metrics::default());
-    let turns = Turns::new(metrics.clone());
-    let held = || {
-        let line = "wattstream_store_turn_held_seconds_count{writer=\"checkpoint\"} ";
-        let text = metrics.render();
-        text.lines()
-            .find_map(|l| l.strip_prefix(line)?.parse::<u64>().ok())
-            .unwrap()
-    };
-    let signal = Signal::default();
-    // Writers committed more since that pass than the turn should copy:
-    // the turn is given back without a RESTART.
-    signal.wal.store(frames + CATCH_UP_FRAMES + 1, Relaxed);
-    let r = restart_wal(&mut conn, Some(&turns), &signal, Some(frames)).unwrap();
-    assert_eq!((r, held()), (Restart::Behind, 1));
-    // At most CATCH_UP_FRAMES: the RESTART runs (no reader: made).
-    signal.wal.store(frames + CATCH_UP_FRAMES, Relaxed);
-    let r = restart_wal(&mut conn, Some(&turns), &signal, Some(frames)).unwrap();
-    assert_eq!((r, held()), (Restart::Made, 2));
-    // Far past the restart size the thread passes no `copied`: it restarts
-    // whatever the turn copies. Without turns (a project database) there is
-    // no turn to give back either.
-    signal.wal.store(frames + 100 * CATCH_UP_FRAMES, Relaxed);
-    let r = restart_wal(&mut conn, Some(&turns), &signal, None).unwrap();
-    assert_eq!((r, held()), (Restart::Made, 3));
-    let r = restart_wal(&mut conn, None, &signal, Some(frames)).unwrap();
-    assert_eq!((r, held()), (Restart::Made, 3));
 }
