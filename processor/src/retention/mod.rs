@@ -94,10 +94,7 @@ pub fn run_once(
     let mut removed = Removed::default();
     if retention_days > 0 {
         let cutoff = now.saturating_sub(retention_days * 86_400) as i64;
-        let mut c = crate::rewards::conn(&crate::store::db_path(data_dir))?;
-        if let Some(s) = store {
-            s.checkpoints.hook(&mut c)?;
-        }
+        let c = crate::rewards::writing_conn(&crate::store::db_path(data_dir), store)?;
         let project = projects.get(default_project);
         let processed = match &project {
             Some(p) => p.db.read(ProjectDb::cursor)??,

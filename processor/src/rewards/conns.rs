@@ -23,6 +23,17 @@ pub(crate) fn conn(path: &Path) -> rusqlite::Result<Connection> {
     Ok(c)
 }
 
+/// A connection that writes the store much (the ledger's, retention's): with
+/// `store` (the ingest writer in this process), its commits ask the store's
+/// checkpoint thread instead of checkpointing inline.
+pub(crate) fn writing_conn(path: &Path, store: Option<&OtherWriters>) -> rusqlite::Result<Connection> {
+    let mut c = conn(path)?;
+    if let Some(s) = store {
+        s.checkpoints.hook(&mut c)?;
+    }
+    Ok(c)
+}
+
 pub enum Conns {
     Sqlite {
         book: Mutex<Connection>,
@@ -45,12 +56,8 @@ impl Conns {
     /// the writing connection's commits then ask instead of checkpointing
     /// inline, and with which it takes turns at the write lock.
     pub fn sqlite(db_path: &Path, store: Option<&OtherWriters>) -> rusqlite::Result<Self> {
-        let mut book = conn(db_path)?;
-        if let Some(s) = store {
-            s.checkpoints.hook(&mut book)?;
-        }
         Ok(Conns::Sqlite {
-            book: Mutex::new(book),
+            book: Mutex::new(writing_conn(db_path, store)?),
             turns: store.map(|s| s.turns.clone()),
             readers: (0..READERS)
                 .map(|_| conn(db_path).map(Mutex::new))

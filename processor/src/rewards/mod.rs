@@ -33,7 +33,7 @@ pub(crate) mod stored;
 pub mod views;
 
 pub(crate) use conns::Conns;
-pub(crate) use conns::conn;
+pub(crate) use conns::{conn, writing_conn};
 
 pub(crate) use book::{last_sealed, meta};
 pub use check::Verified;
