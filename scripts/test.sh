@@ -3,6 +3,9 @@
 # errors, and the whole test suite. Installs what it needs first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Each stage says when it starts (minutes into the run), so a slow run's log
+# shows where its time went (.ci/run must stay under 60 minutes cold).
+stage() { printf '== %s (at %d:%02d)\n' "$*" $((SECONDS / 60)) $((SECONDS % 60)); }
 # shellcheck source=scripts/setup.sh
 . scripts/setup.sh
 ensure_rust
@@ -17,14 +20,14 @@ ensure_contracts
 ensure_dashboard_tools
 scripts/web-vendor.sh --check
 
-echo "== cargo fmt --check"
+stage "cargo fmt --check"
 cargo fmt --all -- --check
 cargo fmt --all --manifest-path applets/Cargo.toml -- --check
-echo "== shellcheck"
+stage "shellcheck"
 shellcheck install.sh scripts/*.sh applets/build.sh .ci/run
-echo "== cargo clippy"
+stage "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
-echo "== the meter's packages (scripts/package.sh: cross-built, lintian-checked)"
+stage "the meter's packages (scripts/package.sh: cross-built, lintian-checked)"
 for arch in arm64 armhf amd64; do
   scripts/package.sh "$arch"
 done
@@ -39,7 +42,7 @@ cross_test() {
     cargo test --profile meter --locked --target "$(deb_target "$1")" -Zbuild-std=std,panic_abort "${@:2}"
   )
 }
-echo "== the meter's and the screen's tests on aarch64, under qemu-user"
+stage "the meter's and the screen's tests on aarch64, under qemu-user"
 # install.rs and real_install.rs drive install.sh on this machine with host
 # binaries; the packaged install is processor/tests/package.rs's.
 cross_test arm64 -p wattstream-device --lib --bins --test cli --test daemon
@@ -47,7 +50,8 @@ cross_test arm64 -p wattstream-display --lib --bins --tests
 # 32-bit: the screen's pixel and buffer arithmetic with a 32-bit usize. (The
 # meter's suite on armhf would add ~12 minutes to a cold run; its packaged
 # binary runs end to end under qemu-arm in processor/tests/package.rs.)
-echo "== the screen's tests on armhf, under qemu-user"
+stage "the screen's tests on armhf, under qemu-user"
 cross_test armhf -p wattstream-display --lib --bins --tests
-echo "== cargo test"
+stage "cargo test"
 cargo test --workspace --locked
+stage "all checks and tests passed"
