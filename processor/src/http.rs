@@ -14,7 +14,13 @@
 //!   30 s), and idle connections are closed;
 //! - with TLS, the handshake runs in the connection's own task and must end
 //!   within the header timeout too, so a client that opens a socket and says
-//!   nothing holds it no longer than one that sends no headers.
+//!   nothing holds it no longer than one that sends no headers;
+//! - a client that closes its connection ends the response in flight at
+//!   once: hyper reads the socket while it writes a response, and without
+//!   half-closes (its default, kept here: never `half_close(true)`) the end
+//!   of the stream drops the response, so a closed or reloaded dashboard
+//!   gives its live stream's place back then, not at the next heartbeat's
+//!   failed write 15 to 30 s on (`processor/tests/dashboard_api.rs`).
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -298,6 +298,38 @@ async fn streams_past_the_limit_are_refused_and_every_stream_ends_when_the_proce
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_whose_client_closed_it_gives_its_place_back_before_any_heartbeat() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("wattstream.toml");
+    std::fs::write(&cfg, "[dashboard]\nmax_streams = 1\n").unwrap();
+    let server = Server::start_with(
+        dir.path(),
+        &["--admin-token", TOKEN, "--config", cfg.to_str().unwrap()],
+    );
+    let first = Stream::open(&server, "", TOKEN).await.unwrap();
+    assert_eq!(Stream::open(&server, "", TOKEN).await.err().unwrap().0, 503);
+    // A dashboard closed (or reloaded): its connection ends. Nothing is
+    // written to it meanwhile, so only the server reading the socket can
+    // tell (hyper does, without half-closes: `src/http.rs`); otherwise the
+    // heartbeat's failed write would, 15 to 30 s on.
+    let closed = std::time::Instant::now();
+    drop(first);
+    let mut refused = 0;
+    let again = loop {
+        match Stream::open(&server, "", TOKEN).await {
+            Ok(s) => break s,
+            Err((503, _)) => refused += 1,
+            Err(other) => panic!("{other:?}"),
+        }
+        assert!(
+            closed.elapsed() < Duration::from_secs(15),
+            "the closed stream kept its place until a heartbeat ({refused} refusals)"
+        );
+    };
+    drop(again);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn epoch_totals_agree_with_the_sealed_proofs() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("wattstream.toml");
