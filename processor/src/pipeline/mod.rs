@@ -98,12 +98,23 @@ impl Pipeline {
             std::thread::scope(|s| {
                 let mut parts = items.chunks(chunk);
                 let first = parts.next().unwrap_or(&[]);
+                // Named, so the CPU they take shows by name (`bench`'s CPU
+                // by thread, `top -H`); a thread that cannot be started
+                // leaves its chunk to this one.
                 let others: Vec<_> = parts
-                    .map(|c| s.spawn(move || c.iter().map(one).collect::<Vec<_>>()))
+                    .map(|c| {
+                        let started = std::thread::Builder::new()
+                            .name("verifier".into())
+                            .spawn_scoped(s, move || c.iter().map(one).collect::<Vec<_>>());
+                        (c, started.ok())
+                    })
                     .collect();
                 let mut out: Vec<_> = first.iter().map(one).collect();
-                for h in others {
-                    out.extend(h.join().expect("verifier thread"));
+                for (c, h) in others {
+                    match h {
+                        Some(h) => out.extend(h.join().expect("verifier thread")),
+                        None => out.extend(c.iter().map(one)),
+                    }
                 }
                 out
             })
