@@ -30,7 +30,9 @@
 //! fixed batch of 5,000 events held the lock about 250 ms on this project's
 //! build machine, idle (a copy of a `bench` store: 80 to 95 ms of deletes in
 //! the two per-device indexes, 150 to 170 ms to commit the pages they
-//! dirtied; 200 events: 2.5 and 2.8 ms). Retention's connection asks the
+//! dirtied; 200 events: 2.5 and 2.8 ms). In the store's process a batch is
+//! deleted on the store's writing connection, lent with the turn; retention's
+//! own connection (which reads, and writes only for an offline tool) asks the
 //! store's checkpoint thread for checkpoints, as the ledger's does, instead
 //! of running them in its own commits. Project databases are deleted from in
 //! batches of [`BATCH`] between the applet worker's. `rewards replay` needs
@@ -157,7 +159,9 @@ fn remove_events(
         };
         let turn = turns.map(|t| t.take(TurnOf::Retention));
         let began = Instant::now();
-        let tx = Transaction::new_unchecked(c, TransactionBehavior::Immediate)?;
+        // The store's writing connection when its turns lend it.
+        let shared = turn.as_ref().and_then(|t| t.conn());
+        let tx = Transaction::new_unchecked(shared.as_deref().unwrap_or(c), TransactionBehavior::Immediate)?;
         let mut delete = tx.prepare_cached("DELETE FROM events WHERE id = ?1")?;
         for id in &ids {
             total += delete.execute([id])? as u64;
@@ -170,6 +174,7 @@ fn remove_events(
         )?;
         tx.commit()?;
         let took = began.elapsed();
+        drop(shared);
         drop(turn);
         batch = crate::rewards::pace::within(batch, ids.len(), took, LOCK_BUDGET, (MIN_BATCH, BATCH));
     }

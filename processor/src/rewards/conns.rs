@@ -23,9 +23,11 @@ pub(crate) fn conn(path: &Path) -> rusqlite::Result<Connection> {
     Ok(c)
 }
 
-/// A connection that writes the store much (the ledger's, retention's): with
-/// `store` (the ingest writer in this process), its commits ask the store's
-/// checkpoint thread instead of checkpointing inline.
+/// The ledger's or retention's own connection to the store: with `store`
+/// (the ingest writer in this process) it mostly reads, their writes going
+/// to the store's writing connection in their turns, and any commit of its
+/// own asks the store's checkpoint thread instead of checkpointing inline;
+/// without, it writes (an offline tool).
 pub(crate) fn writing_conn(path: &Path, store: Option<&OtherWriters>) -> rusqlite::Result<Connection> {
     let mut c = conn(path)?;
     if let Some(s) = store {
@@ -84,9 +86,10 @@ impl Conns {
     /// Runs `prepare` on the connection that writes the ledger *before* this
     /// process's turn at the write lock, then `write` with what it returned
     /// during the turn: a page worked out while ingest goes on, and only
-    /// written while it waits. Nothing else of this process writes the
-    /// ledger between the two (one writing connection, held throughout);
-    /// `write` must check that no other process did.
+    /// written while it waits (on the store's writing connection, lent with
+    /// the turn, when the store is in this process). Nothing else of this
+    /// process writes the ledger between the two (the ledger's connection,
+    /// locked throughout); `write` must check that no other process did.
     pub fn book_in_two<P, T, E: From<SqlError>>(
         &self,
         prepare: impl FnOnce(&dyn Sql) -> Result<P, E>,
@@ -96,8 +99,13 @@ impl Conns {
             Conns::Sqlite { book, turns, .. } => {
                 let book = book.lock().expect("ledger lock");
                 let prepared = prepare(&*book)?;
-                let _turn = turns.as_ref().map(|t| t.take(TurnOf::Ledger));
-                write(&*book, prepared)
+                let turn = turns.as_ref().map(|t| t.take(TurnOf::Ledger));
+                // In the store's process the page is written on the store's
+                // writing connection, whose page cache lasts across turns.
+                match turn.as_ref().and_then(|t| t.conn()) {
+                    Some(shared) => write(&*shared, prepared),
+                    None => write(&*book, prepared),
+                }
             }
             Conns::Postgres { pool, rt, book } => {
                 let _turn = book.lock().expect("ledger lock");

@@ -159,9 +159,10 @@ pub fn open_reads(data_dir: &Path) -> Result<SqliteReads, StoreError> {
     SqliteReads::open(&db_path(data_dir), 2)
 }
 
-/// What another connection in this process that writes the store much (the
-/// ledger's) shares with the ingest writer: its checkpoint thread and its
-/// turns at the write lock.
+/// What another writer of the store in this process (the ledger, retention)
+/// shares with the ingest writer: its checkpoint thread, and its turns at the
+/// write lock, which lend the store's writing connection
+/// ([`turns::Turn::conn`]).
 #[derive(Clone)]
 pub struct OtherWriters {
     pub checkpoints: checkpoint::Hooks,
@@ -193,13 +194,14 @@ pub fn open(
         (config.wal_restart_mib as i64) << 20,
     )?;
     checkpointer.hook(&mut conn)?;
+    // The one connection every writer's turn writes on ([`turns`]).
+    turns.share(conn)?;
     let others = OtherWriters {
         checkpoints: checkpointer.hooks(),
         turns,
     };
     let reads = SqliteReads::open(&path, config.read_connections)?;
     let (writer, handle) = writer::start(
-        conn,
         config.max_commit_events,
         metrics,
         checkpointer,

@@ -1,5 +1,6 @@
-//! SQLite's writer: one thread owns the only writing connection and applies
-//! each group (see [`super::ops`]) in one transaction.
+//! SQLite's writer: one thread applies each group (see [`super::ops`]) in
+//! one transaction, on the store's writing connection, which it gets with
+//! its turn ([`super::turns`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -18,9 +19,8 @@ use crate::metrics::Metrics;
 /// A group this slow is logged at debug level, with where its time went.
 const SLOW_GROUP: std::time::Duration = std::time::Duration::from_millis(20);
 
-/// Starts SQLite's writer thread on `conn`.
+/// Starts SQLite's writer thread on the connection `turns` lend.
 pub(super) fn start(
-    conn: Connection,
     max_commit_events: usize,
     metrics: Arc<Metrics>,
     checkpointer: super::checkpoint::Checkpointer,
@@ -30,7 +30,7 @@ pub(super) fn start(
     let handle = std::thread::Builder::new()
         .name("store-writer".into())
         .spawn(move || {
-            run(conn, rx, max_commit_events, metrics, &turns);
+            run(rx, max_commit_events, metrics, &turns);
             // The checkpoint thread stops with the writer.
             drop(checkpointer);
         })
@@ -38,13 +38,7 @@ pub(super) fn start(
     (writer, handle)
 }
 
-fn run(
-    mut conn: Connection,
-    mut rx: mpsc::Receiver<Op>,
-    max_events: usize,
-    metrics: Arc<Metrics>,
-    turns: &super::turns::Turns,
-) {
+fn run(mut rx: mpsc::Receiver<Op>, max_events: usize, metrics: Arc<Metrics>, turns: &super::turns::Turns) {
     while let Some(first) = rx.blocking_recv() {
         // A turn at the write lock, after the ledger's page ahead of it if
         // any ([`super::turns`]), ended before the answers go out.
@@ -65,7 +59,11 @@ fn run(
         let events = events_in(&ops);
         // Pings are answered after this group, whatever its outcome.
         let (pings, ops): (Vec<Op>, Vec<Op>) = ops.into_iter().partition(|o| matches!(o, Op::Ping(_)));
+        let mut conn = turn
+            .conn()
+            .expect("the store's turns hold its writing connection");
         let outcome = apply(&mut conn, ops).map_err(|(e, replies)| (e.to_string(), replies));
+        drop(conn);
         drop(turn);
         // The commit's time counts the wait for the turn, as it did when
         // the group was gathered first.
