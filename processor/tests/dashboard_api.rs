@@ -277,12 +277,7 @@ async fn the_stream_sends_each_stored_reading_once_and_only_to_who_may_see_it(en
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streams_past_the_limit_are_refused_and_every_stream_ends_when_the_processor_stops() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("wattstream.toml");
-    std::fs::write(&cfg, "[dashboard]\nmax_streams = 2\n").unwrap();
-    let mut server = Server::start_with(
-        dir.path(),
-        &["--admin-token", TOKEN, "--config", cfg.to_str().unwrap()],
-    );
+    let mut server = Server::start_configured(dir.path(), "[dashboard]\nmax_streams = 2\n");
     let mut first = Stream::open(&server, "", TOKEN).await.unwrap();
     let _second = Stream::open(&server, "", TOKEN).await.unwrap();
     let (s, v) = Stream::open(&server, "", TOKEN).await.err().unwrap();
@@ -300,12 +295,7 @@ async fn streams_past_the_limit_are_refused_and_every_stream_ends_when_the_proce
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_whose_client_closed_it_gives_its_place_back_before_any_heartbeat() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("wattstream.toml");
-    std::fs::write(&cfg, "[dashboard]\nmax_streams = 1\n").unwrap();
-    let server = Server::start_with(
-        dir.path(),
-        &["--admin-token", TOKEN, "--config", cfg.to_str().unwrap()],
-    );
+    let server = Server::start_configured(dir.path(), "[dashboard]\nmax_streams = 1\n");
     let first = Stream::open(&server, "", TOKEN).await.unwrap();
     assert_eq!(Stream::open(&server, "", TOKEN).await.err().unwrap().0, 503);
     // A dashboard closed (or reloaded): its connection ends. Nothing is
@@ -332,16 +322,10 @@ async fn a_stream_whose_client_closed_it_gives_its_place_back_before_any_heartbe
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn epoch_totals_agree_with_the_sealed_proofs() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("wattstream.toml");
     // Readings two hours old seal at once.
-    std::fs::write(
-        &cfg,
-        "[rewards]\nepoch_s = 3600\nseal_after_s = 0\ncap_per_epoch = 1000\n[limits]\nmax_future_s = 14400\n",
-    )
-    .unwrap();
-    let server = Server::start_with(
+    let server = Server::start_configured(
         dir.path(),
-        &["--admin-token", TOKEN, "--config", cfg.to_str().unwrap()],
+        "[rewards]\nepoch_s = 3600\nseal_after_s = 0\ncap_per_epoch = 1000\n[limits]\nmax_future_s = 14400\n",
     );
     deploy_example(&server, "rewards-tiered").await;
     let mut stream = Stream::open(&server, "", TOKEN).await.unwrap();
@@ -445,12 +429,7 @@ async fn the_pages_are_served_with_a_strict_content_security_policy() {
 
     // `[dashboard] enabled = false`: no pages, the API as before.
     let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("wattstream.toml");
-    std::fs::write(&cfg, "[dashboard]\nenabled = false\n").unwrap();
-    let off = Server::start_with(
-        dir.path(),
-        &["--admin-token", TOKEN, "--config", cfg.to_str().unwrap()],
-    );
+    let off = Server::start_configured(dir.path(), "[dashboard]\nenabled = false\n");
     assert_eq!(get(&format!("{}/", off.url)).await.0, 404);
     assert_eq!(get(&format!("{}/healthz", off.url)).await.0, 200);
 }

@@ -36,6 +36,17 @@ impl Server {
         Self::start_env(data_dir, extra, &[])
     }
 
+    /// With the admin token [`TOKEN`] and `config` (TOML) written to
+    /// `wattstream.toml` in `data_dir`.
+    pub fn start_configured(data_dir: &Path, config: &str) -> Server {
+        let file = data_dir.join("wattstream.toml");
+        std::fs::write(&file, config).expect("the test's config");
+        Self::start_with(
+            data_dir,
+            &["--admin-token", TOKEN, "--config", file.to_str().unwrap()],
+        )
+    }
+
     /// With extra environment variables (an `LD_PRELOAD` shim, say).
     pub fn start_env(data_dir: &Path, extra: &[&str], env: &[(&str, &std::ffi::OsStr)]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_wattstream"))
