@@ -98,9 +98,10 @@ impl Pipeline {
             std::thread::scope(|s| {
                 let mut parts = items.chunks(chunk);
                 let first = parts.next().unwrap_or(&[]);
-                // Named, so the CPU they take shows by name (`bench`'s CPU
-                // by thread, `top -H`); a thread that cannot be started
-                // leaves its chunk to this one.
+                // Named, so the CPU they take shows by name in `perf` and
+                // `top -H` (not in `bench`'s by-thread table: they are gone
+                // by its end); a thread that cannot be started leaves its
+                // chunk to this one.
                 let others: Vec<_> = parts
                     .map(|c| {
                         let started = std::thread::Builder::new()

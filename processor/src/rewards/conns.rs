@@ -1,6 +1,7 @@
 //! Where the ledger's rows are, on either engine: the connection that writes
-//! them (one at a time in this process; across processes, SQLite's write lock
-//! or PostgreSQL's advisory lock [`super::LEDGER_LOCK`] takes over) and the
+//! them (one at a time in this process, and on SQLite the store's writing
+//! connection when the store is in this process; across processes, SQLite's
+//! write lock or PostgreSQL's advisory lock [`super::LEDGER_LOCK`] takes over) and the
 //! connections that answer the rewards queries (each meter polls every
 //! minute), opened once, not per request.
 
