@@ -2,7 +2,7 @@
 // calls, failures and recent times, and the project's recent logs and
 // failures.
 
-import { h, fmtInt, fmtTime, short, throttle } from './ui.js';
+import { h, fmtInt, fmtTime, short, throttle, newest } from './ui.js';
 import { get } from './api.js';
 
 const ms = (v) => (v === null || v === undefined ? '–' : `${v < 1 ? v.toFixed(3) : v.toFixed(1)} ms`);
@@ -23,12 +23,16 @@ export async function appletsPage({ main, listen }) {
   main.replaceChildren(h('h1', {}, 'Applets'),
     h('p', {}, h('label', { for: 'project' }, 'Project '), pick, ` (events posted to /v1/events run project “${dflt}”)`),
     chain, failures, logs);
+  // A refresh asked for before a change of project must not draw over it.
+  const turn = newest();
   async function load() {
+    const mine = turn();
     const [a, l, f] = await Promise.all([
       get(`/v1/projects/${encodeURIComponent(project)}/applets`),
       get(`/v1/projects/${encodeURIComponent(project)}/logs?limit=30`),
       get(`/v1/projects/${encodeURIComponent(project)}/failures?limit=20`),
     ]);
+    if (!mine()) return;
     const rows = a.applets.map((x) => ({ ...x, ...(a.stats[x.name] ?? {}) }));
     chain.replaceChildren(rowsTable('Deployed, in the order each event meets them', rows, [
       ['position', '#'], ['name', 'Applet'], ['hash', 'Module', (v) => h('code', { title: v }, short(v))],

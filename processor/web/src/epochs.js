@@ -4,17 +4,22 @@
 
 const SETTLED = { settled: 'settled', not_settled: 'not settled', root_differs: 'ROOT DIFFERS', unknown: 'unknown' };
 
-import { h, fmtInt, fmtTok, fmtTime, short, throttle } from './ui.js';
+import { h, fmtInt, fmtTok, fmtTime, short, throttle, newest } from './ui.js';
 import { get } from './api.js';
 import { sealSigned } from './verify.js';
 
 export async function epochsPage({ main, listen }) {
   const headEl = h('p'), table = h('div', { class: 'scroll' });
   main.replaceChildren(h('h1', {}, 'Epochs'), headEl, table);
+  // Each seal's signature is checked before drawing: a slow check of an
+  // older answer must not draw over a newer one.
+  const turn = newest();
   async function load() {
+    const mine = turn();
     const [{ epochs, epoch_s: epochS, settlement_chain: chain }, head] = await Promise.all([get('/v1/epochs?limit=48'), get('/v1/ledger/head')]);
-    headEl.textContent = `Ledger head: entry ${fmtInt(head.seq)}, hash ${short(head.hash)}; processor key ${short(head.processor_public_key)}; epochs of ${epochS} s.`;
     const signed = await Promise.all(epochs.map((e) => sealSigned(e).catch(() => false)));
+    if (!mine()) return;
+    headEl.textContent = `Ledger head: entry ${fmtInt(head.seq)}, hash ${short(head.hash)}; processor key ${short(head.processor_public_key)}; epochs of ${epochS} s.`;
     table.replaceChildren(h('table', {},
       h('caption', {}, 'Sealed epochs, newest first'),
       h('thead', {}, h('tr', {}, ...['Epoch', 'Starts', 'Devices', 'Total tokens', 'Entries to', 'Root', 'Signature']

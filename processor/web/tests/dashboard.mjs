@@ -24,6 +24,12 @@ const browser = await chromium.launch({
 });
 const errors = [];
 const step = (what) => console.log(`dashboard: ${what}`);
+// Every wait below has playwright's 30 s timeout except the script's own
+// promises: should one never settle, fail rather than hang the suite.
+setTimeout(() => {
+  console.error('dashboard: FAILED: the checks did not finish within 5 minutes');
+  process.exit(1);
+}, 300_000).unref();
 
 async function newPage(viewport = { width: 1280, height: 860 }) {
   const page = await browser.newPage({ viewport });
@@ -205,6 +211,46 @@ try {
   const calls = await chain.locator('tbody tr').first().locator('td').nth(6).innerText();
   assert.ok(Number(calls.replace(/,/g, '')) > 0, `identity calls: ${calls}`);
   await shot(page, 'applets', false);
+
+  step('an applets page answer that comes after a newer one does not draw over it');
+  // Two loads of the project (the picker's change), the first held until the
+  // second is drawn, then let through, marked. Whatever draws it is caught as
+  // it happens; a third load, asked for once the first's answer is in, is
+  // drawn after that answer's turn has passed. (Not a live refresh: the
+  // demo's meters may have stopped by now.)
+  let releaseApplets, appletsCaught, heldRequest;
+  const appletsHeld = new Promise((r) => { releaseApplets = r; });
+  const appletsAsked = new Promise((r) => { appletsCaught = r; });
+  await page.route('**/v1/projects/*/applets', async (route) => {
+    if (heldRequest) return route.continue();
+    heldRequest = route.request();
+    appletsCaught();
+    await appletsHeld;
+    const res = await route.fetch();
+    const body = await res.json();
+    for (const a of body.applets) a.name = 'older-answer';
+    await route.fulfill({ response: res, json: body });
+  });
+  await page.evaluate(() => {
+    window.olderDrawn = false;
+    new MutationObserver(() => { if (document.body.textContent.includes('older-answer')) window.olderDrawn = true; })
+      .observe(document.body, { childList: true, subtree: true, characterData: true });
+  });
+  const loadAgain = async () => {
+    const drawn = await chain.elementHandle();
+    await page.locator('#project').dispatchEvent('change');
+    await page.waitForFunction((t) => !t.isConnected, drawn);
+  };
+  await page.locator('#project').dispatchEvent('change');
+  await appletsAsked;
+  await loadAgain();
+  const oldAnswered = page.waitForResponse((r) => r.request() === heldRequest);
+  releaseApplets();
+  await oldAnswered;
+  await loadAgain();
+  assert.equal(await page.evaluate(() => window.olderDrawn), false, 'the older answer was drawn over the newer one');
+  assert.ok((await chain.locator('tbody tr').first().innerText()).includes('identity'));
+  await page.unroute('**/v1/projects/*/applets');
 
   step('the epochs page lists sealed epochs with verified signatures');
   await page.getByRole('link', { name: 'Epochs' }).click();
