@@ -1,7 +1,8 @@
 //! `wattstream bench` end to end, small: the sustained figure counts only
 //! events the ledger has, and `--json` carries the fields the performance
 //! issue asked for, with ratios computed from figures of the same run, and
-//! the processor's account of its store's turns during the open-loop run.
+//! the processor's account of its store's turns during the open-loop run;
+//! `--config` reaches the processors it starts.
 
 mod common;
 
@@ -12,26 +13,7 @@ use serde_json::Value;
 fn a_small_bench_writes_sustained_and_open_loop_figures_from_one_run() {
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("bench.json");
-    let applets = dist("identity").parent().unwrap().to_path_buf();
-    let out = cli(&[
-        "bench",
-        "--only",
-        "ingest",
-        "--micro-seconds",
-        "0.2",
-        "--seconds",
-        "1",
-        "--devices",
-        "20",
-        "--latency-requests",
-        "30",
-        "--dir",
-        dir.path().join("store").to_str().unwrap(),
-        "--applets",
-        applets.to_str().unwrap(),
-        "--json",
-        json.to_str().unwrap(),
-    ]);
+    let out = small_bench(dir.path(), &["--json", json.to_str().unwrap()]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -84,4 +66,66 @@ fn a_small_bench_writes_sustained_and_open_loop_figures_from_one_run() {
     assert!(groups >= 1, "{l}");
     assert!(turns["ingest_waited_over_5ms"].as_u64().unwrap() <= groups, "{l}");
     assert!(text.contains("the store's write lock meanwhile"), "{text}");
+}
+
+/// `bench ARGS` on 20 devices, a 1 s run, the example applets, in `dir`.
+fn small_bench(dir: &std::path::Path, more: &[&str]) -> std::process::Output {
+    let applets = dist("identity").parent().unwrap().to_path_buf();
+    let store = dir.join("store");
+    let mut args = vec![
+        "bench",
+        "--only",
+        "ingest",
+        "--micro-seconds",
+        "0.2",
+        "--seconds",
+        "1",
+        "--devices",
+        "20",
+        "--latency-requests",
+        "30",
+        "--dir",
+        store.to_str().unwrap(),
+        "--applets",
+        applets.to_str().unwrap(),
+    ];
+    args.extend_from_slice(more);
+    cli(&args)
+}
+
+#[test]
+fn bench_runs_its_processors_on_the_config_it_is_given() {
+    let dir = tempfile::tempdir().unwrap();
+    // Batches of 10 at most: the sustained run sends requests of 100, which
+    // this processor must refuse if it runs on this config.
+    let config = dir.path().join("small-batches.toml");
+    std::fs::write(&config, "[limits]\nmax_batch = 10\n").unwrap();
+    let out = small_bench(dir.path(), &["--config", config.to_str().unwrap()]);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains(&format!("processor config: {}", config.display())),
+        "{text}"
+    );
+    assert!(
+        text.contains("413") || text.to_lowercase().contains("too large"),
+        "{text}"
+    );
+
+    // A config the processor would refuse is refused before any setup, by key.
+    std::fs::write(&config, "[store]\nmax_commit_events = 0\n").unwrap();
+    let out = small_bench(dir.path(), &["--config", config.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && text.contains("max_commit_events"),
+        "{text}"
+    );
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("Sustained"),
+        "{text}"
+    );
 }

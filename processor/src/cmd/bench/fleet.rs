@@ -29,8 +29,8 @@ pub fn run(
     verify_all: f64,
     latency: bool,
 ) -> Result<(Value, Value)> {
-    let store = args.store_args()?;
-    let extra: Vec<&std::ffi::OsStr> = store.iter().map(|s| s.as_os_str()).collect();
+    let serve = args.serve_args()?;
+    let extra: Vec<&std::ffi::OsStr> = serve.iter().map(|s| s.as_os_str()).collect();
     if let Some(url) = &args.store {
         rt.block_on(empty_store(url))?;
     }

@@ -19,10 +19,10 @@ mod soak;
 mod sustained;
 mod turns;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Args as ClapArgs, ValueEnum};
 use serde_json::{Value, json};
 use wattstream_sdk::DeviceKey;
@@ -108,9 +108,26 @@ pub struct Args {
     /// instance (as before instances were kept across a batch).
     #[arg(long)]
     fresh_instances: bool,
+    /// A processor config (TOML, as for `wattstream serve --config`) for
+    /// every processor the benchmark starts: to measure a tuning (`[store]`,
+    /// `[rewards]`, `[applets]`, ...). The benchmark's own settings win (its
+    /// listen address, data directory, admin token and `--store`), and
+    /// `--soak` sets `rewards.epoch_s` and `rewards.seal_after_s`.
+    #[arg(long)]
+    config: Option<PathBuf>,
 }
 
 impl Args {
+    /// `serve` arguments: `--config` and the store under test.
+    fn serve_args(&self) -> Result<Vec<std::ffi::OsString>> {
+        let mut v: Vec<std::ffi::OsString> = match &self.config {
+            Some(path) => vec!["--config".into(), path.into()],
+            None => Vec::new(),
+        };
+        v.extend(self.store_args()?);
+        Ok(v)
+    }
+
     /// `serve` arguments for the store under test.
     fn store_args(&self) -> Result<Vec<std::ffi::OsString>> {
         let Some(url) = &self.store else {
@@ -144,6 +161,16 @@ pub fn run(args: Args) -> Result<i32> {
     let micro = args.micro_seconds;
     println!("wattstream bench: {cores} cores, commit {commit}, {micro} s per micro-benchmark\n");
     let mut doc = json!({"cores": cores, "commit": commit});
+    if let Some(path) = &args.config {
+        // Checked before minutes of setup, the error naming the key.
+        wattstream_processor::config::Config::load(path)
+            .with_context(|| format!("--config {}", path.display()))?;
+        println!(
+            "processor config: {} (for every processor this benchmark starts)\n",
+            path.display()
+        );
+        doc["processor_config"] = json!({"path": path, "toml": std::fs::read_to_string(path)?});
+    }
     if let Some(seconds) = args.soak {
         doc["soak"] = run_soak(&args, seconds)?;
         return write_json(&args, &doc);
@@ -212,8 +239,8 @@ pub fn run(args: Args) -> Result<i32> {
     // 5. Meter footprint.
     let meter_seconds = if wants(Part::Meter) { args.meter_seconds } else { 0 };
     if meter_seconds > 0 {
-        let store = args.store_args()?;
-        let extra: Vec<&std::ffi::OsStr> = store.iter().map(|s| s.as_os_str()).collect();
+        let serve = args.serve_args()?;
+        let extra: Vec<&std::ffi::OsStr> = serve.iter().map(|s| s.as_os_str()).collect();
         let server = ServerProcess::start_with(&dir.join("meter"), TOKEN, &extra)?;
         let admin = ProcessorClient::new(&server.url, Some(TOKEN.to_string()), Duration::from_secs(60))?;
         let launch = meter::Launch {
@@ -246,13 +273,30 @@ fn write_json(args: &Args, doc: &Value) -> Result<i32> {
     Ok(0)
 }
 
+/// The soak's processor config: `--config`'s, with an epoch sealed every
+/// minute.
+fn soak_config(given: Option<&Path>) -> Result<String> {
+    let mut config: toml::Table = match given {
+        Some(path) => toml::from_str(&std::fs::read_to_string(path)?)?,
+        None => toml::Table::new(),
+    };
+    let rewards = config
+        .entry("rewards")
+        .or_insert_with(|| toml::Table::new().into())
+        .as_table_mut()
+        .context("--config: `rewards` must be a table")?;
+    rewards.insert("epoch_s".into(), 60.into());
+    rewards.insert("seal_after_s".into(), 5.into());
+    Ok(toml::to_string(&config)?)
+}
+
 /// `--soak`: a processor sealing an epoch a minute, the fleet registered and
 /// the reward applets deployed, then the steady load (see `soak.rs`).
 fn run_soak(args: &Args, seconds: u64) -> Result<Value> {
     let dir = std::env::temp_dir().join(format!("wattstream-soak-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let config = dir.join("soak.toml");
-    std::fs::write(&config, "[rewards]\nepoch_s = 60\nseal_after_s = 5\n")?;
+    std::fs::write(&config, soak_config(args.config.as_deref())?)?;
     let store = args.store_args()?;
     let mut extra: Vec<&std::ffi::OsStr> = vec!["--config".as_ref(), config.as_os_str()];
     extra.extend(store.iter().map(|s| s.as_os_str()));
@@ -287,4 +331,28 @@ fn run_soak(args: &Args, seconds: u64) -> Result<Value> {
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
     Ok(figures)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_soak_keeps_the_given_config_and_seals_every_minute() {
+        let dir = tempfile::tempdir().unwrap();
+        let given = dir.path().join("given.toml");
+        std::fs::write(
+            &given,
+            "[store]\nwal_restart_mib = 64\n[rewards]\nepoch_s = 3600\npage_lock_ms = 3\n",
+        )
+        .unwrap();
+        let soak = super::soak_config(Some(&given)).unwrap();
+        let c = wattstream_processor::config::Config::parse(&soak).unwrap();
+        assert_eq!((c.rewards.epoch_s, c.rewards.seal_after_s), (60, 5), "{soak}");
+        assert_eq!(
+            (c.store.wal_restart_mib, c.rewards.page_lock_ms),
+            (64, 3),
+            "{soak}"
+        );
+        let alone = wattstream_processor::config::Config::parse(&super::soak_config(None).unwrap()).unwrap();
+        assert_eq!((alone.rewards.epoch_s, alone.rewards.seal_after_s), (60, 5));
+    }
 }
