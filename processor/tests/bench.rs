@@ -13,14 +13,35 @@ use serde_json::Value;
 fn a_small_bench_writes_sustained_and_open_loop_figures_from_one_run() {
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("bench.json");
-    let out = small_bench(dir.path(), &["--json", json.to_str().unwrap()]);
+    // A tuning config, with a secret the figures must not carry.
+    let config = dir.path().join("tuned.toml");
+    std::fs::write(
+        &config,
+        "admin_token = \"a-secret-admin-token-0123\"\n[rewards]\npage_lock_ms = 7\n",
+    )
+    .unwrap();
+    let out = small_bench(
+        dir.path(),
+        &[
+            "--json",
+            json.to_str().unwrap(),
+            "--config",
+            config.to_str().unwrap(),
+        ],
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
         "{text}{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let doc: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let raw = std::fs::read_to_string(&json).unwrap();
+    let doc: Value = serde_json::from_str(&raw).unwrap();
+    assert_eq!(
+        doc["processor_config"]["settings"]["rewards"]["page_lock_ms"], 7,
+        "{doc}"
+    );
+    assert!(!raw.contains("a-secret-admin-token"), "{raw}");
     let limit = doc["limit"]["all_cores"].as_f64().unwrap();
     let s = &doc["sustained"];
     let rate = s["events_per_s"].as_f64().unwrap();
@@ -116,16 +137,24 @@ fn bench_runs_its_processors_on_the_config_it_is_given() {
         "{text}"
     );
 
-    // A config the processor would refuse is refused before any setup, by key.
-    std::fs::write(&config, "[store]\nmax_commit_events = 0\n").unwrap();
-    let out = small_bench(dir.path(), &["--config", config.to_str().unwrap()]);
-    let text = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success() && text.contains("max_commit_events"),
-        "{text}"
-    );
-    assert!(
-        !String::from_utf8_lossy(&out.stdout).contains("Sustained"),
-        "{text}"
-    );
+    // Refused before any setup, naming what: a config the processor would
+    // refuse, and settings that would reach outside the benchmark (a
+    // broker's meters, a database it did not empty).
+    for (toml, named) in [
+        ("[store]\nmax_commit_events = 0\n", "max_commit_events"),
+        ("[mqtt]\nurl = \"mqtt://127.0.0.1:1883\"\n", "[mqtt]"),
+        (
+            "[store]\nurl = \"postgres://root@127.0.0.1:5432/prod\"\n",
+            "store.url",
+        ),
+    ] {
+        std::fs::write(&config, toml).unwrap();
+        let out = small_bench(dir.path(), &["--config", config.to_str().unwrap()]);
+        let text = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && text.contains(named), "{toml}: {text}");
+        assert!(
+            !String::from_utf8_lossy(&out.stdout).contains("Sustained"),
+            "{toml}: {text}"
+        );
+    }
 }

@@ -110,9 +110,11 @@ pub struct Args {
     fresh_instances: bool,
     /// A processor config (TOML, as for `wattstream serve --config`) for
     /// every processor the benchmark starts: to measure a tuning (`[store]`,
-    /// `[rewards]`, `[applets]`, ...). The benchmark's own settings win (its
-    /// listen address, data directory, admin token and `--store`), and
-    /// `--soak` sets `rewards.epoch_s` and `rewards.seal_after_s`.
+    /// `[rewards]`, `[applets]`, `[limits]`, ...). The benchmark's own
+    /// settings win (its listen address, data directory, admin token), and
+    /// `--soak` sets `rewards.epoch_s` and `rewards.seal_after_s`. Refused:
+    /// `[tls]`, `[mqtt]`, `[chains]`, `[onboarding]` and `store.url` (use
+    /// `--store`), which would reach outside the benchmark.
     #[arg(long)]
     config: Option<PathBuf>,
 }
@@ -149,7 +151,18 @@ impl Args {
 
 const TOKEN: &str = "bench-admin-token-0123456789";
 
-pub fn run(args: Args) -> Result<i32> {
+pub fn run(mut args: Args) -> Result<i32> {
+    let dir = args.dir.join(format!("run-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    // Checked before minutes of setup; the processors get the copy.
+    let config = match args.config.take() {
+        Some(given) => {
+            let (copy, settings) = bench_config(&given, &dir)?;
+            args.config = Some(copy);
+            Some((given, settings))
+        }
+        None => None,
+    };
     let wants = |p: Part| args.only.is_empty() || args.only.contains(&p);
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let commit = std::process::Command::new("git")
@@ -161,18 +174,16 @@ pub fn run(args: Args) -> Result<i32> {
     let micro = args.micro_seconds;
     println!("wattstream bench: {cores} cores, commit {commit}, {micro} s per micro-benchmark\n");
     let mut doc = json!({"cores": cores, "commit": commit});
-    if let Some(path) = &args.config {
-        // Checked before minutes of setup, the error naming the key.
-        wattstream_processor::config::Config::load(path)
-            .with_context(|| format!("--config {}", path.display()))?;
+    if let Some((given, settings)) = &config {
         println!(
             "processor config: {} (for every processor this benchmark starts)\n",
-            path.display()
+            given.display()
         );
-        doc["processor_config"] = json!({"path": path, "toml": std::fs::read_to_string(path)?});
+        doc["processor_config"] = json!({"path": given, "settings": settings});
     }
     if let Some(seconds) = args.soak {
         doc["soak"] = run_soak(&args, seconds)?;
+        let _ = std::fs::remove_dir_all(&dir);
         return write_json(&args, &doc);
     }
 
@@ -187,8 +198,6 @@ pub fn run(args: Args) -> Result<i32> {
         doc["limit"] = json!({"all_cores": all});
     }
 
-    let dir = args.dir.join(format!("run-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
     let rt = super::runtime()?;
 
     // 2-3. Sustained to the ledger, then open-loop latency at half of it.
@@ -271,6 +280,38 @@ fn write_json(args: &Args, doc: &Value) -> Result<i32> {
         println!("\nfigures written to {}", path.display());
     }
     Ok(0)
+}
+
+/// Sections that would connect the benchmark's scratch processor to the
+/// world: a broker's meters, a chain and its key, HTTPS, owner bindings.
+const NOT_FOR_A_BENCH: &[&str] = &["tls", "mqtt", "chains", "onboarding"];
+
+/// `--config` for the benchmark's processors, written to `dir`: checked as
+/// `serve` checks it (a wrong key fails now, named); refused where it would
+/// reach outside the benchmark ([`NOT_FOR_A_BENCH`], and `store.url`: a
+/// benchmark fills its store, so `--store` names an empty database); and
+/// without `admin_token` (the benchmark's own wins, and neither this copy nor
+/// `--json` holds a secret).
+fn bench_config(given: &Path, dir: &Path) -> Result<(PathBuf, toml::Table)> {
+    let what = || format!("--config {}", given.display());
+    wattstream_processor::config::Config::load(given).with_context(what)?;
+    let mut settings: toml::Table = toml::from_str(&std::fs::read_to_string(given)?).with_context(what)?;
+    if let Some(key) = NOT_FOR_A_BENCH.iter().find(|k| settings.contains_key(**k)) {
+        anyhow::bail!(
+            "{}: [{key}] would reach outside the benchmark's own processor: leave it out",
+            what()
+        );
+    }
+    if settings.get("store").and_then(|s| s.get("url")).is_some() {
+        anyhow::bail!(
+            "{}: store.url: a benchmark fills its store; name an empty database with --store",
+            what()
+        );
+    }
+    settings.remove("admin_token");
+    let copy = dir.join("processor.toml");
+    std::fs::write(&copy, toml::to_string(&settings)?)?;
+    Ok((copy, settings))
 }
 
 /// The soak's processor config: `--config`'s, with an epoch sealed every
