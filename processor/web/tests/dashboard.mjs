@@ -38,6 +38,26 @@ async function newPage(viewport = { width: 1280, height: 860 }) {
   return page;
 }
 
+// Holds the first request to `pattern` that `wanted` picks until
+// `release()`, then answers it with its real answer changed by `mark`: an
+// older answer that arrives after newer ones. `asked` settles once it is held.
+async function holdOne(page, pattern, wanted, mark) {
+  let release, caught, request;
+  const held = new Promise((r) => { release = r; });
+  const asked = new Promise((r) => { caught = r; });
+  await page.route(pattern, async (route) => {
+    if (request || !wanted(route.request())) return route.continue();
+    request = route.request();
+    caught();
+    await held;
+    const res = await route.fetch();
+    const body = await res.json();
+    mark(body);
+    await route.fulfill({ response: res, json: body });
+  });
+  return { asked, release, request: () => request };
+}
+
 async function shot(page, name, fullPage = true) {
   if (shots) await page.screenshot({ path: `${shots}/dashboard-${name}.png`, fullPage });
 }
@@ -104,24 +124,15 @@ try {
   step('sort by balance from the keyboard; a refresh asked for before the sort does not undo it');
   // Hold the next refresh in the old order (a ledger event asks for it),
   // sort, then let the old answer through, marked: the page must not draw it.
-  let release, caught;
-  const held = new Promise((r) => { release = r; });
-  const oldAsked = new Promise((r) => { caught = r; });
-  await page.route('**/v1/fleet*', async (route) => {
-    if (new URL(route.request().url()).searchParams.get('sort') !== 'registered') return route.continue();
-    caught();
-    await held;
-    const res = await route.fetch();
-    const body = await res.json();
-    for (const d of body.devices) d.owner = 'older-answer';
-    await route.fulfill({ response: res, json: body });
-  });
-  await oldAsked;
+  const oldFleet = await holdOne(page, '**/v1/fleet*',
+    (r) => new URL(r.url()).searchParams.get('sort') === 'registered',
+    (b) => { for (const d of b.devices) d.owner = 'older-answer'; });
+  await oldFleet.asked;
   await page.keyboard.press('Enter');
   const sorted = page.locator('th[aria-sort="descending"]', { hasText: 'Balance' });
   await sorted.waitFor();
   const drawn = await sorted.elementHandle();
-  release();
+  oldFleet.release();
   // The next drawing of the header: the old answer's if the page took it.
   await page.waitForFunction((th) => !th.isConnected, drawn);
   const shown = await page.locator('table.fleet').innerText();
@@ -151,12 +162,9 @@ try {
   step('a chart refresh asked for before a new range does not draw over it');
   // Hold the hour's series (a reading asks for it again), pick Day, let the
   // hour's answer through: the chart must stay on the day.
-  let releaseHour, caughtHour;
-  const holdHour = new Promise((r) => { releaseHour = r; });
-  const hourAsked = new Promise((r) => { caughtHour = r; });
   const hourSeries = (u) => u.pathname.endsWith('/series') && u.searchParams.get('range') === 'hour';
-  await page.route(hourSeries, async (route) => { caughtHour(); await holdHour; await route.continue(); });
-  await hourAsked;
+  const oldHour = await holdOne(page, hourSeries, () => true, () => {});
+  await oldHour.asked;
   await page.getByLabel('Day').check();
   await page.locator('[data-testid="power-chart"][data-range="day"]').waitFor({ state: 'attached' });
   // Every range the chart is drawn in from here on. (Waiting for the next
@@ -167,8 +175,8 @@ try {
     new MutationObserver(() => window.drawnRanges.push(el.dataset.range))
       .observe(el, { attributes: true, attributeFilter: ['data-range'] });
   });
-  const hourIn = page.waitForEvent('requestfinished', (r) => hourSeries(new URL(r.url())));
-  releaseHour();
+  const hourIn = page.waitForResponse((r) => r.request() === oldHour.request());
+  oldHour.release();
   await hourIn;
   // A range of its own, asked for after the hour's answer was in and drawn
   // a network round trip later.
@@ -218,19 +226,8 @@ try {
   // it happens; a third load, asked for once the first's answer is in, is
   // drawn after that answer's turn has passed. (Not a live refresh: the
   // demo's meters may have stopped by now.)
-  let releaseApplets, appletsCaught, heldRequest;
-  const appletsHeld = new Promise((r) => { releaseApplets = r; });
-  const appletsAsked = new Promise((r) => { appletsCaught = r; });
-  await page.route('**/v1/projects/*/applets', async (route) => {
-    if (heldRequest) return route.continue();
-    heldRequest = route.request();
-    appletsCaught();
-    await appletsHeld;
-    const res = await route.fetch();
-    const body = await res.json();
-    for (const a of body.applets) a.name = 'older-answer';
-    await route.fulfill({ response: res, json: body });
-  });
+  const oldApplets = await holdOne(page, '**/v1/projects/*/applets', () => true,
+    (b) => { for (const a of b.applets) a.name = 'older-answer'; });
   await page.evaluate(() => {
     window.olderDrawn = false;
     new MutationObserver(() => { if (document.body.textContent.includes('older-answer')) window.olderDrawn = true; })
@@ -242,10 +239,10 @@ try {
     await page.waitForFunction((t) => !t.isConnected, drawn);
   };
   await page.locator('#project').dispatchEvent('change');
-  await appletsAsked;
+  await oldApplets.asked;
   await loadAgain();
-  const oldAnswered = page.waitForResponse((r) => r.request() === heldRequest);
-  releaseApplets();
+  const oldAnswered = page.waitForResponse((r) => r.request() === oldApplets.request());
+  oldApplets.release();
   await oldAnswered;
   await loadAgain();
   assert.equal(await page.evaluate(() => window.olderDrawn), false, 'the older answer was drawn over the newer one');
