@@ -9,6 +9,7 @@
 //! 5. the meter's footprint (`power-meter run --sim`).
 
 mod applets;
+mod config;
 mod dashboard;
 mod fleet;
 mod ingest;
@@ -19,10 +20,10 @@ mod soak;
 mod sustained;
 mod turns;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::{Args as ClapArgs, ValueEnum};
 use serde_json::{Value, json};
 use wattstream_sdk::DeviceKey;
@@ -157,7 +158,7 @@ pub fn run(mut args: Args) -> Result<i32> {
     // Checked before minutes of setup; the processors get the copy.
     let config = match args.config.take() {
         Some(given) => {
-            let (copy, settings) = bench_config(&given, &dir)?;
+            let (copy, settings) = config::bench_config(&given, &dir)?;
             args.config = Some(copy);
             Some((given, settings))
         }
@@ -282,62 +283,13 @@ fn write_json(args: &Args, doc: &Value) -> Result<i32> {
     Ok(0)
 }
 
-/// Sections that would connect the benchmark's scratch processor to the
-/// world: a broker's meters, a chain and its key, HTTPS, owner bindings.
-const NOT_FOR_A_BENCH: &[&str] = &["tls", "mqtt", "chains", "onboarding"];
-
-/// `--config` for the benchmark's processors, written to `dir`: checked as
-/// `serve` checks it (a wrong key fails now, named); refused where it would
-/// reach outside the benchmark ([`NOT_FOR_A_BENCH`], and `store.url`: a
-/// benchmark fills its store, so `--store` names an empty database); and
-/// without `admin_token` (the benchmark's own wins, and neither this copy nor
-/// `--json` holds a secret).
-fn bench_config(given: &Path, dir: &Path) -> Result<(PathBuf, toml::Table)> {
-    let what = || format!("--config {}", given.display());
-    wattstream_processor::config::Config::load(given).with_context(what)?;
-    let mut settings: toml::Table = toml::from_str(&std::fs::read_to_string(given)?).with_context(what)?;
-    if let Some(key) = NOT_FOR_A_BENCH.iter().find(|k| settings.contains_key(**k)) {
-        anyhow::bail!(
-            "{}: [{key}] would reach outside the benchmark's own processor: leave it out",
-            what()
-        );
-    }
-    if settings.get("store").and_then(|s| s.get("url")).is_some() {
-        anyhow::bail!(
-            "{}: store.url: a benchmark fills its store; name an empty database with --store",
-            what()
-        );
-    }
-    settings.remove("admin_token");
-    let copy = dir.join("processor.toml");
-    std::fs::write(&copy, toml::to_string(&settings)?)?;
-    Ok((copy, settings))
-}
-
-/// The soak's processor config: `--config`'s, with an epoch sealed every
-/// minute.
-fn soak_config(given: Option<&Path>) -> Result<String> {
-    let mut config: toml::Table = match given {
-        Some(path) => toml::from_str(&std::fs::read_to_string(path)?)?,
-        None => toml::Table::new(),
-    };
-    let rewards = config
-        .entry("rewards")
-        .or_insert_with(|| toml::Table::new().into())
-        .as_table_mut()
-        .context("--config: `rewards` must be a table")?;
-    rewards.insert("epoch_s".into(), 60.into());
-    rewards.insert("seal_after_s".into(), 5.into());
-    Ok(toml::to_string(&config)?)
-}
-
 /// `--soak`: a processor sealing an epoch a minute, the fleet registered and
 /// the reward applets deployed, then the steady load (see `soak.rs`).
 fn run_soak(args: &Args, seconds: u64) -> Result<Value> {
     let dir = std::env::temp_dir().join(format!("wattstream-soak-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let config = dir.join("soak.toml");
-    std::fs::write(&config, soak_config(args.config.as_deref())?)?;
+    std::fs::write(&config, config::soak_config(args.config.as_deref())?)?;
     let store = args.store_args()?;
     let mut extra: Vec<&std::ffi::OsStr> = vec!["--config".as_ref(), config.as_os_str()];
     extra.extend(store.iter().map(|s| s.as_os_str()));
@@ -372,28 +324,4 @@ fn run_soak(args: &Args, seconds: u64) -> Result<Value> {
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
     Ok(figures)
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn the_soak_keeps_the_given_config_and_seals_every_minute() {
-        let dir = tempfile::tempdir().unwrap();
-        let given = dir.path().join("given.toml");
-        std::fs::write(
-            &given,
-            "[store]\nwal_restart_mib = 64\n[rewards]\nepoch_s = 3600\npage_lock_ms = 3\n",
-        )
-        .unwrap();
-        let soak = super::soak_config(Some(&given)).unwrap();
-        let c = wattstream_processor::config::Config::parse(&soak).unwrap();
-        assert_eq!((c.rewards.epoch_s, c.rewards.seal_after_s), (60, 5), "{soak}");
-        assert_eq!(
-            (c.store.wal_restart_mib, c.rewards.page_lock_ms),
-            (64, 3),
-            "{soak}"
-        );
-        let alone = wattstream_processor::config::Config::parse(&super::soak_config(None).unwrap()).unwrap();
-        assert_eq!((alone.rewards.epoch_s, alone.rewards.seal_after_s), (60, 5));
-    }
 }
