@@ -17,8 +17,9 @@ const NOT_FOR_A_BENCH: &[&str] = &["tls", "mqtt", "chains", "onboarding"];
 /// `--json` holds a secret).
 pub(super) fn bench_config(given: &Path, dir: &Path) -> Result<(PathBuf, toml::Table)> {
     let what = || format!("--config {}", given.display());
-    wattstream_processor::config::Config::load(given).with_context(what)?;
-    let mut settings: toml::Table = toml::from_str(&std::fs::read_to_string(given)?).with_context(what)?;
+    let text = std::fs::read_to_string(given).with_context(what)?;
+    wattstream_processor::config::Config::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", what()))?;
+    let mut settings: toml::Table = toml::from_str(&text).with_context(what)?;
     if let Some(key) = NOT_FOR_A_BENCH.iter().find(|k| settings.contains_key(**k)) {
         anyhow::bail!(
             "{}: [{key}] would reach outside the benchmark's own processor: leave it out",
@@ -37,13 +38,10 @@ pub(super) fn bench_config(given: &Path, dir: &Path) -> Result<(PathBuf, toml::T
     Ok((copy, settings))
 }
 
-/// The soak's processor config: `--config`'s, with an epoch sealed every
-/// minute.
-pub(super) fn soak_config(given: Option<&Path>) -> Result<String> {
-    let mut config: toml::Table = match given {
-        Some(path) => toml::from_str(&std::fs::read_to_string(path)?)?,
-        None => toml::Table::new(),
-    };
+/// The soak's processor config: `--config`'s settings (from
+/// [`bench_config`]), with an epoch sealed every minute.
+pub(super) fn soak_config(given: Option<&toml::Table>) -> Result<String> {
+    let mut config = given.cloned().unwrap_or_default();
     let rewards = config
         .entry("rewards")
         .or_insert_with(|| toml::Table::new().into())
@@ -65,7 +63,8 @@ mod tests {
             "[store]\nwal_restart_mib = 64\n[rewards]\nepoch_s = 3600\npage_lock_ms = 3\n",
         )
         .unwrap();
-        let soak = super::soak_config(Some(&given)).unwrap();
+        let (_, settings) = super::bench_config(&given, dir.path()).unwrap();
+        let soak = super::soak_config(Some(&settings)).unwrap();
         let c = wattstream_processor::config::Config::parse(&soak).unwrap();
         assert_eq!((c.rewards.epoch_s, c.rewards.seal_after_s), (60, 5), "{soak}");
         assert_eq!(

@@ -183,7 +183,7 @@ pub fn run(mut args: Args) -> Result<i32> {
         doc["processor_config"] = json!({"path": given, "settings": settings});
     }
     if let Some(seconds) = args.soak {
-        doc["soak"] = run_soak(&args, seconds)?;
+        doc["soak"] = run_soak(&args, seconds, config.as_ref().map(|(_, settings)| settings))?;
         let _ = std::fs::remove_dir_all(&dir);
         return write_json(&args, &doc);
     }
@@ -285,11 +285,11 @@ fn write_json(args: &Args, doc: &Value) -> Result<i32> {
 
 /// `--soak`: a processor sealing an epoch a minute, the fleet registered and
 /// the reward applets deployed, then the steady load (see `soak.rs`).
-fn run_soak(args: &Args, seconds: u64) -> Result<Value> {
+fn run_soak(args: &Args, seconds: u64, settings: Option<&toml::Table>) -> Result<Value> {
     let dir = std::env::temp_dir().join(format!("wattstream-soak-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let config = dir.join("soak.toml");
-    std::fs::write(&config, config::soak_config(args.config.as_deref())?)?;
+    std::fs::write(&config, config::soak_config(settings)?)?;
     let store = args.store_args()?;
     let mut extra: Vec<&std::ffi::OsStr> = vec!["--config".as_ref(), config.as_os_str()];
     extra.extend(store.iter().map(|s| s.as_os_str()));
